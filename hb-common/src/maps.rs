@@ -1,0 +1,265 @@
+//! Types stored in the BPF maps, laid out identically on both sides (`#[repr(C)]`,
+//! explicit padding so BTF and `bpftool` show every byte), and the maps' names.
+
+/// Names of the maps in the object, and the file names they are pinned under in
+/// `/sys/fs/bpf/hb/<iface>/`.
+pub mod names {
+    /// Object name of the peers map (BTF hash, node id -> [`super::PeerState`]).
+    pub const PEERS: &str = "PEERS";
+    /// Object name of the counters map (BTF per-CPU array of one [`super::Stats`]).
+    pub const STATS: &str = "STATS";
+    /// Object name of the configuration map (BTF array of one [`super::Config`]).
+    pub const CONFIG: &str = "CONFIG";
+    /// Object name of the MAC key map (BTF array of one [`super::Key`]).
+    pub const KEY: &str = "KEY";
+    /// Pinned file names, one per map above, in the same order.
+    pub const PINNED: [(&str, &str); 4] = [
+        (PEERS, "peers"),
+        (STATS, "stats"),
+        (CONFIG, "config"),
+        (KEY, "key"),
+    ];
+    /// The XDP entry point.
+    pub const PROGRAM: &str = "hb_xdp";
+}
+
+/// Most peers one node tracks.
+pub const MAX_PEERS: u32 = 64;
+
+/// The controller's settings for the XDP program (single entry at index 0).
+/// A zero `port` means "not configured yet": everything passes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub cluster_id: u32,
+    /// Heartbeat UDP port, host byte order.
+    pub port: u16,
+    /// `CONFIG_*` bits.
+    pub flags: u16,
+}
+
+/// Let heartbeat-port packets go on to the stack after handling them (debugging:
+/// tcpdump on a socket, or a second receiver). Off by default: they are dropped.
+pub const CONFIG_PASS_HEARTBEATS: u16 = 1 << 0;
+
+/// The 128-bit MAC key as SipHash reads it: little-endian words of key bytes 0..8, 8..16.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Key {
+    pub k0: u64,
+    pub k1: u64,
+}
+
+impl Key {
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&b[..8]);
+        hi.copy_from_slice(&b[8..]);
+        Self {
+            k0: u64::from_le_bytes(lo),
+            k1: u64::from_le_bytes(hi),
+        }
+    }
+}
+
+/// Never print a key by accident.
+impl core::fmt::Debug for Key {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+/// What the XDP program knows of one peer. The controller inserts a zeroed entry
+/// for every configured peer: the keys of this map are the allow-list, and the
+/// XDP program only ever updates existing entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerState {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last accepted message; 0 = never.
+    pub last_seen_ns: u64,
+    /// Sequence number of the last accepted message.
+    pub seq: u64,
+    /// Count of accepted messages.
+    pub accepted: u64,
+    /// Epoch of the last accepted message.
+    pub epoch: u32,
+    /// Interface the last accepted message came in on.
+    pub ifindex: u32,
+    /// Source IPv4 address of the last accepted message, network order.
+    pub src_ipv4: [u8; 4],
+    /// Source MAC address of the last accepted message.
+    pub src_mac: [u8; 6],
+    /// Last message's flags (`wire::FLAG_*`).
+    pub flags: u8,
+    /// Last message's advertised priority.
+    pub priority: u8,
+    /// Last message's advertised state (`wire::NodeState`).
+    pub state: u8,
+    /// Last message's type (`wire::MsgType`): a leave shows the peer stopped on purpose.
+    pub msg_type: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Outcome of one packet, and index of its counter in [`Stats`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not a heartbeat (other traffic, non-first fragment): passed untouched.
+    Passed = 0,
+    Accepted,
+    BadLength,
+    BadMagic,
+    BadVersion,
+    BadType,
+    WrongCluster,
+    UnknownNode,
+    BadMac,
+    Replayed,
+}
+
+impl From<crate::wire::Refusal> for Outcome {
+    #[inline(always)]
+    fn from(r: crate::wire::Refusal) -> Self {
+        use crate::wire::Refusal as R;
+        match r {
+            R::BadLength => Self::BadLength,
+            R::BadMagic => Self::BadMagic,
+            R::BadVersion => Self::BadVersion,
+            R::BadType => Self::BadType,
+            R::WrongCluster => Self::WrongCluster,
+            R::UnknownNode => Self::UnknownNode,
+            R::BadMac => Self::BadMac,
+            R::Replayed => Self::Replayed,
+        }
+    }
+}
+
+/// Per-CPU packet counters, one field per [`Outcome`] in the same order, so that
+/// `bpftool map dump` prints them by name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub passed: u64,
+    pub accepted: u64,
+    pub bad_length: u64,
+    pub bad_magic: u64,
+    pub bad_version: u64,
+    pub bad_type: u64,
+    pub wrong_cluster: u64,
+    pub unknown_node: u64,
+    pub bad_mac: u64,
+    pub replayed: u64,
+}
+
+impl Stats {
+    /// Number of counters, the length of [`Stats::FIELDS`].
+    pub const COUNT: usize = 10;
+    /// Counter names, in [`Outcome`] order.
+    pub const FIELDS: [&'static str; Self::COUNT] = [
+        "passed",
+        "accepted",
+        "bad_length",
+        "bad_magic",
+        "bad_version",
+        "bad_type",
+        "wrong_cluster",
+        "unknown_node",
+        "bad_mac",
+        "replayed",
+    ];
+
+    pub fn as_array(&self) -> [u64; Self::COUNT] {
+        [
+            self.passed,
+            self.accepted,
+            self.bad_length,
+            self.bad_magic,
+            self.bad_version,
+            self.bad_type,
+            self.wrong_cluster,
+            self.unknown_node,
+            self.bad_mac,
+            self.replayed,
+        ]
+    }
+
+    pub fn get(&self, o: Outcome) -> u64 {
+        self.as_array()[o as usize]
+    }
+
+    /// Sum of per-CPU values.
+    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a Stats>) -> Stats {
+        let mut t = [0u64; Self::COUNT];
+        for s in per_cpu {
+            for (acc, v) in t.iter_mut().zip(s.as_array()) {
+                *acc += v;
+            }
+        }
+        let [passed, accepted, bad_length, bad_magic, bad_version, bad_type, wrong_cluster, unknown_node, bad_mac, replayed] =
+            t;
+        Stats {
+            passed,
+            accepted,
+            bad_length,
+            bad_magic,
+            bad_version,
+            bad_type,
+            wrong_cluster,
+            unknown_node,
+            bad_mac,
+            replayed,
+        }
+    }
+}
+
+// Both sides rely on these sizes; a change here is a change of the map ABI.
+const _: () = assert!(core::mem::size_of::<PeerState>() == 48);
+const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(Outcome::Replayed as usize + 1 == Stats::COUNT);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are #[repr(C)], made only of integers and byte arrays, with no
+    // implicit padding (sizes asserted above).
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Key {}
+    unsafe impl aya::Pod for super::PeerState {}
+    unsafe impl aya::Pod for super::Stats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_sum_and_lookup() {
+        let a = Stats {
+            accepted: 2,
+            bad_mac: 1,
+            ..Default::default()
+        };
+        let b = Stats {
+            accepted: 3,
+            replayed: 4,
+            ..Default::default()
+        };
+        let s = Stats::sum([&a, &b]);
+        assert_eq!(s.get(Outcome::Accepted), 5);
+        assert_eq!(s.get(Outcome::BadMac), 1);
+        assert_eq!(s.get(Outcome::Replayed), 4);
+        assert_eq!(
+            Stats::FIELDS[Outcome::WrongCluster as usize],
+            "wrong_cluster"
+        );
+    }
+
+    #[test]
+    fn key_bytes_are_read_little_endian() {
+        let k = Key::from_bytes(core::array::from_fn(|i| i as u8));
+        assert_eq!(k.k0, 0x0706050403020100);
+        assert_eq!(k.k1, 0x0f0e0d0c0b0a0908);
+        assert_eq!(format!("{k:?}"), "Key(..)");
+    }
+}

@@ -1,0 +1,66 @@
+//! The checks a heartbeat-port payload goes through, in the order of
+//! docs/PROTOCOL.md, and the peer record a valid one updates.
+
+use aya_ebpf::{
+    btf_maps::{Array, HashMap},
+    helpers::bpf_ktime_get_ns,
+    programs::XdpContext,
+};
+use hb_common::{
+    maps::{Config, Key, PeerState, MAX_PEERS},
+    wire::{self, Heartbeat, Refusal, WIRE_LEN},
+};
+
+use crate::parse::{ptr_at, Udp};
+
+const UDP_LEN: u16 = (8 + WIRE_LEN) as u16;
+
+#[inline(always)]
+pub fn receive(
+    ctx: &XdpContext,
+    udp: &Udp,
+    cfg: &Config,
+    peers: &HashMap<u32, PeerState, { MAX_PEERS as usize }>,
+    key: &Array<Key, 1>,
+) -> Result<(), Refusal> {
+    // 1. Lengths: the UDP length field, the IPv4 total length, and the frame itself.
+    if udp.udp_len != UDP_LEN || udp.ip_room < UDP_LEN {
+        return Err(Refusal::BadLength);
+    }
+    let payload: *const [u8; WIRE_LEN] = ptr_at(ctx, udp.payload_off).ok_or(Refusal::BadLength)?;
+    // One copy to the stack: the checks below then index a fixed-size array.
+    let buf: [u8; WIRE_LEN] = unsafe { *payload };
+    // 2-4. Magic, version, message type.
+    let hb = Heartbeat::parse_unauthenticated(&buf)?;
+    // 5. Cluster.
+    if hb.cluster_id != cfg.cluster_id {
+        return Err(Refusal::WrongCluster);
+    }
+    // 6. Allow-list: only configured peers have an entry.
+    let peer = peers.get_ptr_mut(hb.node_id).ok_or(Refusal::UnknownNode)?;
+    // 7. MAC, the costly check, only for packets that got this far.
+    let key = key.get(0).ok_or(Refusal::BadMac)?;
+    if !wire::mac_ok(&buf, key) {
+        return Err(Refusal::BadMac);
+    }
+    // 8. Anti-replay: strictly after the last accepted (epoch, seq).
+    // SAFETY: a hash map value; only this program writes it after the controller
+    // created it. Two CPUs racing on one peer can at worst both accept the same
+    // fresh heartbeat, never an old one.
+    let p = unsafe { &mut *peer };
+    if !hb.is_after(p.epoch, p.seq) {
+        return Err(Refusal::Replayed);
+    }
+    p.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    p.epoch = hb.epoch;
+    p.seq = hb.seq;
+    p.accepted += 1;
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.src_ipv4 = udp.src_ipv4;
+    p.src_mac = udp.src_mac;
+    p.flags = hb.flags;
+    p.priority = hb.priority;
+    p.state = hb.state;
+    p.msg_type = hb.msg_type as u8;
+    Ok(())
+}

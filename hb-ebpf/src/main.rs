@@ -1,0 +1,97 @@
+//! hb's XDP program: records authenticated heartbeats before netfilter and the
+//! socket layer see them, drops forged and replayed ones, passes everything else.
+//!
+//! This file holds the maps and the entry point only; parsing is in `parse.rs`,
+//! heartbeat checks in `heartbeat.rs`.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod heartbeat;
+#[cfg(target_arch = "bpf")]
+mod parse;
+
+#[cfg(target_arch = "bpf")]
+mod prog {
+    use aya_ebpf::{
+        bindings::xdp_action,
+        btf_maps::{Array, HashMap, PerCpuArray},
+        macros::{btf_map, xdp},
+        programs::XdpContext,
+    };
+    use hb_common::maps::{
+        Config, Key, Outcome, PeerState, Stats, CONFIG_PASS_HEARTBEATS, MAX_PEERS,
+    };
+
+    use crate::{heartbeat, parse};
+
+    /// node id -> what we know of that peer. Keys are written by the controller
+    /// (the allow-list); values by this program.
+    #[btf_map]
+    pub static PEERS: HashMap<u32, PeerState, { MAX_PEERS as usize }> = HashMap::new();
+
+    /// One `Stats` per CPU, at index 0.
+    #[btf_map]
+    pub static STATS: PerCpuArray<Stats, 1> = PerCpuArray::new();
+
+    /// One `Config` at index 0, written by the controller.
+    #[btf_map]
+    pub static CONFIG: Array<Config, 1> = Array::new();
+
+    /// The MAC key at index 0, written by the controller. Never logged.
+    #[btf_map]
+    pub static KEY: Array<Key, 1> = Array::new();
+
+    #[xdp]
+    pub fn hb_xdp(ctx: XdpContext) -> u32 {
+        // Cheapest path first: anything that is not UDP never touches a map but STATS.
+        let Some(udp) = parse::udp(&ctx) else {
+            count(Outcome::Passed);
+            return xdp_action::XDP_PASS;
+        };
+        let Some(cfg) = CONFIG.get(0) else {
+            return xdp_action::XDP_PASS;
+        };
+        if cfg.port == 0 || udp.dst_port != cfg.port {
+            count(Outcome::Passed);
+            return xdp_action::XDP_PASS;
+        }
+        let outcome = match heartbeat::receive(&ctx, &udp, cfg, &PEERS, &KEY) {
+            Ok(()) => Outcome::Accepted,
+            Err(refusal) => refusal.into(),
+        };
+        count(outcome);
+        // Valid or not, heartbeats end here: a flood of forgeries never reaches the stack.
+        if cfg.flags & CONFIG_PASS_HEARTBEATS != 0 {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    #[inline(always)]
+    fn count(outcome: Outcome) {
+        if let Some(stats) = STATS.get_ptr_mut(0) {
+            // Stats is #[repr(C)] of u64 in Outcome order (asserted in hb-common).
+            // SAFETY: per-CPU slot, so no other writer; index < Stats::COUNT.
+            unsafe { *(stats as *mut u64).add(outcome as usize) += 1 };
+        }
+    }
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable: the verifier rejects a program whose panic path is reachable.
+    loop {}
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("hb-ebpf builds for the BPF target only: run `cargo xtask build-ebpf`");
+}

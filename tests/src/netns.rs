@@ -1,0 +1,136 @@
+//! Throwaway network namespaces for one test: made with a per-test prefix,
+//! deleted on drop (so also when the test panics).
+
+use anyhow::{bail, Context, Result};
+use std::{fs::File, path::PathBuf, process::Command};
+
+/// Runs a command, failing with its full command line and stderr.
+pub fn sh(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("cannot run {}", args[0]))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A set of namespaces named `<prefix>-<name>`, and a scratch directory; all
+/// removed on drop.
+pub struct Lab {
+    pub prefix: String,
+    namespaces: Vec<String>,
+    pub scratch: PathBuf,
+    mounts: Vec<PathBuf>,
+}
+
+impl Lab {
+    /// `tag` names the test; the pid keeps parallel runs apart.
+    pub fn new(tag: &str) -> Result<Self> {
+        let prefix = format!("hbt{}-{}", tag, std::process::id());
+        let scratch = std::env::temp_dir().join(&prefix);
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch)?;
+        Ok(Self {
+            prefix,
+            namespaces: Vec::new(),
+            scratch,
+            mounts: Vec::new(),
+        })
+    }
+
+    /// Creates namespace `<prefix>-<name>` with its loopback up; returns its name.
+    pub fn netns(&mut self, name: &str) -> Result<String> {
+        let ns = format!("{}-{name}", self.prefix);
+        let _ = sh(&["ip", "netns", "del", &ns]);
+        sh(&["ip", "netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        self.exec(&ns, &["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs a command inside namespace `ns`.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Result<String> {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// A veth pair `a` in `ns_a` and `b` in `ns_b`, with addresses, up.
+    pub fn veth(
+        &self,
+        ns_a: &str,
+        a: &str,
+        addr_a: &str,
+        ns_b: &str,
+        b: &str,
+        addr_b: &str,
+    ) -> Result<()> {
+        sh(&[
+            "ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b,
+        ])?;
+        self.exec(ns_a, &["ip", "addr", "add", addr_a, "dev", a])?;
+        self.exec(ns_b, &["ip", "addr", "add", addr_b, "dev", b])?;
+        self.exec(ns_a, &["ip", "link", "set", a, "up"])?;
+        self.exec(ns_b, &["ip", "link", "set", b, "up"])?;
+        Ok(())
+    }
+
+    /// A bpffs mounted in the scratch directory (unmounted on drop): its `hb`
+    /// subdirectory is a pin root no other test or daemon shares.
+    pub fn pin_root(&mut self) -> PathBuf {
+        let mount_point = self.scratch.join("bpffs");
+        self.mounts.push(mount_point.clone());
+        mount_point.join("hb")
+    }
+
+    /// The MAC address of `dev` in `ns`.
+    pub fn mac(&self, ns: &str, dev: &str) -> Result<[u8; 6]> {
+        let out = self.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;
+        let mut mac = [0u8; 6];
+        for (m, part) in mac.iter_mut().zip(out.trim().split(':')) {
+            *m = u8::from_str_radix(part, 16)?;
+        }
+        Ok(mac)
+    }
+
+    /// The ifindex of `dev` in `ns`.
+    pub fn ifindex(&self, ns: &str, dev: &str) -> Result<u32> {
+        Ok(self
+            .exec(ns, &["cat", &format!("/sys/class/net/{dev}/ifindex")])?
+            .trim()
+            .parse()?)
+    }
+
+    /// Runs `f` on a thread that has entered namespace `ns` (network namespace only:
+    /// mounts and files stay the test's own).
+    pub fn in_netns<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let file = File::open(format!("/var/run/netns/{ns}"))
+            .with_context(|| format!("opening netns {ns}"))?;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = sh(&["ip", "netns", "del", &ns]);
+        }
+        for m in self.mounts.drain(..) {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}

@@ -1,0 +1,70 @@
+//! Developer tasks: `cargo xtask <task>`. Each task sets up what it needs itself,
+//! so that a fresh machine needs no manual step.
+
+mod build_ebpf;
+mod tools;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "hb developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the XDP object (installs rust-src and bpf-linker when missing).
+    BuildEbpf,
+    /// Build everything and run every test (needs root: XDP, namespaces, iptables).
+    Test {
+        /// Extra arguments for `cargo test`, e.g. a test name filter.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN (needs root).
+    BenchXdp {
+        /// Runs per case.
+        #[arg(long, default_value_t = 2_000_000)]
+        repeat: u32,
+        /// Also write the table into docs/BENCHMARKS.md.
+        #[arg(long)]
+        write: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::BuildEbpf => build_ebpf::build().map(|_| ()),
+        Task::Test { args } => {
+            tools::ensure_system_packages()?;
+            build_ebpf::build()?;
+            let mut cmd = std::process::Command::new(tools::cargo());
+            cmd.args(["test", "--workspace", "--release"]).args(&args);
+            tools::run(&mut cmd, "cargo test")
+        }
+        Task::BenchXdp { repeat, write } => {
+            tools::ensure_system_packages()?;
+            build_ebpf::build()?;
+            let mut cmd = std::process::Command::new(tools::cargo());
+            cmd.args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "hb-tests",
+                "--bin",
+                "bench-xdp",
+                "--",
+            ])
+            .arg(repeat.to_string());
+            if write {
+                cmd.arg("--write")
+                    .arg(tools::workspace_root().join("docs/BENCHMARKS.md"));
+            }
+            tools::run(&mut cmd, "bench-xdp")
+        }
+    }
+}

@@ -65,7 +65,7 @@ impl Ipv4Frame {
         }
         f.extend_from_slice(&0x0800u16.to_be_bytes());
         let mut opts = self.options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0); // end-of-options padding
         }
         let ihl = 20 + opts.len();

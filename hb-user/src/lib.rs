@@ -2,4 +2,14 @@
 //! controller modules build on it.
 
 pub mod bpffs;
+pub mod clock;
+pub mod config;
+pub mod controller;
+pub mod election;
+pub mod garp;
+pub mod keyfile;
 pub mod loader;
+pub mod netlink;
+pub mod sender;
+pub mod statedir;
+pub mod status;

@@ -4,7 +4,7 @@
 //! Dropping a [`DataPlane`] detaches the program and removes the pins.
 
 use crate::bpffs;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap, PerCpuArray},
     programs::{Xdp, XdpMode},
@@ -95,11 +95,12 @@ impl DataPlane {
         self.pinned = Some(dir.clone());
         for (map, file) in names::PINNED {
             let path = dir.join(file);
+            // Pin after attaching: we hold the interface's XDP attachment, so pins
+            // already here are a crashed run's.
             if path.exists() {
-                bail!(
-                    "{} exists: another hb-user runs on {iface}, or one crashed (remove it)",
-                    path.display()
-                );
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing stale {}", path.display()))?;
+                tracing::info!("removed {} left by an earlier run", path.display());
             }
             self.map(map)?
                 .pin(&path)
@@ -159,6 +160,21 @@ impl DataPlane {
     pub fn stats(&self) -> Result<Stats> {
         stats_of(self.map(names::STATS)?)
     }
+}
+
+/// The peers and summed counters of a pinned map directory (for `status`).
+pub fn pinned_maps(dir: &Path) -> Result<(Vec<(u32, PeerState)>, Stats)> {
+    let open = |file: &str| -> Result<aya::maps::Map> {
+        let path = dir.join(file);
+        let data = aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(aya::maps::Map::from_map_data(data)?)
+    };
+    let peers_map = open("peers")?;
+    let peers = HashMap::<_, u32, PeerState>::try_from(&peers_map)?;
+    let mut v = peers.iter().collect::<Result<Vec<_>, _>>()?;
+    v.sort_by_key(|(id, _)| *id);
+    Ok((v, stats_of(&open("stats")?)?))
 }
 
 fn stats_of(map: &aya::maps::Map) -> Result<Stats> {

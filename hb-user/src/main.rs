@@ -1,1 +1,115 @@
-fn main() {}
+//! `hb-user`: hb's controller. `run` (the default) is the failover daemon; `keygen`
+//! makes a key; `status` shows what a node knows.
+
+use clap::{Parser, Subcommand};
+use hb_user::{
+    config::{RunArgs, RunConfig},
+    controller::{self, RunError},
+    keyfile, status,
+};
+use std::{path::PathBuf, process::ExitCode};
+
+#[derive(Parser)]
+#[command(
+    name = "hb-user",
+    version,
+    about = "hb: XDP heartbeats and VIP failover",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
+enum Cmd {
+    /// Run the failover daemon (the default).
+    Run(RunArgs),
+    /// Write a new 128-bit key (mode 0600), or print it.
+    Keygen {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show peers, counters, state and VIP holder of a running node.
+    Status {
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "/var/lib/hb")]
+        state_dir: PathBuf,
+        #[arg(long, default_value = hb_user::loader::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        None => run(cli.run),
+        Some(Cmd::Run(args)) => run(args),
+        Some(Cmd::Keygen { out }) => report(keyfile::generate(out.as_deref())),
+        Some(Cmd::Status {
+            iface,
+            json,
+            state_dir,
+            pin_root,
+        }) => report(
+            status::gather(&state_dir, &pin_root, iface.as_deref()).map(|r| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                } else {
+                    print!("{}", status::render(&r));
+                }
+            }),
+        ),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hb-user: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let cfg = match RunConfig::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hb-user: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HB_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(Err(e.into())),
+    };
+    match rt.block_on(controller::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Config(e)) => {
+            eprintln!("hb-user: {e}");
+            ExitCode::from(2)
+        }
+        Err(RunError::Other(e)) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

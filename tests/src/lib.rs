@@ -1,8 +1,10 @@
 //! Helpers shared by hb's integration tests and benchmarks: frame building,
 //! throwaway network namespaces, and the root check.
 
+pub mod cluster;
 pub mod frames;
 pub mod netns;
+pub mod probe;
 
 /// Fails the test with a clear message unless we run as root: XDP, BPF test runs,
 /// namespaces and iptables all need it. Never a silent skip.

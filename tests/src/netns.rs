@@ -89,6 +89,11 @@ impl Lab {
         mount_point.join("hb")
     }
 
+    /// Unmounts `mount_point` (detached) when the lab is dropped.
+    pub fn track_mount(&mut self, mount_point: PathBuf) {
+        self.mounts.push(mount_point);
+    }
+
     /// The MAC address of `dev` in `ns`.
     pub fn mac(&self, ns: &str, dev: &str) -> Result<[u8; 6]> {
         let out = self.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")])?;

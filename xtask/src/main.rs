@@ -41,6 +41,16 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             tools::ensure_system_packages()?;
             build_ebpf::build()?;
+            // The namespace tests run the real hb-user binary.
+            tools::run(
+                std::process::Command::new(tools::cargo()).args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "hb-user",
+                ]),
+                "cargo build of hb-user",
+            )?;
             let mut cmd = std::process::Command::new(tools::cargo());
             cmd.args(["test", "--workspace", "--release"]).args(&args);
             tools::run(&mut cmd, "cargo test")

@@ -1,0 +1,240 @@
+//! Interface facts and VIP addresses over rtnetlink (no `ip` command): looks up
+//! links, lists IPv4 addresses and adds or removes a VIP idempotently.
+
+use anyhow::{bail, Context, Result};
+use futures_util::TryStreamExt;
+use nix::errno::Errno;
+use rtnetlink::{
+    packet_route::{
+        address::{AddressAttribute, AddressMessage},
+        link::{LinkAttribute, LinkFlags, LinkMessage},
+        AddressFamily,
+    },
+    AddressMessageBuilder, Handle,
+};
+use std::net::{IpAddr, Ipv4Addr};
+use tokio::task::JoinHandle;
+
+/// What the controller needs to know about an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub name: String,
+    pub ifindex: u32,
+    /// All zero when the link has no Ethernet address (e.g. a tun device).
+    pub mac: [u8; 6],
+    /// Administratively up and with carrier (IFF_UP and IFF_LOWER_UP or IFF_RUNNING).
+    pub up: bool,
+}
+
+/// A netlink route socket bound to one network namespace.
+pub struct Netlink {
+    handle: Handle,
+    task: JoinHandle<()>,
+}
+
+impl Netlink {
+    /// Opens a netlink connection in the calling thread's network namespace and
+    /// spawns its connection task on the current tokio runtime.
+    pub fn connect() -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .context("Netlink::connect needs to run inside a tokio runtime")?;
+        // The socket is created here, so it lives in this thread's namespace
+        // whichever thread later drives the connection task.
+        let (conn, handle, _) =
+            rtnetlink::new_connection().context("opening a NETLINK_ROUTE socket")?;
+        let task = runtime.spawn(conn);
+        Ok(Self { handle, task })
+    }
+
+    /// Interface facts; Ok(None) when no such interface.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
+        // Such names cannot exist; the kernel would answer EINVAL, not ENODEV.
+        if name.is_empty() || name.len() > 15 || name.contains(['\0', '/']) {
+            return Ok(None);
+        }
+        let req = self.handle.link().get().match_name(name).execute();
+        one_link(req)
+            .await
+            .with_context(|| format!("looking up interface {name}"))
+    }
+
+    pub async fn link_by_index(&self, ifindex: u32) -> Result<Option<LinkInfo>> {
+        if ifindex == 0 {
+            return Ok(None); // 0 would mean "dump all" to the kernel.
+        }
+        let req = self.handle.link().get().match_index(ifindex).execute();
+        one_link(req)
+            .await
+            .with_context(|| format!("looking up interface #{ifindex}"))
+    }
+
+    /// IPv4 addresses (with prefix length) on the interface.
+    pub async fn ipv4_addrs(&self, ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let mut req = self.handle.address().get().set_link_index_filter(ifindex);
+        req.message_mut().header.family = AddressFamily::Inet;
+        let mut stream = req.execute();
+        let mut addrs = Vec::new();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .with_context(|| format!("listing addresses of interface #{ifindex}"))?
+        {
+            if let Some(ip) = local_v4(&msg) {
+                addrs.push((ip, msg.header.prefix_len));
+            }
+        }
+        Ok(addrs)
+    }
+
+    /// Adds addr/prefix to the interface; Ok(false) if it was already present
+    /// (adopted, not duplicated), Ok(true) if added.
+    ///
+    /// Like keepalived, no flags are set: the kernel makes the VIP a secondary
+    /// address when the interface already has a primary one in that subnet.
+    pub async fn add_addr(&self, ifindex: u32, addr: Ipv4Addr, prefix: u8) -> Result<bool> {
+        check_prefix(prefix)?;
+        let mut req = self.handle.address().add(ifindex, IpAddr::V4(addr), prefix);
+        // rtnetlink fills in a broadcast address; a VIP does not need one.
+        req.message_mut()
+            .attributes
+            .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
+        // The request has NLM_F_EXCL: an existing address is EEXIST, so checking
+        // and adding is one atomic step.
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(Errno::EEXIST) => Ok(false),
+            Err(e) => {
+                Err(e).with_context(|| format!("adding {addr}/{prefix} to interface #{ifindex}"))
+            }
+        }
+    }
+
+    /// Removes addr/prefix from the interface; Ok(false) if it was not present.
+    pub async fn del_addr(&self, ifindex: u32, addr: Ipv4Addr, prefix: u8) -> Result<bool> {
+        check_prefix(prefix)?;
+        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(ifindex)
+            .address(addr, prefix)
+            .build();
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(Errno::EADDRNOTAVAIL) => Ok(false),
+            Err(e) => Err(e)
+                .with_context(|| format!("removing {addr}/{prefix} from interface #{ifindex}")),
+        }
+    }
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// True when `addr` is inside `net/prefix`; false for a prefix over 32.
+pub fn in_subnet(addr: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = match prefix {
+        0 => 0,
+        1..=32 => u32::MAX << (32 - prefix),
+        _ => return false,
+    };
+    u32::from(addr) & mask == u32::from(net) & mask
+}
+
+fn check_prefix(prefix: u8) -> Result<()> {
+    if prefix > 32 {
+        bail!("IPv4 prefix length {prefix} is over 32");
+    }
+    Ok(())
+}
+
+/// The kernel's errno of a netlink NACK.
+fn errno(e: &rtnetlink::Error) -> Option<Errno> {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => Some(Errno::from_raw(-msg.raw_code())),
+        _ => None,
+    }
+}
+
+/// The first link of a single-link request; ENODEV means no such link.
+async fn one_link(
+    stream: impl futures_util::Stream<Item = Result<LinkMessage, rtnetlink::Error>>,
+) -> Result<Option<LinkInfo>> {
+    let mut stream = std::pin::pin!(stream);
+    match stream.try_next().await {
+        Ok(Some(msg)) => Ok(Some(link_info(&msg))),
+        Ok(None) => Ok(None),
+        Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn link_info(msg: &LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        name: String::new(),
+        ifindex: msg.header.index,
+        mac: [0; 6],
+        up: false,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => info.name = name.clone(),
+            LinkAttribute::Address(a) => {
+                if let Ok(mac) = <[u8; 6]>::try_from(a.as_slice()) {
+                    info.mac = mac;
+                }
+            }
+            _ => {}
+        }
+    }
+    let flags = msg.header.flags;
+    info.up =
+        flags.contains(LinkFlags::Up) && flags.intersects(LinkFlags::LowerUp | LinkFlags::Running);
+    info
+}
+
+/// IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer's on a
+/// point-to-point link); some messages carry only IFA_ADDRESS.
+fn local_v4(msg: &AddressMessage) -> Option<Ipv4Addr> {
+    let v4 = |ip: &IpAddr| match ip {
+        IpAddr::V4(ip) => Some(*ip),
+        IpAddr::V6(_) => None,
+    };
+    let find = |local: bool| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) if local => v4(ip),
+            AddressAttribute::Address(ip) if !local => v4(ip),
+            _ => None,
+        })
+    };
+    find(true).or_else(|| find(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_subnet;
+    use std::net::Ipv4Addr;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn inside_and_outside() {
+        assert!(in_subnet(ip("10.0.0.100"), ip("10.0.0.0"), 24));
+        assert!(in_subnet(ip("10.0.0.100"), ip("10.0.0.1"), 24)); // host bits ignored
+        assert!(!in_subnet(ip("10.0.1.100"), ip("10.0.0.0"), 24));
+        assert!(in_subnet(ip("10.0.1.100"), ip("10.0.0.0"), 23));
+        assert!(!in_subnet(ip("10.0.2.100"), ip("10.0.0.0"), 23));
+    }
+
+    #[test]
+    fn edge_prefixes() {
+        assert!(in_subnet(ip("192.168.1.1"), ip("10.0.0.0"), 0));
+        assert!(in_subnet(ip("10.0.0.1"), ip("10.0.0.1"), 32));
+        assert!(!in_subnet(ip("10.0.0.2"), ip("10.0.0.1"), 32));
+        assert!(in_subnet(ip("128.0.0.0"), ip("255.0.0.0"), 1));
+        assert!(!in_subnet(ip("127.0.0.0"), ip("128.0.0.0"), 1));
+        assert!(!in_subnet(ip("10.0.0.1"), ip("10.0.0.1"), 33));
+    }
+}

@@ -1,0 +1,212 @@
+//! The controller's state directory: a lock so two controllers never drive
+//! the same node, the epoch counter, and the status file.
+
+use std::{
+    fs::{DirBuilder, File, OpenOptions},
+    io::{Read, Seek, SeekFrom, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context};
+use nix::{
+    errno::Errno,
+    fcntl::{Flock, FlockArg},
+};
+
+const LOCK: &str = "lock";
+const EPOCH: &str = "epoch";
+
+/// An open state directory, exclusively locked for as long as this value lives.
+#[derive(Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+    /// Held, not used: dropping it releases the lock.
+    _lock: Flock<File>,
+}
+
+impl StateDir {
+    /// Opens (creating it 0700 if missing) and locks `dir`. Fails at once if
+    /// another process holds the lock, naming its pid.
+    pub fn open(dir: &Path) -> anyhow::Result<StateDir> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        let lock_path = dir.join(LOCK);
+        // No truncate here: until we hold the lock, the pid in it is the holder's.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = match pid.trim() {
+                    "" => "unknown",
+                    p => p,
+                };
+                bail!(
+                    "another hb-user is using state dir {} (pid {pid})",
+                    dir.display()
+                );
+            }
+            Err((_, e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()))
+            }
+        };
+        // For the message above in the next process that tries.
+        lock.set_len(0)
+            .and_then(|()| lock.seek(SeekFrom::Start(0)))
+            .and_then(|_| writeln!(lock, "{}", std::process::id()))
+            .with_context(|| format!("cannot write {}", lock_path.display()))?;
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// Returns the next epoch: `<dir>/epoch` (missing => 0) plus 1, stored
+    /// durably before returning so that a crash never reuses an epoch.
+    pub fn next_epoch(&self) -> anyhow::Result<u32> {
+        let path = self.dir.join(EPOCH);
+        let current = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u32>().map_err(|_| {
+                // Silently restarting at 1 could reuse an epoch peers already saw.
+                anyhow::anyhow!(
+                    "{} holds {:?}, not an epoch number; restore it (peers reject epochs they have seen)",
+                    path.display(),
+                    text.chars().take(40).collect::<String>()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let Some(next) = current.checked_add(1) else {
+            bail!("{} is at the largest epoch, {current}", path.display());
+        };
+        self.write_file(EPOCH, format!("{next}\n").as_bytes())?;
+        Ok(next)
+    }
+
+    /// Atomically replaces `<dir>/<name>` with `contents`: readers see the old
+    /// or the new file, never a partial one, even across a crash.
+    pub fn write_file(&self, name: &str, contents: &[u8]) -> anyhow::Result<()> {
+        if name.is_empty() || name == "." || name == ".." || name == LOCK || name.contains('/') {
+            bail!("{name:?} is not a file name usable in the state dir");
+        }
+        let path = self.dir.join(name);
+        // We hold the lock, so no other writer can share this temp name.
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&tmp)?;
+            f.write_all(contents)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            // The rename itself is durable only once the directory is synced.
+            File::open(&self.dir)?.sync_all()
+        };
+        write().with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fresh path under the system temp dir (not created), removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            TempDir(
+                std::env::temp_dir()
+                    .join(format!("hb-statedir-{tag}-{}-{nanos}", std::process::id())),
+            )
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn epoch_increments_across_opens() {
+        let t = TempDir::new("epoch");
+        let dir = t.0.join("state");
+        {
+            let s = StateDir::open(&dir).unwrap();
+            assert_eq!(s.path(), dir);
+            assert_eq!(s.next_epoch().unwrap(), 1);
+            assert_eq!(s.next_epoch().unwrap(), 2);
+        }
+        let s = StateDir::open(&dir).unwrap();
+        assert_eq!(s.next_epoch().unwrap(), 3);
+        assert_eq!(std::fs::read_to_string(dir.join("epoch")).unwrap(), "3\n");
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(!dir.join(".epoch.tmp").exists());
+    }
+
+    #[test]
+    fn second_open_fails_while_first_alive() {
+        let t = TempDir::new("lock");
+        let first = StateDir::open(&t.0).unwrap();
+        let e = StateDir::open(&t.0).unwrap_err().to_string();
+        let want = format!(
+            "another hb-user is using state dir {} (pid {})",
+            t.0.display(),
+            std::process::id()
+        );
+        assert_eq!(e, want);
+        drop(first);
+        StateDir::open(&t.0).unwrap();
+    }
+
+    #[test]
+    fn garbage_epoch_is_an_error() {
+        let t = TempDir::new("garbage");
+        let s = StateDir::open(&t.0).unwrap();
+        for bad in ["", "x\n", "-1", "4294967296"] {
+            std::fs::write(t.0.join("epoch"), bad).unwrap();
+            let e = s.next_epoch().unwrap_err().to_string();
+            assert!(e.contains("not an epoch number"), "{bad:?}: {e}");
+            assert_eq!(std::fs::read_to_string(t.0.join("epoch")).unwrap(), bad);
+        }
+        std::fs::write(t.0.join("epoch"), u32::MAX.to_string()).unwrap();
+        assert!(s.next_epoch().is_err());
+    }
+
+    #[test]
+    fn write_file_replaces() {
+        let t = TempDir::new("write");
+        let s = StateDir::open(&t.0).unwrap();
+        s.write_file("status.json", b"{\"a\":1}").unwrap();
+        s.write_file("status.json", b"{}").unwrap();
+        assert_eq!(std::fs::read(t.0.join("status.json")).unwrap(), b"{}");
+        for bad in ["", "..", "a/b", "lock"] {
+            assert!(s.write_file(bad, b"x").is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! `hb-user status`: what a node's controller and XDP program know, read from the
+//! controller's status file and the pinned maps (so it works from any shell).
+
+use crate::loader::pinned_maps;
+use anyhow::{Context, Result};
+use hb_common::{wire::FLAG_HOLDS_VIP, MsgType, NodeState, PeerState, Stats};
+use serde::{Deserialize, Serialize};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// Name of the status file in the state directory.
+pub const STATUS_FILE: &str = "status.json";
+
+/// What the controller writes on start and on every transition.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct StatusFile {
+    pub pid: u32,
+    pub node_id: u32,
+    pub priority: u8,
+    pub epoch: u32,
+    pub state: String,
+    pub since_unix_ms: u128,
+    pub ifaces: Vec<String>,
+    pub pin_root: PathBuf,
+    /// "10.0.0.100/24@eth0"
+    pub vips: Vec<String>,
+    pub dead_after_ms: u64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct PeerRow {
+    pub peer: u32,
+    pub link: String,
+    /// None: never heard.
+    pub last_seen_ms_ago: Option<u64>,
+    pub alive: bool,
+    pub epoch: u32,
+    pub seq: u64,
+    pub accepted: u64,
+    pub state: String,
+    pub priority: u8,
+    pub holds_vip: bool,
+    pub left: bool,
+    pub src_ipv4: String,
+}
+
+#[derive(Serialize, Debug)]
+pub struct LinkCounters {
+    pub link: String,
+    pub counters: std::collections::BTreeMap<&'static str, u64>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Report {
+    /// None when no controller runs (no status file).
+    pub node: Option<StatusFile>,
+    pub running: bool,
+    pub peers: Vec<PeerRow>,
+    pub counters: Vec<LinkCounters>,
+    /// "this node", "peer N", or "none".
+    pub vip_holder: String,
+}
+
+fn monotonic_ns() -> u64 {
+    crate::clock::monotonic().as_nanos() as u64
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Gathers the report. `iface` narrows it to one link.
+pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<Report> {
+    let node: Option<StatusFile> = match std::fs::read(state_dir.join(STATUS_FILE)) {
+        Ok(b) => Some(serde_json::from_slice(&b).context("reading the status file")?),
+        Err(_) => None,
+    };
+    let running = node.as_ref().is_some_and(|n| pid_alive(n.pid));
+    let pin_root = node
+        .as_ref()
+        .map(|n| n.pin_root.clone())
+        .unwrap_or_else(|| pin_root.to_path_buf());
+    let dead_after_ns = node.as_ref().map(|n| n.dead_after_ms).unwrap_or(500) * 1_000_000;
+    let links: Vec<String> = match iface {
+        Some(i) => vec![i.to_string()],
+        None => match &node {
+            Some(n) => n.ifaces.clone(),
+            None => std::fs::read_dir(&pin_root)
+                .with_context(|| {
+                    format!(
+                        "no status file in {} and no pins in {}",
+                        state_dir.display(),
+                        pin_root.display()
+                    )
+                })?
+                .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+                .collect(),
+        },
+    };
+    let now = monotonic_ns();
+    let mut peers = Vec::new();
+    let mut counters = Vec::new();
+    for link in &links {
+        let (entries, stats) = pinned_maps(&pin_root.join(link))?;
+        for (id, p) in entries {
+            peers.push(row(id, link, &p, now, dead_after_ns));
+        }
+        counters.push(LinkCounters {
+            link: link.clone(),
+            counters: Stats::FIELDS.into_iter().zip(stats.as_array()).collect(),
+        });
+    }
+    let holder = if running && node.as_ref().is_some_and(|n| n.state == "MASTER") {
+        "this node".to_string()
+    } else {
+        peers
+            .iter()
+            .find(|p| p.alive && p.holds_vip)
+            .map(|p| format!("peer {}", p.peer))
+            .unwrap_or_else(|| "none".into())
+    };
+    Ok(Report {
+        node,
+        running,
+        peers,
+        counters,
+        vip_holder: holder,
+    })
+}
+
+fn row(id: u32, link: &str, p: &PeerState, now: u64, dead_after_ns: u64) -> PeerRow {
+    let ago = (p.last_seen_ns != 0).then(|| now.saturating_sub(p.last_seen_ns));
+    let left = p.msg_type == MsgType::Leave as u8;
+    PeerRow {
+        peer: id,
+        link: link.to_string(),
+        last_seen_ms_ago: ago.map(|ns| ns / 1_000_000),
+        alive: ago.is_some_and(|ns| ns <= dead_after_ns) && !left,
+        epoch: p.epoch,
+        seq: p.seq,
+        accepted: p.accepted,
+        state: NodeState::from_u8(p.state)
+            .map(|s| s.name().to_string())
+            .unwrap_or_else(|| format!("?{}", p.state)),
+        priority: p.priority,
+        holds_vip: p.flags & FLAG_HOLDS_VIP != 0,
+        left,
+        src_ipv4: std::net::Ipv4Addr::from(p.src_ipv4).to_string(),
+    }
+}
+
+/// The human-readable table.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    match &r.node {
+        Some(n) => {
+            let since = Duration::from_millis(
+                (std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis()
+                    .saturating_sub(n.since_unix_ms)) as u64,
+            );
+            out += &format!(
+                "node {} (priority {}, epoch {}): {}{} on {}\n",
+                n.node_id,
+                n.priority,
+                n.epoch,
+                n.state,
+                if n.since_unix_ms > 0 {
+                    format!(" for {:.1} s", since.as_secs_f64())
+                } else {
+                    String::new()
+                },
+                n.ifaces.join(", ")
+            );
+            if !r.running {
+                out += &format!(
+                    "  controller (pid {}) is not running: this is the last state it wrote\n",
+                    n.pid
+                );
+            }
+            out += &format!(
+                "VIPs: {}   holder: {}\n",
+                if n.vips.is_empty() {
+                    "none".into()
+                } else {
+                    n.vips.join(", ")
+                },
+                r.vip_holder
+            );
+        }
+        None => {
+            out += &format!(
+                "no controller status (not running?)   VIP holder: {}\n",
+                r.vip_holder
+            )
+        }
+    }
+    out += "\nPEER  LINK        LAST SEEN     EPOCH/SEQ        STATE    PRIO  VIP  ACCEPTED\n";
+    for p in &r.peers {
+        let seen = match (p.last_seen_ms_ago, p.left) {
+            (None, _) => "never".to_string(),
+            (Some(ms), true) => format!("{ms} ms (left)"),
+            (Some(ms), false) => format!("{ms} ms{}", if p.alive { "" } else { " DEAD" }),
+        };
+        out += &format!(
+            "{:<5} {:<11} {:<13} {:<16} {:<8} {:<5} {:<4} {}\n",
+            p.peer,
+            p.link,
+            seen,
+            format!("{}/{}", p.epoch, p.seq),
+            p.state,
+            p.priority,
+            if p.holds_vip { "yes" } else { "-" },
+            p.accepted
+        );
+    }
+    for c in &r.counters {
+        out += &format!("\ncounters on {}:", c.link);
+        for (k, v) in &c.counters {
+            out += &format!(" {k}={v}");
+        }
+        out += "\n";
+    }
+    out
+}

@@ -1,0 +1,388 @@
+//! A small LAN in network namespaces running real `hb-user` processes: a switch
+//! namespace with a bridge, N node namespaces (each with `eth0` on the bridge) and
+//! a client namespace. Used by the failover tests and by `cargo xtask lab`.
+//! Processes are ended by PID and namespaces deleted on drop, also on panic.
+
+use crate::netns::{sh, Lab};
+use anyhow::{bail, Context, Result};
+use nix::{sys::signal::Signal, unistd::Pid};
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The LAN's /24; node i is .i, the client .200, the VIP .100.
+pub const NET: [u8; 3] = [10, 203, 0];
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 100);
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 200);
+pub const IFACE: &str = "eth0";
+
+/// The hb-user binary next to the test binary (`cargo xtask test` builds it), or $HB_USER_BIN.
+pub fn hb_user_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HB_USER_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().expect("parent").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("hb-user");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --release -p hb-user` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct Node {
+    pub id: u32,
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub priority: u8,
+    /// Arguments besides the ones every node gets.
+    pub extra: Vec<String>,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub lab: Lab,
+    pub client: String,
+    pub nodes: Vec<Node>,
+    /// Arguments every node gets (timers, etc.).
+    pub common: Vec<String>,
+    key_file: PathBuf,
+    bpffs: PathBuf,
+}
+
+impl Cluster {
+    /// Builds the LAN with one node per priority (ids 1..), nothing started yet.
+    pub fn new(tag: &str, priorities: &[u8], common: &[&str]) -> Result<Self> {
+        let mut lab = Lab::new(tag)?;
+        let sw = lab.netns("sw")?;
+        lab.exec(&sw, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        lab.exec(&sw, &["ip", "link", "set", "br0", "up"])?;
+        let client = lab.netns("client")?;
+        plug(&lab, &sw, &client, "c0", CLIENT_IP)?;
+        let bpffs = lab.scratch.join("bpffs");
+        std::fs::create_dir_all(&bpffs)?;
+        nix::mount::mount(
+            Some("bpf"),
+            &bpffs,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .context("mounting a bpffs for the cluster's pins")?;
+        lab.track_mount(bpffs.clone());
+        let key_file = lab.scratch.join("hb.key");
+        let out = Command::new(hb_user_bin())
+            .args(["keygen", "--out"])
+            .arg(&key_file)
+            .output()?;
+        if !out.status.success() {
+            bail!("hb-user keygen: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut nodes = Vec::new();
+        for (i, &priority) in priorities.iter().enumerate() {
+            let id = i as u32 + 1;
+            let ns = lab.netns(&format!("n{id}"))?;
+            let ip = Ipv4Addr::new(NET[0], NET[1], NET[2], id as u8);
+            plug(&lab, &sw, &ns, &format!("n{id}"), ip)?;
+            let mac = lab.mac(&ns, IFACE)?;
+            let dir = lab.scratch.join(format!("n{id}"));
+            std::fs::create_dir_all(&dir)?;
+            nodes.push(Node {
+                id,
+                ns,
+                ip,
+                mac,
+                priority,
+                extra: Vec::new(),
+                state_dir: dir.join("state"),
+                log: dir.join("hb-user.log"),
+                child: None,
+            });
+        }
+        Ok(Self {
+            lab,
+            client,
+            nodes,
+            common: common.iter().map(|s| s.to_string()).collect(),
+            key_file,
+            bpffs,
+        })
+    }
+
+    pub fn node(&self, id: u32) -> &Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    /// The full `hb-user run` command line of node `id`.
+    pub fn args(&self, id: u32) -> Vec<String> {
+        let n = self.node(id);
+        let mut a: Vec<String> = vec![
+            "run".into(),
+            "--iface".into(),
+            IFACE.into(),
+            "--node-id".into(),
+            id.to_string(),
+        ];
+        for p in self.nodes.iter().filter(|p| p.id != id) {
+            a.extend(["--peer".into(), format!("{}@{}", p.id, p.ip)]);
+        }
+        a.extend([
+            "--vip".into(),
+            format!("{VIP}/24"),
+            "--priority".into(),
+            n.priority.to_string(),
+        ]);
+        a.extend(["--key-file".into(), self.key_file.display().to_string()]);
+        a.extend(["--state-dir".into(), n.state_dir.display().to_string()]);
+        a.extend([
+            "--pin-root".into(),
+            self.bpffs.join(format!("n{id}")).display().to_string(),
+        ]);
+        a.extend(self.common.iter().cloned());
+        a.extend(n.extra.iter().cloned());
+        a
+    }
+
+    /// Starts node `id`'s controller in its namespace, logging to its log file.
+    pub fn start(&mut self, id: u32) -> Result<()> {
+        let args = self.args(id);
+        let n = &mut self.nodes[id as usize - 1];
+        if let Some(c) = n.child.as_mut() {
+            if c.try_wait()?.is_none() {
+                bail!("node {id} already runs");
+            }
+        }
+        let netns = File::open(format!("/var/run/netns/{}", n.ns))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)?;
+        let mut cmd = Command::new(hb_user_bin());
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("HB_LOG", "info");
+        let fd = netns.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; only the network namespace changes, so
+        // the node shares the test's files and mounts (its pins land in our bpffs).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc_setns(fd, nix::sched::CloneFlags::CLONE_NEWNET.bits()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        n.child = Some(cmd.spawn().context("spawning hb-user")?);
+        drop(netns);
+        Ok(())
+    }
+
+    /// Sends `sig` to node `id`'s controller (by the PID we started) and waits for it to exit.
+    pub fn signal(&mut self, id: u32, sig: Signal) -> Result<()> {
+        let n = &mut self.nodes[id as usize - 1];
+        let Some(mut child) = n.child.take() else {
+            bail!("node {id} is not running")
+        };
+        nix::sys::signal::kill(Pid::from_raw(child.id() as i32), sig)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("node {id} did not exit within 10 s of {sig}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&mut self, id: u32) -> bool {
+        let n = &mut self.nodes[id as usize - 1];
+        n.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Node ids whose eth0 carries the VIP right now.
+    pub fn holders(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                self.lab
+                    .exec(&n.ns, &["ip", "-4", "-o", "addr", "show", "dev", IFACE])
+                    .map(|out| out.contains(&format!(" {VIP}/")))
+                    .unwrap_or(false)
+            })
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Polls `cond` every 20 ms until it holds or `timeout` passes.
+    pub fn wait_for(&self, timeout: Duration, mut cond: impl FnMut(&Self) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Node `id`'s log so far.
+    pub fn log(&self, id: u32) -> String {
+        std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
+    }
+
+    /// All logs, for assertion messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node {} ---\n{}", n.id, self.log(n.id)))
+            .collect()
+    }
+
+    /// Pings the VIP from the client (every 10 ms, up to 2 s) and returns the MAC
+    /// of the first responder.
+    pub fn client_reach_vip(&self) -> Option<[u8; 6]> {
+        let probe = self.probe(Duration::from_millis(10)).ok()?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Some(r) = probe.snapshot().replies.first() {
+                return Some(r.mac);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// A probe from the client to the VIP every `period`.
+    pub fn probe(&self, period: Duration) -> Result<crate::probe::Probe> {
+        crate::probe::Probe::start(&self.client, IFACE, VIP, period)
+    }
+
+    /// The MAC the client's neighbour table holds for the VIP.
+    pub fn client_vip_mac(&self) -> Option<[u8; 6]> {
+        let out = self
+            .lab
+            .exec(
+                &self.client,
+                &["ip", "neigh", "show", &VIP.to_string(), "dev", IFACE],
+            )
+            .ok()?;
+        let mac = out
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)?;
+        let mut b = [0u8; 6];
+        for (o, part) in b.iter_mut().zip(mac.split(':')) {
+            *o = u8::from_str_radix(part, 16).ok()?;
+        }
+        Some(b)
+    }
+
+    /// Runs a command in node `id`'s namespace.
+    pub fn exec(&self, id: u32, args: &[&str]) -> Result<String> {
+        self.lab.exec(&self.node(id).ns, args)
+    }
+
+    /// `ip link set eth0 up|down` in node `id`.
+    pub fn set_link(&self, id: u32, up: bool) -> Result<()> {
+        self.exec(
+            id,
+            &["ip", "link", "set", IFACE, if up { "up" } else { "down" }],
+        )
+        .map(|_| ())
+    }
+
+    /// Whether eth0 of node `id` has an XDP program attached.
+    pub fn xdp_attached(&self, id: u32) -> bool {
+        self.exec(id, &["ip", "link", "show", IFACE])
+            .map(|o| o.contains("xdp"))
+            .unwrap_or(false)
+    }
+
+    /// Runs `hb-user <args>` in node `id`'s namespace to completion: (exit code, stderr).
+    pub fn run_once(&self, id: u32, args: &[String]) -> Result<(i32, String)> {
+        let mut full = vec![
+            "ip".to_string(),
+            "netns".into(),
+            "exec".into(),
+            self.node(id).ns.clone(),
+        ];
+        full.push(hb_user_bin().display().to_string());
+        full.extend(args.iter().cloned());
+        let out = Command::new(&full[0]).args(&full[1..]).output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// `hb-user status` of node `id`.
+    pub fn status(&self, id: u32, json: bool) -> Result<String> {
+        let n = self.node(id);
+        let mut args = vec![
+            "status".to_string(),
+            "--state-dir".into(),
+            n.state_dir.display().to_string(),
+        ];
+        if json {
+            args.push("--json".into());
+        }
+        let out = Command::new(hb_user_bin()).args(&args).output()?;
+        if !out.status.success() {
+            bail!("hb-user status: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+extern "C" {
+    #[link_name = "setns"]
+    fn libc_setns(fd: i32, nstype: i32) -> i32;
+}
+
+/// A veth from `ns` (as eth0, with `ip`/24) to the bridge in `sw` (as `port`).
+fn plug(lab: &Lab, sw: &str, ns: &str, port: &str, ip: Ipv4Addr) -> Result<()> {
+    sh(&[
+        "ip", "link", "add", IFACE, "netns", ns, "type", "veth", "peer", "name", port, "netns", sw,
+    ])?;
+    lab.exec(sw, &["ip", "link", "set", port, "master", "br0", "up"])?;
+    lab.exec(
+        ns,
+        &["ip", "addr", "add", &format!("{ip}/24"), "dev", IFACE],
+    )?;
+    lab.exec(ns, &["ip", "link", "set", IFACE, "up"])?;
+    Ok(())
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Our own processes only, by PID; then the Lab deletes namespaces and mounts.
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}

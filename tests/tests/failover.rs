@@ -1,0 +1,380 @@
+//! `hb-user` failover in a LAN of network namespaces: real processes, XDP on veth,
+//! netlink addresses, gratuitous ARP, iptables. Bounds are generous (these
+//! machines are noisy); failover times are measured by the benchmark, not here.
+
+use hb_tests::cluster::{Cluster, VIP};
+use nix::sys::signal::Signal;
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// One cluster at a time: timing-sensitive tests must not starve each other on 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const FAST: &[&str] = &[
+    "--interval",
+    "20ms",
+    "--dead-after",
+    "150ms",
+    "--init-dead",
+    "1s",
+];
+const BOUND: Duration = Duration::from_secs(5);
+
+fn cluster(
+    tag: &str,
+    priorities: &[u8],
+    common: &[&str],
+) -> (std::sync::MutexGuard<'static, ()>, Cluster) {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    hb_tests::require_root("failover tests (namespaces, XDP, netlink)");
+    (
+        guard,
+        Cluster::new(tag, priorities, common).expect("build the namespace LAN"),
+    )
+}
+
+fn start_all(c: &mut Cluster) {
+    for id in 1..=c.nodes.len() as u32 {
+        c.start(id).unwrap();
+    }
+}
+
+fn wait_single_holder(c: &Cluster, id: u32) {
+    assert!(
+        c.wait_for(BOUND, |c| c.holders() == [id]),
+        "expected node {id} alone to hold the VIP, holders {:?}\n{}",
+        c.holders(),
+        c.logs()
+    );
+}
+
+#[test]
+fn two_nodes_elect_the_higher_one() {
+    let (_g, mut c) = cluster("el", &[100, 90], FAST);
+    start_all(&mut c);
+    wait_single_holder(&c, 1);
+    // It stays that way, and the client reaches the VIP through node 1.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.holders(), [1]);
+    assert_eq!(
+        c.client_reach_vip(),
+        Some(c.node(1).mac),
+        "the client reaches the VIP at node 1\n{}",
+        c.logs()
+    );
+    assert_eq!(c.client_vip_mac(), Some(c.node(1).mac));
+    let status = c.status(1, false).unwrap();
+    assert!(
+        status.contains("MASTER") && status.contains("holder: this node"),
+        "{status}"
+    );
+    let status = c.status(2, true).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(j["node"]["state"], "BACKUP", "{status}");
+    assert_eq!(j["vip_holder"], "peer 1", "{status}");
+    assert_eq!(j["peers"][0]["alive"], true, "{status}");
+}
+
+#[test]
+fn sigkill_of_the_holder_moves_the_vip_and_the_client_follows() {
+    let (_g, mut c) = cluster("kl", &[100, 90], FAST);
+    start_all(&mut c);
+    wait_single_holder(&c, 1);
+    assert_eq!(c.client_reach_vip(), Some(c.node(1).mac));
+    let probe = c.probe(Duration::from_millis(5)).unwrap();
+    let killed = Instant::now();
+    c.signal(1, Signal::SIGKILL).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.holders().contains(&2)),
+        "node 2 never took the VIP\n{}",
+        c.logs()
+    );
+    let n2 = c.node(2).mac;
+    assert!(
+        c.wait_for(BOUND, |_| probe.snapshot().first_from(n2, killed).is_some()),
+        "the client never got a reply from node 2's MAC\n{}",
+        c.logs()
+    );
+    drop(probe);
+    assert_eq!(
+        c.client_vip_mac(),
+        Some(n2),
+        "gratuitous ARP moved the client's neighbour entry"
+    );
+    let log = c.log(2);
+    assert!(
+        log.contains("peer 1 silent") && log.contains("taking 10.203.0.100/24 on eth0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sigterm_of_the_holder_hands_over_before_dead_after() {
+    // dead-after 3 s: a takeover well within it can only come from the leave message.
+    let (_g, mut c) = cluster(
+        "tm",
+        &[100, 90],
+        &[
+            "--interval",
+            "100ms",
+            "--dead-after",
+            "3s",
+            "--init-dead",
+            "1s",
+        ],
+    );
+    start_all(&mut c);
+    wait_single_holder(&c, 1);
+    let stopped = Instant::now();
+    c.signal(1, Signal::SIGTERM).unwrap();
+    assert!(
+        c.wait_for(Duration::from_secs(2), |c| c.holders() == [2]),
+        "no handover within 2 s (dead-after is 3 s): holders {:?}\n{}",
+        c.holders(),
+        c.logs()
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+    assert!(c.log(2).contains("peer 1 left"), "{}", c.log(2));
+    assert!(
+        c.log(1).contains("releasing 10.203.0.100/24"),
+        "{}",
+        c.log(1)
+    );
+    assert!(!c.xdp_attached(1), "a graceful stop detaches XDP");
+}
+
+#[test]
+fn a_returning_higher_node_takes_the_vip_back_with_preemption() {
+    let (_g, mut c) = cluster("pr", &[100, 90], FAST);
+    start_all(&mut c);
+    wait_single_holder(&c, 1);
+    c.signal(1, Signal::SIGTERM).unwrap();
+    wait_single_holder(&c, 2);
+    c.start(1).unwrap();
+    wait_single_holder(&c, 1);
+    assert_eq!(c.client_reach_vip(), Some(c.node(1).mac));
+}
+
+#[test]
+fn without_preemption_the_returning_node_stays_backup() {
+    let mut args = FAST.to_vec();
+    args.push("--no-preempt");
+    let (_g, mut c) = cluster("np", &[100, 90], &args);
+    start_all(&mut c);
+    wait_single_holder(&c, 1);
+    c.signal(1, Signal::SIGTERM).unwrap();
+    wait_single_holder(&c, 2);
+    c.start(1).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.log(1).contains("INIT -> BACKUP")),
+        "{}",
+        c.logs()
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            c.holders(),
+            [2],
+            "node 2 keeps the VIP without preemption\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_incident_firewall_causes_no_failover() {
+    let (_g, mut c) = cluster("fw", &[100, 90], FAST);
+    start_all(&mut c);
+    wait_single_holder(&c, 1);
+    for id in [1, 2] {
+        c.exec(
+            id,
+            &[
+                "iptables", "-A", "INPUT", "-p", "udp", "--dport", "694", "-j", "DROP",
+            ],
+        )
+        .unwrap();
+    }
+    let accepted = |c: &Cluster| -> u64 {
+        let j: serde_json::Value = serde_json::from_str(&c.status(2, true).unwrap()).unwrap();
+        j["peers"][0]["accepted"].as_u64().unwrap()
+    };
+    let before = accepted(&c);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        assert_eq!(
+            c.holders(),
+            [1],
+            "exactly one holder behind the firewall\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Node 2 kept hearing node 1 (in XDP, before the firewall): ~50 heartbeats a second.
+    assert!(
+        accepted(&c) >= before + 250,
+        "heartbeats stopped: {} -> {}",
+        before,
+        accepted(&c)
+    );
+    assert!(!c.log(2).contains("taking"), "{}", c.log(2));
+}
+
+#[test]
+fn link_down_on_the_holder_is_fault_and_the_other_takes_over() {
+    let (_g, mut c) = cluster("ld", &[100, 90], FAST);
+    start_all(&mut c);
+    wait_single_holder(&c, 1);
+    c.set_link(1, false).unwrap();
+    wait_single_holder(&c, 2);
+    assert!(
+        c.wait_for(BOUND, |c| c.log(1).contains("FAULT")),
+        "{}",
+        c.log(1)
+    );
+    assert!(c.status(1, false).unwrap().contains("FAULT"));
+    // Back up: INIT, then (preemption) node 1 takes the VIP again.
+    c.set_link(1, true).unwrap();
+    wait_single_holder(&c, 1);
+}
+
+#[test]
+fn restarting_the_holder_within_dead_after_causes_no_failover() {
+    let (_g, mut c) = cluster(
+        "rs",
+        &[100, 90],
+        &[
+            "--interval",
+            "50ms",
+            "--dead-after",
+            "1500ms",
+            "--init-dead",
+            "1s",
+        ],
+    );
+    start_all(&mut c);
+    wait_single_holder(&c, 1);
+    c.signal(1, Signal::SIGKILL).unwrap();
+    c.start(1).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        assert!(
+            !c.holders().contains(&2),
+            "node 2 took over during a restart\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.holders(), [1]);
+    assert!(!c.log(2).contains("taking"), "{}", c.log(2));
+    assert!(
+        c.log(1).contains("adopted") || c.log(1).contains("left by an earlier run"),
+        "{}",
+        c.log(1)
+    );
+}
+
+#[test]
+fn three_nodes_fail_over_in_priority_order() {
+    let (_g, mut c) = cluster("3n", &[100, 90, 80], FAST);
+    start_all(&mut c);
+    wait_single_holder(&c, 1);
+    c.signal(1, Signal::SIGKILL).unwrap();
+    // A SIGKILLed node keeps its address configured (a crash cleans up nothing);
+    // what matters is which live node took over.
+    assert!(
+        c.wait_for(BOUND, |c| c.holders().contains(&2)),
+        "{}",
+        c.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !c.holders().contains(&3),
+        "node 3 must stay BACKUP while node 2 lives\n{}",
+        c.logs()
+    );
+    c.signal(2, Signal::SIGKILL).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.holders().contains(&3)),
+        "{}",
+        c.logs()
+    );
+}
+
+#[test]
+fn a_second_controller_on_the_same_interface_refuses_to_start() {
+    let (_g, mut c) = cluster("dup", &[100, 90], FAST);
+    c.start(1).unwrap();
+    assert!(c.wait_for(BOUND, |c| c.xdp_attached(1)));
+    let mut args = c.args(1);
+    let dir = c.lab.scratch.join("second-state");
+    let i = args.iter().position(|a| a == "--state-dir").unwrap();
+    args[i + 1] = dir.display().to_string();
+    let (code, err) = c.run_once(1, &args).unwrap();
+    assert_ne!(code, 0, "second controller started: {err}");
+    assert!(err.contains("eth0"), "{err}");
+    assert!(c.is_running(1), "the first controller is unharmed");
+}
+
+#[test]
+fn bad_settings_exit_2_naming_the_field_and_touch_nothing() {
+    let (_g, c) = cluster("bad", &[100, 90], FAST);
+    let base = c.args(1);
+    let with = |pairs: &[(&str, &str)]| {
+        let mut a = base.clone();
+        for (flag, value) in pairs {
+            match a.iter().position(|x| x == flag) {
+                Some(i) if !value.is_empty() => a[i + 1] = value.to_string(),
+                _ => a.extend([flag.to_string(), value.to_string()]),
+            }
+        }
+        a
+    };
+    let world_readable = c.lab.scratch.join("open.key");
+    std::fs::write(&world_readable, "00112233445566778899aabbccddeeff\n").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&world_readable).unwrap().permissions(),
+        0o644,
+    );
+    std::fs::set_permissions(
+        &world_readable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let bad_toml = c.lab.scratch.join("bad.toml");
+    std::fs::write(&bad_toml, "bogus_key = 1\n").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            with(&[("--interval", "20ms"), ("--dead-after", "30ms")]),
+            "--dead-after",
+        ),
+        (with(&[("--priority", "300")]), "--priority"),
+        (with(&[("--peer", "2@not-an-ip")]), "--peer"),
+        (with(&[("--interval", "fast")]), "--interval"),
+        (with(&[("--iface", "nosuch0")]), "--iface"),
+        (with(&[("--vip", "192.168.77.1/24")]), "--vip"),
+        (
+            with(&[("--key-file", world_readable.to_str().unwrap())]),
+            "--key-file",
+        ),
+        (with(&[("--key-file", "/nonexistent/hb.key")]), "--key-file"),
+        (
+            with(&[("--config", bad_toml.to_str().unwrap())]),
+            "bogus_key",
+        ),
+    ];
+    for (args, field) in cases {
+        let (code, err) = c.run_once(1, &args).unwrap();
+        assert_eq!(code, 2, "exit code for a bad {field}: {err}");
+        assert!(err.contains(field), "the message names {field}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!c.xdp_attached(1), "nothing attached after a bad {field}");
+        assert!(c.holders().is_empty(), "no VIP added after a bad {field}");
+    }
+    assert!(!c
+        .exec(1, &["ip", "-4", "addr"])
+        .unwrap()
+        .contains(&VIP.to_string()));
+}

@@ -302,7 +302,7 @@ impl fmt::Display for Change {
             } => write!(
                 f,
                 "peer {peer} silent {} ms > dead-after {} ms",
-                silence.as_millis(),
+                silence.as_micros().div_ceil(1000), // rounded up: just over dead-after must not print as equal
                 dead_after.as_millis()
             ),
             Change::Left { peer } => write!(f, "peer {peer} left"),

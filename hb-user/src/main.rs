@@ -93,6 +93,7 @@ fn run(args: RunArgs) -> ExitCode {
         )
         .with_target(false)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

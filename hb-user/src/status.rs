@@ -220,8 +220,8 @@ pub fn render(r: &Report) -> String {
     }
     for c in &r.counters {
         out += &format!("\ncounters on {}:", c.link);
-        for (k, v) in &c.counters {
-            out += &format!(" {k}={v}");
+        for k in Stats::FIELDS {
+            out += &format!(" {k}={}", c.counters.get(k).copied().unwrap_or(0));
         }
         out += "\n";
     }

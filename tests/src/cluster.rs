@@ -15,6 +15,36 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// PIDs of the controllers the clusters of this process started, for a
+/// signal handler that must clean up without unwinding (see `emergency_cleanup`).
+static PIDS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills the controllers this process started and deletes namespaces whose name
+/// starts with `prefix`: for Ctrl-C, when destructors will not run.
+pub fn emergency_cleanup(prefix: &str) {
+    for pid in PIDS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    if let Ok(list) = sh(&["ip", "netns", "list"]) {
+        for ns in list
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(prefix))
+        {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+    let scratch = std::env::temp_dir().join(prefix);
+    let _ = nix::mount::umount2(&scratch.join("bpffs"), nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+fn forget_pid(pid: u32) {
+    PIDS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| *p != pid as i32);
+}
+
 /// The LAN's /24; node i is .i, the client .200, the VIP .100.
 pub const NET: [u8; 3] = [10, 203, 0];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 100);
@@ -188,7 +218,11 @@ impl Cluster {
                 Ok(())
             });
         }
-        n.child = Some(cmd.spawn().context("spawning hb-user")?);
+        let child = cmd.spawn().context("spawning hb-user")?;
+        PIDS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id() as i32);
+        n.child = Some(child);
         drop(netns);
         Ok(())
     }
@@ -209,6 +243,7 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        forget_pid(child.id());
         Ok(())
     }
 
@@ -380,6 +415,7 @@ impl Drop for Cluster {
         // Our own processes only, by PID; then the Lab deletes namespaces and mounts.
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
+                forget_pid(c.id());
                 let _ = c.kill();
                 let _ = c.wait();
             }

@@ -32,7 +32,7 @@ pub struct Lab {
 impl Lab {
     /// `tag` names the test; the pid keeps parallel runs apart.
     pub fn new(tag: &str) -> Result<Self> {
-        let prefix = format!("hbt{}-{}", tag, std::process::id());
+        let prefix = Self::prefix_for(tag);
         let scratch = std::env::temp_dir().join(&prefix);
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch)?;
@@ -42,6 +42,11 @@ impl Lab {
             scratch,
             mounts: Vec::new(),
         })
+    }
+
+    /// The name prefix a lab with `tag` gets in this process.
+    pub fn prefix_for(tag: &str) -> String {
+        format!("hbt{}-{}", tag, std::process::id())
     }
 
     /// Creates namespace `<prefix>-<name>` with its loopback up; returns its name.

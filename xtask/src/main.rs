@@ -24,6 +24,12 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// A local cluster in network namespaces: a failover and the firewall incident (root).
+    Lab {
+        /// Number of hb nodes.
+        #[arg(long, default_value_t = 2)]
+        nodes: u32,
+    },
     /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN (needs root).
     BenchXdp {
         /// Runs per case.
@@ -54,6 +60,31 @@ fn main() -> Result<()> {
             let mut cmd = std::process::Command::new(tools::cargo());
             cmd.args(["test", "--workspace", "--release"]).args(&args);
             tools::run(&mut cmd, "cargo test")
+        }
+        Task::Lab { nodes } => {
+            tools::ensure_system_packages()?;
+            build_ebpf::build()?;
+            tools::run(
+                std::process::Command::new(tools::cargo()).args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "hb-user",
+                    "-p",
+                    "hb-tests",
+                    "--bin",
+                    "hb-user",
+                    "--bin",
+                    "hb-lab",
+                ]),
+                "cargo build",
+            )?;
+            let bin = tools::workspace_root().join("target/release/hb-lab");
+            tools::run(
+                std::process::Command::new(bin).args(["--nodes", &nodes.to_string()]),
+                "hb-lab",
+            )
         }
         Task::BenchXdp { repeat, write } => {
             tools::ensure_system_packages()?;

@@ -12,12 +12,15 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     /// Object name of the MAC key map (BTF array of one [`super::Key`]).
     pub const KEY: &str = "KEY";
+    /// Object name of the VIP watch map (BTF hash, IPv4 VIP -> [`super::VipWatch`]).
+    pub const VIPS: &str = "VIPS";
     /// Pinned file names, one per map above, in the same order.
-    pub const PINNED: [(&str, &str); 4] = [
+    pub const PINNED: [(&str, &str); 5] = [
         (PEERS, "peers"),
         (STATS, "stats"),
         (CONFIG, "config"),
         (KEY, "key"),
+        (VIPS, "vips"),
     ];
     /// The XDP entry point.
     pub const PROGRAM: &str = "hb_xdp";
@@ -25,6 +28,9 @@ pub mod names {
 
 /// Most peers one node tracks.
 pub const MAX_PEERS: u32 = 64;
+
+/// Most IPv4 VIPs one interface watches for ARP conflicts.
+pub const MAX_VIPS: u32 = 256;
 
 /// The controller's settings for the XDP program (single entry at index 0).
 /// A zero `port` means "not configured yet": everything passes.
@@ -36,6 +42,19 @@ pub struct Config {
     pub port: u16,
     /// `CONFIG_*` bits.
     pub flags: u16,
+    /// This interface's MAC: ARP claiming one of our VIPs from any other MAC is a conflict.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// [`vip_filter_bit`] of every watched VIP, OR-ed: ARP whose sender IP's bit
+    /// is clear cannot be about a VIP and skips the `VIPS` hash lookup.
+    pub vip_filter: u64,
+}
+
+/// The [`Config::vip_filter`] bit of an IPv4 address (network order): its last
+/// octet modulo 64, so the VIPs of one subnet rarely share a bit.
+#[inline(always)]
+pub fn vip_filter_bit(ip: [u8; 4]) -> u64 {
+    1 << (ip[3] & 63)
 }
 
 /// Let heartbeat-port packets go on to the stack after handling them (debugging:
@@ -86,8 +105,11 @@ pub struct PeerState {
     pub epoch: u32,
     /// Interface the last accepted message came in on.
     pub ifindex: u32,
-    /// Source IPv4 address of the last accepted message, network order.
+    /// Source IPv4 address of the last accepted message, network order; zero
+    /// when it came over IPv6.
     pub src_ipv4: [u8; 4],
+    /// Source IPv6 address of the last accepted message; zero when it came over IPv4.
+    pub src_ipv6: [u8; 16],
     /// Source MAC address of the last accepted message.
     pub src_mac: [u8; 6],
     /// Last message's flags (`wire::FLAG_*`).
@@ -98,6 +120,21 @@ pub struct PeerState {
     pub state: u8,
     /// Last message's type (`wire::MsgType`): a leave shows the peer stopped on purpose.
     pub msg_type: u8,
+    pub _pad: [u8; 2],
+}
+
+/// What the XDP program saw of ARP claiming one of this node's IPv4 VIPs from
+/// another MAC. The controller inserts a zeroed entry per VIP (the keys are the
+/// watch list, IPv4 network order); the XDP program only updates existing entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipWatch {
+    /// ARP requests and replies seen with the VIP as sender IP and a foreign sender MAC.
+    pub conflicts: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last one; 0 = never.
+    pub last_ns: u64,
+    /// Sender MAC of the last one.
+    pub last_mac: [u8; 6],
     pub _pad: [u8; 2],
 }
 
@@ -116,6 +153,8 @@ pub enum Outcome {
     UnknownNode,
     BadMac,
     Replayed,
+    /// ARP claiming one of our VIPs from another MAC: counted, and passed untouched.
+    ArpConflict,
 }
 
 impl From<crate::wire::Refusal> for Outcome {
@@ -150,11 +189,12 @@ pub struct Stats {
     pub unknown_node: u64,
     pub bad_mac: u64,
     pub replayed: u64,
+    pub arp_conflict: u64,
 }
 
 impl Stats {
     /// Number of counters, the length of [`Stats::FIELDS`].
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// Counter names, in [`Outcome`] order.
     pub const FIELDS: [&'static str; Self::COUNT] = [
         "passed",
@@ -167,6 +207,7 @@ impl Stats {
         "unknown_node",
         "bad_mac",
         "replayed",
+        "arp_conflict",
     ];
 
     pub fn as_array(&self) -> [u64; Self::COUNT] {
@@ -181,6 +222,7 @@ impl Stats {
             self.unknown_node,
             self.bad_mac,
             self.replayed,
+            self.arp_conflict,
         ]
     }
 
@@ -196,7 +238,7 @@ impl Stats {
                 *acc += v;
             }
         }
-        let [passed, accepted, bad_length, bad_magic, bad_version, bad_type, wrong_cluster, unknown_node, bad_mac, replayed] =
+        let [passed, accepted, bad_length, bad_magic, bad_version, bad_type, wrong_cluster, unknown_node, bad_mac, replayed, arp_conflict] =
             t;
         Stats {
             passed,
@@ -209,15 +251,17 @@ impl Stats {
             unknown_node,
             bad_mac,
             replayed,
+            arp_conflict,
         }
     }
 }
 
 // Both sides rely on these sizes; a change here is a change of the map ABI.
-const _: () = assert!(core::mem::size_of::<PeerState>() == 48);
+const _: () = assert!(core::mem::size_of::<PeerState>() == 64);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
-const _: () = assert!(core::mem::size_of::<Config>() == 8);
-const _: () = assert!(Outcome::Replayed as usize + 1 == Stats::COUNT);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
+const _: () = assert!(core::mem::size_of::<VipWatch>() == 24);
+const _: () = assert!(Outcome::ArpConflict as usize + 1 == Stats::COUNT);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -227,6 +271,7 @@ mod pod {
     unsafe impl aya::Pod for super::Key {}
     unsafe impl aya::Pod for super::PeerState {}
     unsafe impl aya::Pod for super::Stats {}
+    unsafe impl aya::Pod for super::VipWatch {}
 }
 
 #[cfg(test)]
@@ -245,7 +290,13 @@ mod tests {
             replayed: 4,
             ..Default::default()
         };
-        let s = Stats::sum([&a, &b]);
+        let c = Stats {
+            arp_conflict: 2,
+            ..Default::default()
+        };
+        let s = Stats::sum([&a, &b, &c]);
+        assert_eq!(s.get(Outcome::ArpConflict), 2);
+        assert_eq!(Stats::FIELDS[Outcome::ArpConflict as usize], "arp_conflict");
         assert_eq!(s.get(Outcome::Accepted), 5);
         assert_eq!(s.get(Outcome::BadMac), 1);
         assert_eq!(s.get(Outcome::Replayed), 4);

@@ -16,6 +16,8 @@ pub const MAC_OFFSET: usize = 28;
 pub const DEFAULT_PORT: u16 = 694;
 /// Flag bit: the sender holds the virtual IP.
 pub const FLAG_HOLDS_VIP: u8 = 1 << 0;
+/// Flag bit: the sender reaches one of its ping targets (or has none configured).
+pub const FLAG_REACHES_PING: u8 = 1 << 1;
 
 /// What a message says.
 #[repr(u8)]

@@ -11,7 +11,7 @@ use hb_common::{
     wire::{self, Heartbeat, Refusal, WIRE_LEN},
 };
 
-use crate::parse::{ptr_at, Udp};
+use crate::parse::{ptr_at, Src, Udp, ETH_SRC_OFF};
 
 const UDP_LEN: u16 = (8 + WIRE_LEN) as u16;
 
@@ -23,7 +23,8 @@ pub fn receive(
     peers: &HashMap<u32, PeerState, { MAX_PEERS as usize }>,
     key: &Array<Key, 1>,
 ) -> Result<(), Refusal> {
-    // 1. Lengths: the UDP length field, the IPv4 total length, and the frame itself.
+    // 1. Lengths: the UDP length field, the IPv4 total length or IPv6 payload
+    //    length, and the frame itself.
     if udp.udp_len != UDP_LEN || udp.ip_room < UDP_LEN {
         return Err(Refusal::BadLength);
     }
@@ -51,16 +52,30 @@ pub fn receive(
     if !hb.is_after(p.epoch, p.seq) {
         return Err(Refusal::Replayed);
     }
+    // Addresses are read only now; they lie before the payload checked above,
+    // so these reads cannot fail.
+    let (src_ipv4, src_ipv6) = match udp.src {
+        Src::V4(off) => (read::<[u8; 4]>(ctx, off)?, [0; 16]),
+        Src::V6(off) => ([0; 4], read::<[u8; 16]>(ctx, off)?),
+    };
+    let src_mac = read::<[u8; 6]>(ctx, ETH_SRC_OFF)?;
     p.last_seen_ns = unsafe { bpf_ktime_get_ns() };
     p.epoch = hb.epoch;
     p.seq = hb.seq;
     p.accepted += 1;
     p.ifindex = ctx.ingress_ifindex() as u32;
-    p.src_ipv4 = udp.src_ipv4;
-    p.src_mac = udp.src_mac;
+    p.src_ipv4 = src_ipv4;
+    p.src_ipv6 = src_ipv6;
+    p.src_mac = src_mac;
     p.flags = hb.flags;
     p.priority = hb.priority;
     p.state = hb.state;
     p.msg_type = hb.msg_type as u8;
     Ok(())
+}
+
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, Refusal> {
+    let p: *const T = ptr_at(ctx, off).ok_or(Refusal::BadLength)?;
+    Ok(unsafe { *p })
 }

@@ -1,11 +1,14 @@
 //! hb's XDP program: records authenticated heartbeats before netfilter and the
 //! socket layer see them, drops forged and replayed ones, passes everything else.
 //!
-//! This file holds the maps and the entry point only; parsing is in `parse.rs`,
-//! heartbeat checks in `heartbeat.rs`.
+//! Also watches ARP for other hosts claiming this node's IPv4 VIPs (and lets that
+//! ARP pass). This file holds the maps and the entry point only; parsing is in
+//! `parse.rs`, heartbeat checks in `heartbeat.rs`, the ARP watch in `arp.rs`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod arp;
 #[cfg(target_arch = "bpf")]
 mod heartbeat;
 #[cfg(target_arch = "bpf")]
@@ -20,10 +23,14 @@ mod prog {
         programs::XdpContext,
     };
     use hb_common::maps::{
-        Config, Key, Outcome, PeerState, Stats, CONFIG_PASS_HEARTBEATS, MAX_PEERS,
+        Config, Key, Outcome, PeerState, Stats, VipWatch, CONFIG_PASS_HEARTBEATS, MAX_PEERS,
+        MAX_VIPS,
     };
 
-    use crate::{heartbeat, parse};
+    use crate::{
+        arp, heartbeat,
+        parse::{self, Frame},
+    };
 
     /// node id -> what we know of that peer. Keys are written by the controller
     /// (the allow-list); values by this program.
@@ -42,12 +49,25 @@ mod prog {
     #[btf_map]
     pub static KEY: Array<Key, 1> = Array::new();
 
+    /// IPv4 VIP (network order) -> ARP conflicts seen for it. Keys are written by
+    /// the controller (the watch list); values by this program.
+    #[btf_map]
+    pub static VIPS: HashMap<[u8; 4], VipWatch, { MAX_VIPS as usize }> = HashMap::new();
+
     #[xdp]
     pub fn hb_xdp(ctx: XdpContext) -> u32 {
-        // Cheapest path first: anything that is not UDP never touches a map but STATS.
-        let Some(udp) = parse::udp(&ctx) else {
-            count(Outcome::Passed);
-            return xdp_action::XDP_PASS;
+        // Cheapest path first: anything but UDP and ARP touches no map but STATS.
+        let udp = match parse::frame(&ctx) {
+            Frame::Udp(udp) => udp,
+            Frame::Arp(off) => {
+                // Counted, never dropped: the stack must still resolve addresses.
+                count(arp::watch(&ctx, off, &CONFIG, &VIPS));
+                return xdp_action::XDP_PASS;
+            }
+            Frame::Other => {
+                count(Outcome::Passed);
+                return xdp_action::XDP_PASS;
+            }
         };
         let Some(cfg) = CONFIG.get(0) else {
             return xdp_action::XDP_PASS;

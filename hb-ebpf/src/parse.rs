@@ -1,13 +1,39 @@
-//! Ethernet (optionally one 802.1Q/802.1ad tag) -> IPv4 (with options) -> UDP.
+//! Ethernet (optionally one 802.1Q/802.1ad tag), then one of: IPv4 (with options)
+//! -> UDP; IPv6 (a few extension headers) -> UDP; ARP.
 
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr, vlan::VlanHdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
 
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_UDP: u8 = 17;
+// IPv6 extension headers walked over; any other (fragment 44, AH, ESP, ...)
+// ends the walk with "not a heartbeat".
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// Extension headers skipped before UDP at most; real heartbeats carry none,
+/// the bound keeps the loop small for the verifier.
+const MAX_IPV6_EXT: usize = 3;
+
+/// What a frame is, as far as hb cares.
+pub enum Frame {
+    /// A UDP datagram over IPv4 or IPv6: a heartbeat when its port is ours.
+    Udp(Udp),
+    /// An ARP packet whose header starts at this offset (not yet bounds-checked).
+    Arp(usize),
+    /// Anything else, including truncated headers and IP fragments.
+    Other,
+}
 
 /// Where a UDP datagram sits in the frame, and the fields the checks need.
 pub struct Udp {
@@ -16,11 +42,22 @@ pub struct Udp {
     pub dst_port: u16,
     /// UDP length field (header included).
     pub udp_len: u16,
-    /// Bytes the IPv4 total length leaves for UDP (header included).
+    /// Bytes the IP length fields leave for UDP (header included).
     pub ip_room: u16,
-    pub src_ipv4: [u8; 4],
-    pub src_mac: [u8; 6],
+    /// Where the source address is; read only for an accepted heartbeat, so
+    /// other traffic does not pay for copying it.
+    pub src: Src,
 }
+
+/// Offset of the IP source address in the frame, by IP version.
+#[derive(Clone, Copy)]
+pub enum Src {
+    V4(usize),
+    V6(usize),
+}
+
+/// Offset of the Ethernet source address.
+pub const ETH_SRC_OFF: usize = 6;
 
 /// A pointer to a `T` at `off` in the frame, or None when the frame is too short.
 #[inline(always)]
@@ -32,31 +69,40 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
     Some((start + off) as *const T)
 }
 
-/// The UDP datagram in an IPv4 frame, or None for anything else (other ethertypes,
-/// other protocols, non-first fragments, truncated headers).
+/// Classifies the frame by its (inner, if tagged) EtherType.
 #[inline(always)]
-pub fn udp(ctx: &XdpContext) -> Option<Udp> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+pub fn frame(ctx: &XdpContext) -> Frame {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Frame::Other;
+    };
     let mut off = EthHdr::LEN;
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        let vlan: *const VlanHdr = ptr_at(ctx, off)?;
+        let Some(vlan) = ptr_at::<VlanHdr>(ctx, off) else {
+            return Frame::Other;
+        };
         ether_type = u16::from_be(unsafe { (*vlan).ether_type });
         off += VlanHdr::LEN;
     }
-    if ether_type != ETH_P_IP {
-        return None;
-    }
-    let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
-    let (vihl, proto, frags, tot_len, src) = unsafe {
-        (
-            (*ip).vihl,
-            (*ip).proto,
-            (*ip).frags,
-            (*ip).tot_len,
-            (*ip).src_addr,
-        )
+    let udp = match ether_type {
+        ETH_P_IP => ipv4_udp(ctx, off),
+        ETH_P_IPV6 => ipv6_udp(ctx, off),
+        ETH_P_ARP => return Frame::Arp(off),
+        _ => None,
     };
+    match udp {
+        Some(udp) => Frame::Udp(udp),
+        None => Frame::Other,
+    }
+}
+
+/// The UDP datagram of an IPv4 packet at `off`; None for other protocols,
+/// non-first fragments and truncated headers.
+#[inline(always)]
+fn ipv4_udp(ctx: &XdpContext, off: usize) -> Option<Udp> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
+    let (vihl, proto, frags, tot_len) =
+        unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags, (*ip).tot_len) };
     // Masked so the verifier sees a bounded offset: 20..=60 bytes.
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || proto != IPPROTO_UDP {
@@ -66,16 +112,52 @@ pub fn udp(ctx: &XdpContext) -> Option<Udp> {
     if u16::from_be_bytes(frags) & 0x1fff != 0 {
         return None;
     }
-    let tot_len = u16::from_be_bytes(tot_len);
-    off += ihl;
+    let room = u16::from_be_bytes(tot_len).saturating_sub(ihl as u16);
+    udp_at(ctx, off + ihl, room, Src::V4(off + 12))
+}
+
+/// The UDP datagram of an IPv6 packet at `off`, after at most [`MAX_IPV6_EXT`]
+/// hop-by-hop, routing or destination-options headers. None for anything else,
+/// fragments included: a heartbeat is never fragmented.
+#[inline(always)]
+fn ipv6_udp(ctx: &XdpContext, ip_off: usize) -> Option<Udp> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, ip_off)?;
+    let (vcf0, payload_len, mut next) =
+        unsafe { ((*ip).vcf[0], (*ip).payload_len, (*ip).next_hdr) };
+    if vcf0 >> 4 != 6 {
+        return None;
+    }
+    let payload_start = ip_off + Ipv6Hdr::LEN;
+    let mut off = payload_start;
+    for _ in 0..MAX_IPV6_EXT {
+        if next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS {
+            break;
+        }
+        // These three share one layout: next header, then length in 8-byte
+        // units not counting the first 8. At most 2 KiB each: bounded offsets.
+        let ext: *const [u8; 2] = ptr_at(ctx, off)?;
+        let (n, len) = unsafe { ((*ext)[0], (*ext)[1]) };
+        next = n;
+        off += (len as usize + 1) * 8;
+    }
+    if next != IPPROTO_UDP {
+        return None;
+    }
+    // The payload length counts the extension headers too.
+    let ext_len = (off - payload_start) as u16;
+    let room = u16::from_be_bytes(payload_len).saturating_sub(ext_len);
+    udp_at(ctx, off, room, Src::V6(ip_off + 8))
+}
+
+#[inline(always)]
+fn udp_at(ctx: &XdpContext, off: usize, ip_room: u16, src: Src) -> Option<Udp> {
     let udp: *const UdpHdr = ptr_at(ctx, off)?;
     let (dst, len) = unsafe { ((*udp).dst, (*udp).len) };
     Some(Udp {
         payload_off: off + UdpHdr::LEN,
         dst_port: u16::from_be_bytes(dst),
         udp_len: u16::from_be_bytes(len),
-        ip_room: tot_len.saturating_sub(ihl as u16),
-        src_ipv4: src,
-        src_mac: unsafe { (*eth).src_addr },
+        ip_room,
+        src,
     })
 }

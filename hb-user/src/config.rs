@@ -81,6 +81,27 @@ pub struct RunArgs {
     /// Let heartbeat packets go on to the network stack (for tcpdump/debugging).
     #[arg(long)]
     pub pass_heartbeats: bool,
+    /// Quorum target: an IPV4 address pinged at the heartbeat cadence (repeat). A node
+    /// that hears no peer and reaches no target is isolated: FAULT, never the VIP holder.
+    #[arg(long = "ping", value_name = "IPV4")]
+    pub ping: Vec<String>,
+    /// Fencing command, run before taking the VIP from a peer that went silent; the
+    /// VIP is taken only if it exits 0 within --fence-timeout.
+    #[arg(long, value_name = "CMD")]
+    pub fence_cmd: Option<String>,
+    /// Time the fencing command may take [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub fence_timeout: Option<String>,
+    /// Command run on every state transition with NEW OLD VIP IFACE REASON as arguments
+    /// (and HB_NEW_STATE, HB_OLD_STATE, HB_VIP, HB_IFACE, HB_REASON in its environment).
+    #[arg(long, value_name = "CMD")]
+    pub notify: Option<String>,
+    /// Time a notify command may take before it is killed [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub notify_timeout: Option<String>,
+    /// Repeat the gratuitous ARP burst this often while holding the VIP [default: off].
+    #[arg(long, value_name = "DURATION")]
+    pub garp_refresh: Option<String>,
 }
 
 /// One address of one peer; a peer reachable over two links appears twice.
@@ -131,6 +152,12 @@ pub struct RunConfig {
     pub garp_count: u32,
     pub garp_spacing: Duration,
     pub pass_heartbeats: bool,
+    pub ping: Vec<Ipv4Addr>,
+    pub fence_cmd: Option<String>,
+    pub fence_timeout: Duration,
+    pub notify: Option<String>,
+    pub notify_timeout: Duration,
+    pub garp_refresh: Option<Duration>,
 }
 
 /// A bad setting: names the field as the user wrote it (the flag, e.g.
@@ -188,6 +215,12 @@ struct FileConfig {
     garp_count: Option<i64>,
     garp_spacing: Option<String>,
     pass_heartbeats: Option<bool>,
+    ping: Option<OneOrMany>,
+    fence_cmd: Option<String>,
+    fence_timeout: Option<String>,
+    notify: Option<String>,
+    notify_timeout: Option<String>,
+    garp_refresh: Option<String>,
 }
 
 /// `key = "a"` or `key = ["a", "b"]`.
@@ -419,6 +452,56 @@ impl RunConfig {
             Duration::from_millis(10),
         )?;
 
+        let fence_timeout = dur(
+            "--fence-timeout",
+            &args.fence_timeout,
+            "fence_timeout",
+            f.fence_timeout,
+            Duration::from_secs(10),
+        )?;
+        let notify_timeout = dur(
+            "--notify-timeout",
+            &args.notify_timeout,
+            "notify_timeout",
+            f.notify_timeout,
+            Duration::from_secs(10),
+        )?;
+        let garp_refresh = match src.pick(
+            "--garp-refresh",
+            args.garp_refresh.clone(),
+            "garp_refresh",
+            f.garp_refresh,
+        ) {
+            Some(g) => {
+                let g = g.parse(|s| parse_bounded_duration(&s))?;
+                if g.value < Duration::from_millis(100) {
+                    return Err(ConfigError::new(g.field, "must be at least 100ms"));
+                }
+                Some(g.value)
+            }
+            None => None,
+        };
+        let ping = match src.pick_list("--ping", &args.ping, "ping", f.ping) {
+            Some(g) => g.parse(|l| check_ping(&l))?.value,
+            None => Vec::new(),
+        };
+        let command = |flag: &str, arg: &Option<String>, key: &str, file: Option<String>| match src
+            .pick(flag, arg.clone(), key, file)
+        {
+            Some(g) => g
+                .parse(|c| {
+                    if c.trim().is_empty() {
+                        Err("must not be empty".to_owned())
+                    } else {
+                        Ok(c)
+                    }
+                })
+                .map(|g| Some(g.value)),
+            None => Ok(None),
+        };
+        let fence_cmd = command("--fence-cmd", &args.fence_cmd, "fence_cmd", f.fence_cmd)?;
+        let notify = command("--notify", &args.notify, "notify", f.notify)?;
+
         let xdp_mode = match src.pick("--xdp-mode", args.xdp_mode.clone(), "xdp_mode", f.xdp_mode) {
             Some(g) => g.parse(|s| s.parse())?.value,
             None => XdpModeArg::Auto,
@@ -486,8 +569,33 @@ impl RunConfig {
             garp_count,
             garp_spacing: garp_spacing.value,
             pass_heartbeats,
+            ping,
+            fence_cmd,
+            fence_timeout: fence_timeout.value,
+            notify,
+            notify_timeout: notify_timeout.value,
+            garp_refresh,
         })
     }
+}
+
+/// Ping targets: unicast IPv4 addresses, no duplicates.
+fn check_ping(list: &[String]) -> Result<Vec<Ipv4Addr>, String> {
+    let mut out = Vec::new();
+    for s in list {
+        let a: Ipv4Addr = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected an IPv4 address, got {s:?}"))?;
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+            return Err(format!("{a} is not a unicast address"));
+        }
+        if out.contains(&a) {
+            return Err(format!("{a} is given twice"));
+        }
+        out.push(a);
+    }
+    Ok(out)
 }
 
 /// Parses the file; toml's own messages span several lines, so this keeps
@@ -1034,5 +1142,52 @@ mod tests {
         let e = RunConfig::load(&a).unwrap_err();
         assert_eq!(e.field, "--config");
         assert!(e.message.contains("/nonexistent/hb-test.toml"), "{e}");
+    }
+
+    #[test]
+    fn split_brain_settings() {
+        let c = ok(&args(), None);
+        assert!(
+            c.ping.is_empty()
+                && c.fence_cmd.is_none()
+                && c.notify.is_none()
+                && c.garp_refresh.is_none()
+        );
+        assert_eq!(
+            (c.fence_timeout, c.notify_timeout),
+            (Duration::from_secs(10), Duration::from_secs(10))
+        );
+        let file = r#"
+            ping = ["10.0.0.254", "10.0.0.253"]
+            fence_cmd = "/usr/local/bin/fence"
+            fence_timeout = "3s"
+            notify = "/usr/local/bin/notify"
+            garp_refresh = "60s"
+        "#;
+        let c = ok(&args(), Some(file));
+        assert_eq!(
+            c.ping,
+            [Ipv4Addr::new(10, 0, 0, 254), Ipv4Addr::new(10, 0, 0, 253)]
+        );
+        assert_eq!(c.fence_cmd.as_deref(), Some("/usr/local/bin/fence"));
+        assert_eq!(c.fence_timeout, Duration::from_secs(3));
+        assert_eq!(c.notify.as_deref(), Some("/usr/local/bin/notify"));
+        assert_eq!(c.garp_refresh, Some(Duration::from_secs(60)));
+        let mut a = args();
+        a.ping = vec!["10.0.0.300".into()];
+        assert_eq!(err(&a, None).field, "--ping");
+        let mut a = args();
+        a.ping = vec!["10.0.0.1".into(), "10.0.0.1".into()];
+        assert_eq!(err(&a, None).field, "--ping");
+        let mut a = args();
+        a.fence_cmd = Some("  ".into());
+        assert_eq!(err(&a, None).field, "--fence-cmd");
+        let mut a = args();
+        a.garp_refresh = Some("10ms".into());
+        assert_eq!(err(&a, None).field, "--garp-refresh");
+        assert_eq!(
+            err(&args(), Some("notify_timeout = \"soon\"")).field,
+            "notify_timeout in /etc/hb/hb.toml"
+        );
     }
 }

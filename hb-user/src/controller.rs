@@ -6,18 +6,29 @@ use crate::{
     clock::monotonic,
     config::{ConfigError, RunConfig, Vip, XdpModeArg},
     election::{Event, Machine, Params, PeerView},
-    garp, keyfile,
+    garp,
+    hooks::{self, FenceOutcome, Notifier},
+    keyfile,
     loader::{DataPlane, Settings},
     netlink::{self, Netlink},
+    pinger::Pinger,
     sender::{LinkSender, Sequencer},
     statedir::StateDir,
     status::StatusFile,
 };
 use anyhow::{Context, Result};
 use aya::programs::XdpMode;
-use hb_common::{wire::FLAG_HOLDS_VIP, MsgType, NodeState, PeerState};
-use std::{net::Ipv4Addr, time::Duration};
+use hb_common::{
+    wire::{FLAG_HOLDS_VIP, FLAG_REACHES_PING},
+    MsgType, NodeState, PeerState,
+};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    time::Duration,
+};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// Why `run` failed: a bad setting (exit code 2, nothing touched) or a runtime error.
@@ -122,15 +133,23 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         v.dedup();
         v
     };
-    let settings = Settings {
-        cluster_id: cfg.cluster_id,
-        port: cfg.port,
-        pass_heartbeats: cfg.pass_heartbeats,
-        key,
-        peers: peer_ids.clone(),
-    };
     let mut links = Vec::new();
-    for (iface, ifindex, mac, targets) in plan.links {
+    for (i, (iface, ifindex, mac, targets)) in plan.links.into_iter().enumerate() {
+        let settings = Settings {
+            cluster_id: cfg.cluster_id,
+            port: cfg.port,
+            pass_heartbeats: cfg.pass_heartbeats,
+            key,
+            peers: peer_ids.clone(),
+            mac,
+            // Each link's program watches ARP for the VIPs that live on it.
+            vips_v4: plan
+                .vips
+                .iter()
+                .filter(|v| v.link == i)
+                .map(|v| v.vip.addr)
+                .collect(),
+        };
         let mut plane = DataPlane::load()?;
         plane.configure(&settings)?;
         let mode = xdp_attach(&mut plane, &iface, cfg.xdp_mode).with_context(|| {
@@ -152,6 +171,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         });
     }
 
+    let (fence_tx, mut fence_rx) = mpsc::unbounded_channel();
     let mut c = Controller {
         machine: Machine::new(
             Params {
@@ -161,9 +181,27 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
                 dead_after: cfg.dead_after,
                 init_dead: cfg.init_dead,
                 peers: peer_ids.clone(),
+                ping_quorum: !cfg.ping.is_empty(),
+                fencing: cfg.fence_cmd.is_some(),
+                fence_retry: Duration::from_secs(1),
             },
             monotonic(),
         ),
+        pinger: if cfg.ping.is_empty() {
+            None
+        } else {
+            Some(Pinger::new(&cfg.ping)?)
+        },
+        notifier: cfg
+            .notify
+            .clone()
+            .map(|cmd| Notifier::spawn(cmd, cfg.notify_timeout)),
+        fence_tx,
+        link_alive: BTreeMap::new(),
+        rival_holders: BTreeSet::new(),
+        conflicts: BTreeMap::new(),
+        conflict_announced: None,
+        bursts: Vec::new(),
         seq: Sequencer::new(cfg.node_id, cfg.cluster_id, cfg.priority, epoch, key),
         peer_ids,
         links,
@@ -183,7 +221,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     );
     c.report_leftover_vips().await;
     c.write_status();
-    c.main_loop().await?;
+    c.main_loop(&mut fence_rx).await?;
     c.shutdown().await;
     Ok(())
 }
@@ -198,23 +236,60 @@ struct Controller {
     nl: Netlink,
     state_dir: StateDir,
     since_unix_ms: u128,
+    pinger: Option<Pinger>,
+    notifier: Option<Notifier>,
+    /// Fencing results come back through here, so the loop never waits on a command.
+    fence_tx: mpsc::UnboundedSender<(Vec<u32>, FenceOutcome)>,
+    /// (peer, link index) -> heard within dead-after on that link.
+    link_alive: BTreeMap<(u32, usize), bool>,
+    /// Lower-ranked peers seen claiming the VIP while we hold it (a healed partition),
+    /// so that each episode gets one fresh announcement.
+    rival_holders: BTreeSet<u32>,
+    /// (link index, VIP) -> ARP conflicts the XDP program counted, as last read.
+    conflicts: BTreeMap<(usize, Ipv4Addr), u64>,
+    /// Last re-announcement caused by a conflict: two holders that hear each other's
+    /// ARP but not each other's heartbeats must not answer each burst with a burst.
+    conflict_announced: Option<Duration>,
+    /// Gratuitous ARP bursts in flight, aborted when we release the VIP.
+    bursts: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Controller {
-    async fn main_loop(&mut self) -> Result<()> {
-        let mut beat = tokio::time::interval(self.cfg.interval);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut poll = tokio::time::interval((self.cfg.interval / 4).max(Duration::from_millis(1)));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    async fn main_loop(
+        &mut self,
+        fence_rx: &mut mpsc::UnboundedReceiver<(Vec<u32>, FenceOutcome)>,
+    ) -> Result<()> {
+        use tokio::time::{interval, MissedTickBehavior::Skip};
+        let mut beat = interval(self.cfg.interval);
+        beat.set_missed_tick_behavior(Skip);
+        let mut poll = interval((self.cfg.interval / 4).max(Duration::from_millis(1)));
+        poll.set_missed_tick_behavior(Skip);
+        // Off by default; a 1-hour period stands in for "never" and is skipped below.
+        let mut refresh = interval(self.cfg.garp_refresh.unwrap_or(Duration::from_secs(3600)));
+        refresh.set_missed_tick_behavior(Skip);
+        refresh.tick().await;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // `status` shows ping reachability and liveness of the file itself: refresh it.
+        let mut status = interval(Duration::from_secs(1));
+        status.set_missed_tick_behavior(Skip);
         loop {
             tokio::select! {
                 _ = beat.tick() => {
                     self.refresh_links().await;
+                    self.watch_conflicts();
+                    if let Some(p) = &mut self.pinger { p.send(); }
                     self.send(MsgType::Heartbeat).await;
                 }
                 _ = poll.tick() => self.poll().await,
+                r = async { self.pinger.as_mut().expect("guarded").receive(monotonic).await }, if self.pinger.is_some() => {
+                    if let Err(e) = r { warn!("ping socket: {e:#}"); }
+                }
+                Some((peers, outcome)) = fence_rx.recv() => self.fenced(peers, outcome),
+                _ = status.tick() => self.write_status(),
+                _ = refresh.tick(), if self.cfg.garp_refresh.is_some() => {
+                    if self.holds_vip() { self.announce("refresh"); }
+                }
                 _ = term.recv() => { info!("SIGTERM: leaving"); return Ok(()); }
                 _ = int.recv() => { info!("SIGINT: leaving"); return Ok(()); }
             }
@@ -225,8 +300,17 @@ impl Controller {
         self.machine.state() == NodeState::Master
     }
 
+    /// Whether we reach a ping target (true when none is configured).
+    fn reach(&self) -> bool {
+        self.pinger
+            .as_ref()
+            .is_none_or(|p| p.reachable(monotonic(), self.cfg.dead_after))
+    }
+
     async fn send(&mut self, msg: MsgType) {
-        let payload = self.seq.next(msg, self.machine.state(), self.holds_vip());
+        let payload = self
+            .seq
+            .next(msg, self.machine.state(), self.holds_vip(), self.reach());
         for l in &self.links {
             l.sender.send(&payload).await;
         }
@@ -244,34 +328,169 @@ impl Controller {
     }
 
     /// What the XDP programs saw of each peer, merged over links: the freshest
-    /// entry wins, so a peer is silent only when it is silent on every link.
-    fn peer_views(&self) -> Vec<PeerView> {
-        self.peer_ids
-            .iter()
-            .map(|&id| {
-                let freshest = self
-                    .links
+    /// entry wins, so a peer is silent only when it is silent on every link. With
+    /// several links, a link falling silent or coming back is logged on its own.
+    fn peer_views(&mut self, now: Duration) -> Vec<PeerView> {
+        let dead_after = self.cfg.dead_after;
+        let mut views = Vec::with_capacity(self.peer_ids.len());
+        for &id in &self.peer_ids {
+            let entries: Vec<PeerState> = self
+                .links
+                .iter()
+                .map(|l| l.plane.peer(id).ok().flatten().unwrap_or_default())
+                .collect();
+            if self.links.len() > 1 {
+                let alive: Vec<bool> = entries
                     .iter()
-                    .filter_map(|l| l.plane.peer(id).ok().flatten())
-                    .max_by_key(|p| p.last_seen_ns)
-                    .unwrap_or_default();
-                view(id, &freshest)
-            })
-            .collect()
+                    .map(|p| {
+                        p.last_seen_ns != 0
+                            && now.saturating_sub(Duration::from_nanos(p.last_seen_ns))
+                                <= dead_after
+                    })
+                    .collect();
+                for (i, &a) in alive.iter().enumerate() {
+                    let was = self.link_alive.insert((id, i), a);
+                    if was == Some(true) && !a {
+                        let others: Vec<&str> = (0..alive.len())
+                            .filter(|&j| alive[j])
+                            .map(|j| self.links[j].iface.as_str())
+                            .collect();
+                        if others.is_empty() {
+                            warn!(
+                                "peer {id}: link {} silent, and every other link too",
+                                self.links[i].iface
+                            );
+                        } else {
+                            warn!(
+                                "peer {id}: link {} silent, {} alive: no failover",
+                                self.links[i].iface,
+                                others.join(", ")
+                            );
+                        }
+                    } else if was == Some(false) && a {
+                        info!("peer {id}: link {} alive again", self.links[i].iface);
+                    }
+                }
+            }
+            let freshest = entries
+                .into_iter()
+                .max_by_key(|p| p.last_seen_ns)
+                .unwrap_or_default();
+            views.push(view(id, &freshest));
+        }
+        views
     }
 
     async fn poll(&mut self) {
-        let views = self.peer_views();
+        let now = monotonic();
+        let views = self.peer_views(now);
         let link_up = self.links.iter().any(|l| l.up);
-        let events = self.machine.step(monotonic(), link_up, &views);
+        let reach = self.reach();
+        let events = self.machine.step(now, link_up, reach, &views);
         for ev in events {
             self.apply(ev).await;
         }
+        self.watch_rivals(&views);
+    }
+
+    /// A healed partition: a lower-ranked peer still claims the VIP we hold. It yields
+    /// as soon as it hears us; we re-announce at once so caches point here again.
+    fn watch_rivals(&mut self, views: &[PeerView]) {
+        if !self.holds_vip() {
+            self.rival_holders.clear();
+            return;
+        }
+        for v in views {
+            let rival = v.holds_vip && self.machine.is_alive(v.id);
+            if rival && self.rival_holders.insert(v.id) {
+                warn!("peer {} also holds the VIP (partition healed?): it ranks lower and will yield; re-announcing", v.id);
+                self.announce("split brain");
+            } else if !rival {
+                self.rival_holders.remove(&v.id);
+            }
+        }
+    }
+
+    /// ARP claims for our VIPs from foreign MACs, as counted by XDP. A peer's
+    /// announcement after it took over is reported quietly; an unknown MAC is a
+    /// conflict, and while we hold the VIP it is a split-brain signal: re-announce
+    /// (the election itself runs on every poll).
+    fn watch_conflicts(&mut self) {
+        let mut fresh = Vec::new();
+        for (i, l) in self.links.iter().enumerate() {
+            let Ok(entries) = l.plane.vip_watch() else {
+                continue;
+            };
+            for (vip, w) in entries {
+                let seen = self.conflicts.insert((i, vip), w.conflicts).unwrap_or(0);
+                if w.conflicts > seen {
+                    fresh.push((l.iface.clone(), vip, w.last_mac, w.conflicts - seen));
+                }
+            }
+        }
+        let now = monotonic();
+        let mut reannounce = false;
+        for (iface, vip, mac, n) in fresh {
+            let m = mac.map(|b| format!("{b:02x}")).join(":");
+            let peer = self.peer_ids.iter().copied().find(|&id| {
+                self.links.iter().any(|l| {
+                    l.plane
+                        .peer(id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|p| p.src_mac == mac)
+                })
+            });
+            match (peer, self.holds_vip()) {
+                (Some(id), false) => info!("VIP {vip} announced on {iface} by peer {id} ({m})"),
+                (Some(id), true) => {
+                    warn!("VIP conflict on {iface}: peer {id} ({m}) claims {vip} ({n} ARP) while we hold it: re-announcing");
+                    reannounce = true;
+                }
+                (None, false) => warn!("VIP conflict on {iface}: {vip} claimed by foreign MAC {m} ({n} ARP); we do not hold it"),
+                (None, true) => {
+                    warn!("VIP conflict on {iface}: {vip} claimed by foreign MAC {m} ({n} ARP) while we hold it: re-announcing");
+                    reannounce = true;
+                }
+            }
+        }
+        let quiet = self
+            .conflict_announced
+            .is_some_and(|t| now.saturating_sub(t) < Duration::from_secs(1));
+        if reannounce && !quiet {
+            self.conflict_announced = Some(now);
+            self.announce("conflict");
+        }
+    }
+
+    /// A fencing command finished.
+    fn fenced(&mut self, peers: Vec<u32>, outcome: FenceOutcome) {
+        let list = peers
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ok = outcome == FenceOutcome::Fenced;
+        if ok {
+            info!("fenced peer(s) {list}: taking over");
+        } else {
+            warn!("fencing peer(s) {list} failed ({outcome:?}): staying BACKUP, retrying in 1 s");
+        }
+        self.machine.fence_done(&peers, ok, monotonic());
     }
 
     async fn apply(&mut self, ev: Event) {
         match ev {
-            Event::PeerUp { peer } => info!("peer {peer} up"),
+            Event::PeerUp { peer } => {
+                info!("peer {peer} up");
+                // Back from a partition, it may have taken the VIP meanwhile and
+                // turned caches towards it; it yields when it hears us, and caches
+                // must follow us again.
+                if self.holds_vip() && !self.vips.is_empty() {
+                    info!("peer {peer} rejoined while we hold the VIP: re-announcing");
+                    self.announce("peer rejoined");
+                }
+            }
             Event::PeerDown { peer, silence } => {
                 warn!(
                     "peer {peer} down: silent {} ms > dead-after {} ms",
@@ -280,6 +499,19 @@ impl Controller {
                 )
             }
             Event::PeerLeft { peer } => info!("peer {peer} left (graceful stop)"),
+            Event::FenceNeeded { peers } => {
+                let cmd = self.cfg.fence_cmd.clone().unwrap_or_default();
+                let (tx, node, timeout) = (
+                    self.fence_tx.clone(),
+                    self.cfg.node_id,
+                    self.cfg.fence_timeout,
+                );
+                warn!("fencing silent peer(s) {peers:?} before taking over");
+                tokio::spawn(async move {
+                    let outcome = hooks::fence(&cmd, node, &peers, timeout).await;
+                    let _ = tx.send((peers, outcome));
+                });
+            }
             Event::Transition { from, to, reason } => {
                 let vips = self.vip_list();
                 match (to, vips.is_empty()) {
@@ -290,6 +522,15 @@ impl Controller {
                     _ => info!("{} -> {}: {reason}", from.name(), to.name()),
                 }
                 self.since_unix_ms = unix_ms();
+                if let Some(n) = &self.notifier {
+                    n.send(hooks::Transition {
+                        new_state: to.name().into(),
+                        old_state: from.name().into(),
+                        vip: vips.clone(),
+                        iface: self.cfg.ifaces.join(","),
+                        reason: reason.to_string(),
+                    });
+                }
                 if to == NodeState::Master {
                     self.take_vips().await;
                 } else {
@@ -321,18 +562,31 @@ impl Controller {
                     continue;
                 }
             }
-            // Announced in the background: the burst's spacing must not delay polling.
+        }
+        self.announce("takeover");
+    }
+
+    /// A gratuitous ARP burst for every VIP, in the background: the burst's spacing
+    /// must not delay polling.
+    fn announce(&mut self, why: &'static str) {
+        self.bursts.retain(|t| !t.is_finished());
+        for v in &self.vips {
+            let l = &self.links[v.link];
             let (ifindex, mac, iface, vip) = (l.ifindex, l.mac, l.iface.clone(), v.vip);
             let (count, spacing) = (self.cfg.garp_count, self.cfg.garp_spacing);
-            tokio::spawn(async move {
+            self.bursts.push(tokio::spawn(async move {
                 if let Err(e) = garp::announce(ifindex, mac, vip.addr, count, spacing).await {
-                    warn!("gratuitous ARP for {vip} on {iface}: {e:#}");
+                    warn!("gratuitous ARP ({why}) for {vip} on {iface}: {e:#}");
                 }
-            });
+            }));
         }
     }
 
     async fn release_vips(&mut self) {
+        // A burst still running would keep pointing caches at us after we yielded.
+        for t in self.bursts.drain(..) {
+            t.abort();
+        }
         for v in &self.vips {
             let l = &self.links[v.link];
             if let Err(e) = self.nl.del_addr(l.ifindex, v.vip.addr, v.vip.prefix).await {
@@ -357,6 +611,21 @@ impl Controller {
         }
     }
 
+    fn ping_rows(&self) -> Vec<crate::status::PingRow> {
+        let Some(p) = &self.pinger else {
+            return Vec::new();
+        };
+        let now = monotonic();
+        p.report(now)
+            .into_iter()
+            .map(|(t, ago)| crate::status::PingRow {
+                target: t.to_string(),
+                last_reply_ms_ago: ago.map(|d| d.as_millis() as u64),
+                reachable: ago.is_some_and(|d| d <= self.cfg.dead_after),
+            })
+            .collect()
+    }
+
     fn write_status(&self) {
         let s = StatusFile {
             pid: std::process::id(),
@@ -373,6 +642,8 @@ impl Controller {
                 .map(|v| format!("{}@{}", v.vip, self.links[v.link].iface))
                 .collect(),
             dead_after_ms: self.cfg.dead_after.as_millis() as u64,
+            ping: self.ping_rows(),
+            updated_unix_ms: unix_ms(),
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,
@@ -391,13 +662,20 @@ impl Controller {
         self.release_vips().await;
         // A few copies: one lost leave only costs dead-after, but it need not.
         for _ in 0..3 {
-            let payload = self.seq.next(MsgType::Leave, NodeState::Backup, false);
+            let payload = self
+                .seq
+                .next(MsgType::Leave, NodeState::Backup, false, self.reach());
             for l in &self.links {
                 l.sender.send(&payload).await;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let _ = std::fs::remove_file(self.state_dir.path().join(crate::status::STATUS_FILE));
+        // The last transitions' hooks still run (bounded), in order.
+        if let Some(n) = self.notifier.take() {
+            n.drain(self.cfg.notify_timeout + Duration::from_secs(1))
+                .await;
+        }
         info!("stopped: VIPs released, leave sent, XDP detached");
         // Dropping the links detaches XDP and removes the pins.
     }
@@ -411,6 +689,7 @@ fn view(id: u32, p: &PeerState) -> PeerView {
         priority: p.priority,
         state: NodeState::from_u8(p.state).unwrap_or(NodeState::Init),
         holds_vip: p.flags & FLAG_HOLDS_VIP != 0,
+        reaches_ping: p.flags & FLAG_REACHES_PING != 0,
     }
 }
 

@@ -2,11 +2,17 @@
 //! feeds it what the XDP program saw of each peer and applies what it decides.
 //!
 //! States: INIT (just started: wait until every peer is heard or `init_dead`
-//! passes), BACKUP, MASTER (holds the VIPs), FAULT (our link is down).
-//! The VIP holder is the live node with the highest (priority, node id).
+//! passes), BACKUP, MASTER (holds the VIPs), FAULT (our links are down, or we are
+//! isolated: no peer heard and no ping target answers).
+//! The VIP holder is the live node with the highest rank: (reaches a ping target,
+//! priority, node id). Without ping targets every node counts as reaching one.
 
 use hb_common::NodeState;
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    time::Duration,
+};
 
 /// The settings the machine needs.
 #[derive(Clone, Debug)]
@@ -18,6 +24,13 @@ pub struct Params {
     pub init_dead: Duration,
     /// Configured peer ids.
     pub peers: Vec<u32>,
+    /// Ping targets are configured: hearing no peer and reaching no target means
+    /// we are the isolated side of a partition.
+    pub ping_quorum: bool,
+    /// A fencing command is configured: silent peers are fenced before a takeover.
+    pub fencing: bool,
+    /// Wait after a failed fencing attempt before the next one.
+    pub fence_retry: Duration,
 }
 
 /// What we know of one peer right now (from the peers map).
@@ -31,10 +44,18 @@ pub struct PeerView {
     pub priority: u8,
     pub state: NodeState,
     pub holds_vip: bool,
+    /// It reaches one of its ping targets (or has none).
+    pub reaches_ping: bool,
 }
 
 /// A node's rank: the highest wins.
-pub type Rank = (u8, u32);
+pub type Rank = (bool, u8, u32);
+
+impl PeerView {
+    pub fn rank(&self) -> Rank {
+        (self.reaches_ping, self.priority, self.id)
+    }
+}
 
 /// Why something happened, for the log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +65,10 @@ pub enum Reason {
         waited: Duration,
     },
     LinkDown,
-    LinkUp,
+    /// No peer heard and no ping target answers.
+    Isolated,
+    /// Out of FAULT: the link is up and we are not isolated.
+    Reconnected,
     /// Taking over: no live peer outranks us. `after` says what changed.
     Elected {
         after: Option<Change>,
@@ -88,6 +112,18 @@ pub enum Event {
         to: NodeState,
         reason: Reason,
     },
+    /// We would take the VIP, but these silent peers must be fenced first: run the
+    /// fencing command and report with [`Machine::fence_done`].
+    FenceNeeded {
+        peers: Vec<u32>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fence {
+    Idle,
+    Pending,
+    RetryAt(Duration),
 }
 
 pub struct Machine {
@@ -98,6 +134,9 @@ pub struct Machine {
     alive: BTreeMap<u32, bool>,
     /// The last peer change seen since the last transition, kept for its reason.
     last_change: Option<Change>,
+    fence: Fence,
+    /// Peers fenced since they were last heard: they need no second fencing.
+    fenced: BTreeSet<u32>,
 }
 
 impl Machine {
@@ -109,6 +148,8 @@ impl Machine {
             init_since: now,
             alive,
             last_change: None,
+            fence: Fence::Idle,
+            fenced: BTreeSet::new(),
         }
     }
 
@@ -116,8 +157,9 @@ impl Machine {
         self.state
     }
 
-    pub fn rank(&self) -> Rank {
-        (self.p.priority, self.p.node_id)
+    /// Our rank, given whether we reach a ping target.
+    pub fn rank(&self, reach: bool) -> Rank {
+        (reach, self.p.priority, self.p.node_id)
     }
 
     /// Whether `peer` was alive at the last step.
@@ -129,14 +171,25 @@ impl Machine {
         now.saturating_sub(v.last_seen.unwrap_or(self.init_since))
     }
 
-    /// Advances the machine to `now`, given our link state and the peers' views.
-    pub fn step(&mut self, now: Duration, link_up: bool, peers: &[PeerView]) -> Vec<Event> {
+    /// Advances the machine to `now`, given whether any of our links is up, whether
+    /// we reach a ping target (true when none is configured), and the peers' views.
+    pub fn step(
+        &mut self,
+        now: Duration,
+        link_up: bool,
+        reach: bool,
+        peers: &[PeerView],
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         // Peer liveness first: it feeds the election and the up/down log lines.
         for v in peers {
             let heard_recently = v.last_seen.is_some() && self.silence(v, now) <= self.p.dead_after;
             let alive = heard_recently && !v.left;
             let was = self.alive.insert(v.id, alive).unwrap_or(false);
+            if alive {
+                // Heard again: a later silence needs fencing again.
+                self.fenced.remove(&v.id);
+            }
             if alive && !was {
                 events.push(Event::PeerUp { peer: v.id });
             } else if !alive && was {
@@ -158,7 +211,13 @@ impl Machine {
             }
         }
 
-        let (to, reason) = self.decide(now, link_up, peers);
+        let (to, reason) = self.decide(now, link_up, reach, peers);
+        if to == NodeState::Master
+            && self.state != NodeState::Master
+            && !self.fence_allows(now, peers, &mut events)
+        {
+            return events;
+        }
         if to != self.state {
             if to == NodeState::Init {
                 self.init_since = now;
@@ -174,15 +233,61 @@ impl Machine {
         events
     }
 
-    fn decide(&self, now: Duration, link_up: bool, peers: &[PeerView]) -> (NodeState, Reason) {
+    /// Before a takeover: true when no silent peer is left unfenced; otherwise asks
+    /// for fencing (once per attempt) and holds the takeover back.
+    fn fence_allows(&mut self, now: Duration, peers: &[PeerView], events: &mut Vec<Event>) -> bool {
+        if !self.p.fencing {
+            return true;
+        }
+        // A peer that said it left gave the VIP up itself: nothing to fence.
+        let need: Vec<u32> = peers
+            .iter()
+            .filter(|v| {
+                let left = v.left && v.last_seen.is_some();
+                !(self.is_alive(v.id) || left || self.fenced.contains(&v.id))
+            })
+            .map(|v| v.id)
+            .collect();
+        if need.is_empty() {
+            return true;
+        }
+        match self.fence {
+            Fence::Idle => {}
+            Fence::RetryAt(t) if now >= t => {}
+            Fence::Pending | Fence::RetryAt(_) => return false,
+        }
+        self.fence = Fence::Pending;
+        events.push(Event::FenceNeeded { peers: need });
+        false
+    }
+
+    /// The fencing command for `peers` finished: succeeded (`ok`) or not.
+    pub fn fence_done(&mut self, peers: &[u32], ok: bool, now: Duration) {
+        if ok {
+            self.fenced.extend(peers);
+            self.fence = Fence::Idle;
+        } else {
+            self.fence = Fence::RetryAt(now + self.p.fence_retry);
+        }
+    }
+
+    fn decide(
+        &self,
+        now: Duration,
+        link_up: bool,
+        reach: bool,
+        peers: &[PeerView],
+    ) -> (NodeState, Reason) {
         use NodeState::*;
         if !link_up {
             return (Fault, Reason::LinkDown);
         }
+        let isolated = self.p.ping_quorum && !reach && !self.alive.values().any(|&a| a);
         match self.state {
             // Back from FAULT: peers look silent only because we could not hear them;
             // wait as a fresh start would rather than grab the VIP.
-            Fault => return (Init, Reason::LinkUp),
+            Fault if isolated => return (Fault, Reason::Isolated),
+            Fault => return (Init, Reason::Reconnected),
             Init => {
                 let waited = now.saturating_sub(self.init_since);
                 // A peer that said it left is accounted for as much as a live one.
@@ -193,34 +298,37 @@ impl Machine {
                             .any(|v| v.id == *id && v.left && v.last_seen.is_some())
                 });
                 if !all_heard && waited < self.p.init_dead {
-                    return (Init, Reason::LinkUp); // no transition, so no reason is shown
+                    return (Init, Reason::Reconnected); // no transition, so no reason is shown
                 }
-                let (to, elect) = self.elect(peers);
+                if isolated {
+                    return (Fault, Reason::Isolated);
+                }
+                let (to, elect) = self.elect(reach, peers);
                 // Taking the VIP without having heard everyone deserves saying so.
                 if to == Master && !all_heard {
                     return (to, Reason::InitDeadPassed { waited });
                 }
                 return (to, elect);
             }
+            Backup | Master if isolated => return (Fault, Reason::Isolated),
             Backup | Master => {}
         }
-        self.elect(peers)
+        self.elect(reach, peers)
     }
 
     /// BACKUP or MASTER, from the live peers' ranks and claims.
-    fn elect(&self, peers: &[PeerView]) -> (NodeState, Reason) {
-        let me = self.rank();
+    fn elect(&self, reach: bool, peers: &[PeerView]) -> (NodeState, Reason) {
+        let me = self.rank(reach);
         let live = peers
             .iter()
             .filter(|v| self.is_alive(v.id) && v.state != NodeState::Fault);
         let mut best_higher: Option<&PeerView> = None;
         let mut holder: Option<&PeerView> = None;
         for v in live {
-            let r = (v.priority, v.id);
-            if r > me && best_higher.is_none_or(|b| r > (b.priority, b.id)) {
+            if v.rank() > me && best_higher.is_none_or(|b| v.rank() > b.rank()) {
                 best_higher = Some(v);
             }
-            if v.holds_vip && holder.is_none_or(|h| r > (h.priority, h.id)) {
+            if v.holds_vip && holder.is_none_or(|h| v.rank() > h.rank()) {
                 holder = Some(v);
             }
         }
@@ -229,7 +337,7 @@ impl Machine {
                 NodeState::Backup,
                 Reason::Outranked {
                     by: v.id,
-                    rank: (v.priority, v.id),
+                    rank: v.rank(),
                     holds_vip: v.holds_vip,
                 },
             )
@@ -243,7 +351,7 @@ impl Machine {
             }
         } else if holding {
             // Keep it, unless a higher node also claims it (a healed partition).
-            if let Some(v) = holder.filter(|h| (h.priority, h.id) > me) {
+            if let Some(v) = holder.filter(|h| h.rank() > me) {
                 return outranked(v);
             }
         } else if let Some(v) = holder.or(best_higher) {
@@ -270,18 +378,18 @@ impl fmt::Display for Reason {
                 )
             }
             Reason::LinkDown => write!(f, "link down"),
-            Reason::LinkUp => write!(f, "link up again"),
+            Reason::Isolated => write!(f, "isolated: no peer heard and no ping target answers"),
+            Reason::Reconnected => write!(f, "link up and not isolated"),
             Reason::Elected { after: None } => write!(f, "no live peer outranks us"),
             Reason::Elected { after: Some(c) } => write!(f, "{c}"),
             Reason::Outranked {
                 by,
-                rank,
+                rank: (reach, priority, id),
                 holds_vip,
             } => write!(
                 f,
-                "peer {by} (priority {}, id {}) {}",
-                rank.0,
-                rank.1,
+                "peer {by} (priority {priority}, id {id}{}) {}",
+                if *reach { "" } else { ", no ping target" },
                 if *holds_vip {
                     "holds the VIP and outranks us"
                 } else {
@@ -295,6 +403,7 @@ impl fmt::Display for Reason {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Rounded up: a silence just over dead-after must not print as equal to it.
             Change::Silent {
                 peer,
                 silence,
@@ -302,7 +411,7 @@ impl fmt::Display for Change {
             } => write!(
                 f,
                 "peer {peer} silent {} ms > dead-after {} ms",
-                silence.as_micros().div_ceil(1000), // rounded up: just over dead-after must not print as equal
+                silence.as_micros().div_ceil(1000),
                 dead_after.as_millis()
             ),
             Change::Left { peer } => write!(f, "peer {peer} left"),
@@ -325,6 +434,9 @@ mod tests {
             dead_after: 300 * MS,
             init_dead: 2000 * MS,
             peers: peers.to_vec(),
+            ping_quorum: false,
+            fencing: false,
+            fence_retry: 1000 * MS,
         }
     }
 
@@ -337,6 +449,7 @@ mod tests {
             priority,
             state,
             holds_vip: state == Master,
+            reaches_ping: true,
         }
     }
 
@@ -368,9 +481,9 @@ mod tests {
     #[test]
     fn init_waits_until_every_peer_is_heard() {
         let mut m = Machine::new(params(1, 100, &[2]), Duration::ZERO);
-        assert!(m.step(10 * MS, true, &[silent(2, 90)]).is_empty());
+        assert!(m.step(10 * MS, true, true, &[silent(2, 90)]).is_empty());
         assert_eq!(m.state(), Init);
-        let ev = m.step(20 * MS, true, &[peer(2, 90, 15, Backup)]);
+        let ev = m.step(20 * MS, true, true, &[peer(2, 90, 15, Backup)]);
         assert_eq!(ev[0], Event::PeerUp { peer: 2 });
         assert_eq!(transitions(&ev), [(Init, Master)]);
     }
@@ -378,15 +491,15 @@ mod tests {
     #[test]
     fn init_ends_at_init_dead_when_a_peer_stays_silent() {
         let mut m = Machine::new(params(1, 100, &[2]), Duration::ZERO);
-        assert!(m.step(1999 * MS, true, &[silent(2, 90)]).is_empty());
-        let ev = m.step(2000 * MS, true, &[silent(2, 90)]);
+        assert!(m.step(1999 * MS, true, true, &[silent(2, 90)]).is_empty());
+        let ev = m.step(2000 * MS, true, true, &[silent(2, 90)]);
         assert_eq!(transitions(&ev), [(Init, Master)]);
     }
 
     #[test]
     fn the_lower_node_becomes_backup_with_the_reason() {
         let mut m = Machine::new(params(2, 90, &[1]), Duration::ZERO);
-        let ev = m.step(10 * MS, true, &[peer(1, 100, 5, Master)]);
+        let ev = m.step(10 * MS, true, true, &[peer(1, 100, 5, Master)]);
         assert_eq!(transitions(&ev), [(Init, Backup)]);
         assert_eq!(m.state(), Backup);
     }
@@ -395,20 +508,20 @@ mod tests {
     fn equal_priority_is_broken_by_node_id() {
         let mut hi = Machine::new(params(5, 100, &[4]), Duration::ZERO);
         let mut lo = Machine::new(params(4, 100, &[5]), Duration::ZERO);
-        hi.step(10 * MS, true, &[peer(4, 100, 5, Init)]);
-        lo.step(10 * MS, true, &[peer(5, 100, 5, Init)]);
+        hi.step(10 * MS, true, true, &[peer(4, 100, 5, Init)]);
+        lo.step(10 * MS, true, true, &[peer(5, 100, 5, Init)]);
         assert_eq!((hi.state(), lo.state()), (Master, Backup));
     }
 
     #[test]
     fn backup_takes_over_after_dead_after_with_the_measured_silence() {
         let mut m = Machine::new(params(2, 90, &[1]), Duration::ZERO);
-        m.step(10 * MS, true, &[peer(1, 100, 10, Master)]);
+        m.step(10 * MS, true, true, &[peer(1, 100, 10, Master)]);
         // Last heard at 100 ms; at 400 ms the silence is exactly dead-after: still alive.
         assert!(m
-            .step(400 * MS, true, &[peer(1, 100, 100, Master)])
+            .step(400 * MS, true, true, &[peer(1, 100, 100, Master)])
             .is_empty());
-        let ev = m.step(412 * MS, true, &[peer(1, 100, 100, Master)]);
+        let ev = m.step(412 * MS, true, true, &[peer(1, 100, 100, Master)]);
         assert_eq!(
             ev[0],
             Event::PeerDown {
@@ -423,13 +536,13 @@ mod tests {
     #[test]
     fn a_leave_hands_over_at_once() {
         let mut m = Machine::new(params(2, 90, &[1]), Duration::ZERO);
-        m.step(10 * MS, true, &[peer(1, 100, 10, Master)]);
+        m.step(10 * MS, true, true, &[peer(1, 100, 10, Master)]);
         let left = PeerView {
             left: true,
             holds_vip: false,
             ..peer(1, 100, 20, Backup)
         };
-        let ev = m.step(21 * MS, true, &[left]);
+        let ev = m.step(21 * MS, true, true, &[left]);
         assert_eq!(ev[0], Event::PeerLeft { peer: 1 });
         assert_eq!(transitions(&ev), [(Backup, Master)]);
         assert_eq!(reason(&ev), "peer 1 left");
@@ -438,10 +551,10 @@ mod tests {
     #[test]
     fn preemption_gives_the_vip_back_to_a_returning_higher_node() {
         let mut m = Machine::new(params(2, 90, &[1]), Duration::ZERO);
-        m.step(2000 * MS, true, &[silent(1, 100)]);
+        m.step(2000 * MS, true, true, &[silent(1, 100)]);
         assert_eq!(m.state(), Master);
         // Node 1 restarts: INIT, not holding; it outranks us, so we release.
-        let ev = m.step(3000 * MS, true, &[peer(1, 100, 2990, Init)]);
+        let ev = m.step(3000 * MS, true, true, &[peer(1, 100, 2990, Init)]);
         assert_eq!(transitions(&ev), [(Master, Backup)]);
         assert!(
             reason(&ev).contains("peer 1 (priority 100, id 1) outranks us"),
@@ -455,10 +568,14 @@ mod tests {
         let mut p = params(2, 90, &[1]);
         p.preempt = false;
         let mut m = Machine::new(p, Duration::ZERO);
-        m.step(2000 * MS, true, &[silent(1, 100)]);
+        m.step(2000 * MS, true, true, &[silent(1, 100)]);
         assert_eq!(m.state(), Master);
-        assert!(transitions(&m.step(3000 * MS, true, &[peer(1, 100, 2990, Init)])).is_empty());
-        assert!(transitions(&m.step(3100 * MS, true, &[peer(1, 100, 3090, Backup)])).is_empty());
+        assert!(
+            transitions(&m.step(3000 * MS, true, true, &[peer(1, 100, 2990, Init)])).is_empty()
+        );
+        assert!(
+            transitions(&m.step(3100 * MS, true, true, &[peer(1, 100, 3090, Backup)])).is_empty()
+        );
         assert_eq!(m.state(), Master);
     }
 
@@ -467,11 +584,11 @@ mod tests {
         let mut p = params(1, 100, &[2]);
         p.preempt = false;
         let mut m = Machine::new(p, Duration::ZERO);
-        let ev = m.step(10 * MS, true, &[peer(2, 90, 5, Master)]);
+        let ev = m.step(10 * MS, true, true, &[peer(2, 90, 5, Master)]);
         assert_eq!(transitions(&ev), [(Init, Backup)]);
         assert!(reason(&ev).contains("holds the VIP"), "{}", reason(&ev));
         // Only when the holder dies does it take over.
-        let ev = m.step(400 * MS, true, &[peer(2, 90, 5, Master)]);
+        let ev = m.step(400 * MS, true, true, &[peer(2, 90, 5, Master)]);
         assert_eq!(transitions(&ev), [(Backup, Master)]);
     }
 
@@ -482,7 +599,7 @@ mod tests {
             p.preempt = preempt;
             let mut m = Machine::new(p, Duration::ZERO);
             for t in (10..1000).step_by(10) {
-                m.step(t * MS, true, &[peer(1, 100, t - 5, Master)]);
+                m.step(t * MS, true, true, &[peer(1, 100, t - 5, Master)]);
                 assert_ne!(m.state(), Master, "preempt={preempt} at {t} ms");
             }
         }
@@ -494,9 +611,9 @@ mod tests {
             let mut p = params(2, 90, &[1]);
             p.preempt = preempt;
             let mut m = Machine::new(p, Duration::ZERO);
-            m.step(2000 * MS, true, &[silent(1, 100)]);
+            m.step(2000 * MS, true, true, &[silent(1, 100)]);
             assert_eq!(m.state(), Master);
-            let ev = m.step(2100 * MS, true, &[peer(1, 100, 2095, Master)]);
+            let ev = m.step(2100 * MS, true, true, &[peer(1, 100, 2095, Master)]);
             assert_eq!(transitions(&ev), [(Master, Backup)], "preempt={preempt}");
         }
     }
@@ -504,24 +621,24 @@ mod tests {
     #[test]
     fn link_down_is_fault_and_link_up_waits_in_init() {
         let mut m = Machine::new(params(1, 100, &[2]), Duration::ZERO);
-        m.step(10 * MS, true, &[peer(2, 90, 5, Backup)]);
+        m.step(10 * MS, true, true, &[peer(2, 90, 5, Backup)]);
         assert_eq!(m.state(), Master);
-        let ev = m.step(20 * MS, false, &[peer(2, 90, 15, Backup)]);
+        let ev = m.step(20 * MS, false, true, &[peer(2, 90, 15, Backup)]);
         assert_eq!(transitions(&ev), [(Master, Fault)]);
         // While down, peers falling silent change nothing.
-        m.step(1000 * MS, false, &[peer(2, 90, 15, Master)]);
+        m.step(1000 * MS, false, true, &[peer(2, 90, 15, Master)]);
         assert_eq!(m.state(), Fault);
-        let ev = m.step(1010 * MS, true, &[peer(2, 90, 15, Master)]);
+        let ev = m.step(1010 * MS, true, true, &[peer(2, 90, 15, Master)]);
         assert_eq!(transitions(&ev), [(Fault, Init)]);
         // Hearing the peer (now the holder, lower but holding) ends INIT.
-        let ev = m.step(1020 * MS, true, &[peer(2, 90, 1015, Master)]);
+        let ev = m.step(1020 * MS, true, true, &[peer(2, 90, 1015, Master)]);
         assert_eq!(transitions(&ev), [(Init, Master)]);
     }
 
     #[test]
     fn fault_peers_do_not_count() {
         let mut m = Machine::new(params(2, 90, &[1]), Duration::ZERO);
-        m.step(10 * MS, true, &[peer(1, 100, 5, Fault)]);
+        m.step(10 * MS, true, true, &[peer(1, 100, 5, Fault)]);
         assert_eq!(m.state(), Master);
     }
 
@@ -542,28 +659,30 @@ mod tests {
             v
         };
         let mut third = Machine::new(params(3, 80, &[1, 2]), Duration::ZERO);
-        third.step(10 * MS, true, &peers(10, true, true));
+        third.step(10 * MS, true, true, &peers(10, true, true));
         assert_eq!(third.state(), Backup);
         // Node 1 dies: node 2 outranks us, stay BACKUP.
-        third.step(500 * MS, true, &peers(500, false, true));
+        third.step(500 * MS, true, true, &peers(500, false, true));
         assert_eq!(third.state(), Backup);
         // Node 2 dies too: our turn.
-        let ev = third.step(1000 * MS, true, &peers(500, false, false));
+        let ev = third.step(1000 * MS, true, true, &peers(500, false, false));
         assert_eq!(transitions(&ev), [(Backup, Master)]);
     }
 
     #[test]
     fn peer_up_and_down_are_reported_once() {
         let mut m = Machine::new(params(1, 100, &[2]), Duration::ZERO);
-        let ev = m.step(10 * MS, true, &[peer(2, 90, 5, Backup)]);
+        let ev = m.step(10 * MS, true, true, &[peer(2, 90, 5, Backup)]);
         assert_eq!(
             ev.iter()
                 .filter(|e| matches!(e, Event::PeerUp { .. }))
                 .count(),
             1
         );
-        assert!(m.step(20 * MS, true, &[peer(2, 90, 15, Backup)]).is_empty());
-        let ev = m.step(400 * MS, true, &[peer(2, 90, 15, Backup)]);
+        assert!(m
+            .step(20 * MS, true, true, &[peer(2, 90, 15, Backup)])
+            .is_empty());
+        let ev = m.step(400 * MS, true, true, &[peer(2, 90, 15, Backup)]);
         assert_eq!(
             ev,
             [Event::PeerDown {
@@ -572,7 +691,136 @@ mod tests {
             }]
         );
         assert!(m
-            .step(500 * MS, true, &[peer(2, 90, 15, Backup)])
+            .step(500 * MS, true, true, &[peer(2, 90, 15, Backup)])
             .is_empty());
+    }
+
+    fn quorum(node_id: u32, priority: u8, peers: &[u32]) -> Params {
+        Params {
+            ping_quorum: true,
+            ..params(node_id, priority, peers)
+        }
+    }
+
+    #[test]
+    fn isolated_node_goes_fault_and_never_takes_the_vip() {
+        let mut m = Machine::new(quorum(1, 100, &[2]), Duration::ZERO);
+        m.step(10 * MS, true, true, &[peer(2, 90, 5, Backup)]);
+        assert_eq!(m.state(), Master);
+        // Partition: peer silent and no ping target answers.
+        let ev = m.step(400 * MS, true, false, &[peer(2, 90, 5, Backup)]);
+        assert_eq!(transitions(&ev), [(Master, Fault)]);
+        assert_eq!(
+            reason(&ev),
+            "isolated: no peer heard and no ping target answers"
+        );
+        for t in (500..3000).step_by(100) {
+            m.step(t * MS, true, false, &[peer(2, 90, 5, Backup)]);
+            assert_eq!(m.state(), Fault);
+        }
+        // The partition heals: the ping target answers again -> INIT, then the election.
+        let ev = m.step(3000 * MS, true, true, &[peer(2, 90, 2995, Master)]);
+        assert_eq!(transitions(&ev), [(Fault, Init)]);
+    }
+
+    #[test]
+    fn the_side_that_reaches_the_ping_target_keeps_or_takes_the_vip() {
+        let mut lower = Machine::new(quorum(2, 90, &[1]), Duration::ZERO);
+        lower.step(10 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        assert_eq!(lower.state(), Backup);
+        let ev = lower.step(400 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        assert_eq!(transitions(&ev), [(Backup, Master)]);
+    }
+
+    #[test]
+    fn a_node_without_ping_targets_is_outranked_by_one_with() {
+        let mut m = Machine::new(quorum(1, 100, &[2]), Duration::ZERO);
+        // We cannot reach the target but still hear peer 2, which can: it outranks us
+        // despite its lower priority.
+        let p2 = peer(2, 90, 5, Backup);
+        let ev = m.step(10 * MS, true, false, &[p2]);
+        assert_eq!(transitions(&ev), [(Init, Backup)]);
+        assert!(reason(&ev).contains("peer 2"), "{}", reason(&ev));
+        let no_ping = PeerView {
+            reaches_ping: false,
+            ..p2
+        };
+        let mut m = Machine::new(quorum(1, 100, &[2]), Duration::ZERO);
+        m.step(10 * MS, true, false, &[no_ping]);
+        assert_eq!(m.state(), Master, "equal reachability: priority decides");
+    }
+
+    fn fencing(node_id: u32, priority: u8, peers: &[u32]) -> Params {
+        Params {
+            fencing: true,
+            ..params(node_id, priority, peers)
+        }
+    }
+
+    #[test]
+    fn a_silent_peer_is_fenced_before_the_takeover() {
+        let mut m = Machine::new(fencing(2, 90, &[1]), Duration::ZERO);
+        m.step(10 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        let ev = m.step(400 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        assert!(
+            ev.contains(&Event::FenceNeeded { peers: vec![1] }),
+            "{ev:?}"
+        );
+        assert_eq!(m.state(), Backup, "no VIP before fencing succeeds");
+        // Pending: not asked again.
+        let ev = m.step(410 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        assert!(ev.is_empty(), "{ev:?}");
+        m.fence_done(&[1], true, 420 * MS);
+        let ev = m.step(430 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        assert_eq!(transitions(&ev), [(Backup, Master)]);
+    }
+
+    #[test]
+    fn a_failed_fence_keeps_backup_and_retries_later() {
+        let mut m = Machine::new(fencing(2, 90, &[1]), Duration::ZERO);
+        m.step(10 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        m.step(400 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        m.fence_done(&[1], false, 500 * MS);
+        for t in (510..1500).step_by(50) {
+            let ev = m.step(t * MS, true, true, &[peer(1, 100, 5, Master)]);
+            assert!(ev.is_empty(), "at {t} ms: {ev:?}");
+            assert_eq!(m.state(), Backup);
+        }
+        let ev = m.step(1500 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        assert_eq!(
+            ev,
+            [Event::FenceNeeded { peers: vec![1] }],
+            "retried after fence_retry"
+        );
+    }
+
+    #[test]
+    fn a_graceful_leave_needs_no_fencing() {
+        let mut m = Machine::new(fencing(2, 90, &[1]), Duration::ZERO);
+        m.step(10 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        let left = PeerView {
+            left: true,
+            holds_vip: false,
+            ..peer(1, 100, 20, Backup)
+        };
+        let ev = m.step(21 * MS, true, true, &[left]);
+        assert_eq!(transitions(&ev), [(Backup, Master)]);
+    }
+
+    #[test]
+    fn a_fenced_peer_that_returns_and_dies_again_is_fenced_again() {
+        let mut m = Machine::new(fencing(2, 90, &[1]), Duration::ZERO);
+        m.step(10 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        m.step(400 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        m.fence_done(&[1], true, 410 * MS);
+        m.step(420 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        assert_eq!(m.state(), Master);
+        m.step(500 * MS, true, true, &[peer(1, 100, 495, Init)]);
+        assert_eq!(m.state(), Backup);
+        let ev = m.step(900 * MS, true, true, &[peer(1, 100, 495, Master)]);
+        assert!(
+            ev.contains(&Event::FenceNeeded { peers: vec![1] }),
+            "{ev:?}"
+        );
     }
 }

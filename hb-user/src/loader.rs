@@ -10,8 +10,12 @@ use aya::{
     programs::{Xdp, XdpMode},
     Ebpf,
 };
-use hb_common::maps::{names, Config, Key, PeerState, Stats};
-use std::path::{Path, PathBuf};
+use hb_common::maps::{names, vip_filter_bit, Config, Key, PeerState, Stats, VipWatch};
+use std::{
+    collections::HashSet,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 /// The compiled XDP object, embedded at build time (see build.rs).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("HB_BPF_OBJECT"));
@@ -19,8 +23,9 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("HB_BPF_OBJECT"));
 /// Default root of the pinned maps.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/hb";
 
-/// What the XDP program needs to know, written into its maps.
-#[derive(Clone, Debug)]
+/// What the XDP program needs to know, written into its maps. `Default` is
+/// "not configured": port 0 switches heartbeat handling off.
+#[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub cluster_id: u32,
     pub port: u16,
@@ -29,6 +34,11 @@ pub struct Settings {
     pub key: Key,
     /// Node ids of the configured peers: the allow-list.
     pub peers: Vec<u32>,
+    /// The MAC of the interface this program is attached to: ARP claiming a VIP
+    /// from any other MAC counts as a conflict. Differs per link.
+    pub mac: [u8; 6],
+    /// IPv4 VIPs watched for ARP conflicts on this interface.
+    pub vips_v4: Vec<Ipv4Addr>,
 }
 
 /// The loaded XDP program with its maps.
@@ -49,8 +59,9 @@ impl DataPlane {
         Ok(Self { ebpf, pinned: None })
     }
 
-    /// Writes config, key and the peer allow-list. Existing peer entries are kept,
-    /// so that anti-replay state survives a reconfiguration.
+    /// Writes config, key, the peer allow-list and the VIP watch list. Existing
+    /// peer and VIP entries are kept, so that anti-replay state and conflict
+    /// counts survive a reconfiguration; VIPs no longer configured are removed.
     pub fn configure(&mut self, s: &Settings) -> Result<()> {
         let config = Config {
             cluster_id: s.cluster_id,
@@ -60,6 +71,12 @@ impl DataPlane {
             } else {
                 0
             },
+            mac: s.mac,
+            _pad: [0; 2],
+            vip_filter: s
+                .vips_v4
+                .iter()
+                .fold(0, |f, ip| f | vip_filter_bit(ip.octets())),
         };
         // Key and peers first: a configured port switches the program on.
         Array::<_, Key>::try_from(self.map_mut(names::KEY)?)?.set(0, s.key, 0)?;
@@ -70,6 +87,25 @@ impl DataPlane {
             }
         }
         Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)?.set(0, config, 0)?;
+        // After the config, so the MAC our own ARP is told apart by is already there.
+        let mut vips = HashMap::<_, [u8; 4], VipWatch>::try_from(self.map_mut(names::VIPS)?)?;
+        let wanted: HashSet<[u8; 4]> = s.vips_v4.iter().map(|ip| ip.octets()).collect();
+        let stale: Vec<[u8; 4]> = vips
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for k in &stale {
+            match vips.remove(k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for k in &wanted {
+            if vips.get(k, 0).is_err() {
+                vips.insert(*k, VipWatch::default(), 0)?;
+            }
+        }
         Ok(())
     }
 
@@ -160,6 +196,11 @@ impl DataPlane {
     pub fn stats(&self) -> Result<Stats> {
         stats_of(self.map(names::STATS)?)
     }
+
+    /// Every watched IPv4 VIP with its ARP conflict record, sorted by address.
+    pub fn vip_watch(&self) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
+        vips_of(self.map(names::VIPS)?)
+    }
 }
 
 /// The peers and summed counters of a pinned map directory (for `status`).
@@ -175,6 +216,28 @@ pub fn pinned_maps(dir: &Path) -> Result<(Vec<(u32, PeerState)>, Stats)> {
     let mut v = peers.iter().collect::<Result<Vec<_>, _>>()?;
     v.sort_by_key(|(id, _)| *id);
     Ok((v, stats_of(&open("stats")?)?))
+}
+
+/// The watched VIPs of a pinned map directory (for `status`); empty when the
+/// directory has no `vips` pin (pinned by a version without the ARP watch).
+pub fn pinned_vips(dir: &Path) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
+    let path = dir.join("vips");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let data = aya::maps::MapData::from_pin(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    vips_of(&aya::maps::Map::from_map_data(data)?)
+}
+
+fn vips_of(map: &aya::maps::Map) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
+    let vips = HashMap::<_, [u8; 4], VipWatch>::try_from(map)?;
+    let mut v = vips
+        .iter()
+        .map(|r| r.map(|(k, w)| (Ipv4Addr::from(k), w)))
+        .collect::<Result<Vec<_>, _>>()?;
+    v.sort_by_key(|(ip, _)| *ip);
+    Ok(v)
 }
 
 fn stats_of(map: &aya::maps::Map) -> Result<Stats> {

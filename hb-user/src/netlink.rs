@@ -1,18 +1,18 @@
 //! Interface facts and VIP addresses over rtnetlink (no `ip` command): looks up
-//! links, lists IPv4 addresses and adds or removes a VIP idempotently.
+//! links, lists IPv4 and IPv6 addresses and adds or removes a VIP idempotently.
 
 use anyhow::{bail, Context, Result};
 use futures_util::TryStreamExt;
 use nix::errno::Errno;
 use rtnetlink::{
     packet_route::{
-        address::{AddressAttribute, AddressMessage},
+        address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage},
         link::{LinkAttribute, LinkFlags, LinkMessage},
         AddressFamily,
     },
     AddressMessageBuilder, Handle,
 };
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tokio::task::JoinHandle;
 
 /// What the controller needs to know about an interface.
@@ -70,8 +70,32 @@ impl Netlink {
 
     /// IPv4 addresses (with prefix length) on the interface.
     pub async fn ipv4_addrs(&self, ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let all = self.addrs(ifindex, AddressFamily::Inet).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(ip, prefix)| match ip {
+                IpAddr::V4(ip) => Some((ip, prefix)),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// IPv6 addresses (with prefix length) on the interface, link-local ones and
+    /// those still in duplicate address detection included.
+    pub async fn ipv6_addrs(&self, ifindex: u32) -> Result<Vec<(Ipv6Addr, u8)>> {
+        let all = self.addrs(ifindex, AddressFamily::Inet6).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(ip, prefix)| match ip {
+                IpAddr::V6(ip) => Some((ip, prefix)),
+                IpAddr::V4(_) => None,
+            })
+            .collect())
+    }
+
+    async fn addrs(&self, ifindex: u32, family: AddressFamily) -> Result<Vec<(IpAddr, u8)>> {
         let mut req = self.handle.address().get().set_link_index_filter(ifindex);
-        req.message_mut().header.family = AddressFamily::Inet;
+        req.message_mut().header.family = family;
         let mut stream = req.execute();
         let mut addrs = Vec::new();
         while let Some(msg) = stream
@@ -79,7 +103,7 @@ impl Netlink {
             .await
             .with_context(|| format!("listing addresses of interface #{ifindex}"))?
         {
-            if let Some(ip) = local_v4(&msg) {
+            if let Some(ip) = local_addr(&msg) {
                 addrs.push((ip, msg.header.prefix_len));
             }
         }
@@ -92,36 +116,82 @@ impl Netlink {
     /// Like keepalived, no flags are set: the kernel makes the VIP a secondary
     /// address when the interface already has a primary one in that subnet.
     pub async fn add_addr(&self, ifindex: u32, addr: Ipv4Addr, prefix: u8) -> Result<bool> {
-        check_prefix(prefix)?;
+        check_prefix(prefix, 32)?;
         let mut req = self.handle.address().add(ifindex, IpAddr::V4(addr), prefix);
         // rtnetlink fills in a broadcast address; a VIP does not need one.
         req.message_mut()
             .attributes
             .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
-        // The request has NLM_F_EXCL: an existing address is EEXIST, so checking
-        // and adding is one atomic step.
-        match req.execute().await {
-            Ok(()) => Ok(true),
-            Err(e) if errno(&e) == Some(Errno::EEXIST) => Ok(false),
-            Err(e) => {
-                Err(e).with_context(|| format!("adding {addr}/{prefix} to interface #{ifindex}"))
-            }
-        }
+        added(req.execute().await, ifindex, addr.into(), prefix)
+    }
+
+    /// Adds an IPv6 addr/prefix to the interface; Ok(false) if it was already
+    /// present, Ok(true) if added.
+    ///
+    /// With IFA_F_NODAD, as keepalived does: duplicate address detection would
+    /// keep the VIP "tentative" (unusable as a source, not answered for) for a
+    /// second or more after a takeover, and would disable it for good
+    /// ("dadfailed") if the old holder still answered for it, i.e. exactly when
+    /// the takeover matters. The unsolicited neighbour advertisements of
+    /// `garp::announce_v6` take over the address instead.
+    pub async fn add_addr_v6(&self, ifindex: u32, addr: Ipv6Addr, prefix: u8) -> Result<bool> {
+        check_prefix(prefix, 128)?;
+        let mut req = self.handle.address().add(ifindex, IpAddr::V6(addr), prefix);
+        let msg = req.message_mut();
+        msg.header.flags = AddressHeaderFlags::Nodad;
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        added(req.execute().await, ifindex, addr.into(), prefix)
     }
 
     /// Removes addr/prefix from the interface; Ok(false) if it was not present.
     pub async fn del_addr(&self, ifindex: u32, addr: Ipv4Addr, prefix: u8) -> Result<bool> {
-        check_prefix(prefix)?;
+        check_prefix(prefix, 32)?;
         let msg = AddressMessageBuilder::<Ipv4Addr>::new()
             .index(ifindex)
             .address(addr, prefix)
             .build();
+        self.del(msg, ifindex, addr.into(), prefix).await
+    }
+
+    /// Removes an IPv6 addr/prefix from the interface; Ok(false) if it was not present.
+    pub async fn del_addr_v6(&self, ifindex: u32, addr: Ipv6Addr, prefix: u8) -> Result<bool> {
+        check_prefix(prefix, 128)?;
+        let msg = AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(ifindex)
+            .address(addr, prefix)
+            .build();
+        self.del(msg, ifindex, addr.into(), prefix).await
+    }
+
+    async fn del(
+        &self,
+        msg: AddressMessage,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix: u8,
+    ) -> Result<bool> {
         match self.handle.address().del(msg).execute().await {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(Errno::EADDRNOTAVAIL) => Ok(false),
             Err(e) => Err(e)
                 .with_context(|| format!("removing {addr}/{prefix} from interface #{ifindex}")),
         }
+    }
+}
+
+/// The result of an add request: the request has NLM_F_EXCL, so an existing
+/// address is EEXIST and checking and adding is one atomic step.
+fn added(
+    res: Result<(), rtnetlink::Error>,
+    ifindex: u32,
+    addr: IpAddr,
+    prefix: u8,
+) -> Result<bool> {
+    match res {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(Errno::EEXIST) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("adding {addr}/{prefix} to interface #{ifindex}")),
     }
 }
 
@@ -141,9 +211,10 @@ pub fn in_subnet(addr: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     u32::from(addr) & mask == u32::from(net) & mask
 }
 
-fn check_prefix(prefix: u8) -> Result<()> {
-    if prefix > 32 {
-        bail!("IPv4 prefix length {prefix} is over 32");
+fn check_prefix(prefix: u8, max: u8) -> Result<()> {
+    if prefix > max {
+        let family = if max == 32 { "IPv4" } else { "IPv6" };
+        bail!("{family} prefix length {prefix} is over {max}");
     }
     Ok(())
 }
@@ -194,16 +265,13 @@ fn link_info(msg: &LinkMessage) -> LinkInfo {
 }
 
 /// IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer's on a
-/// point-to-point link); some messages carry only IFA_ADDRESS.
-fn local_v4(msg: &AddressMessage) -> Option<Ipv4Addr> {
-    let v4 = |ip: &IpAddr| match ip {
-        IpAddr::V4(ip) => Some(*ip),
-        IpAddr::V6(_) => None,
-    };
+/// point-to-point link); some messages (all IPv6 ones but point-to-point)
+/// carry only IFA_ADDRESS.
+fn local_addr(msg: &AddressMessage) -> Option<IpAddr> {
     let find = |local: bool| {
         msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(ip) if local => v4(ip),
-            AddressAttribute::Address(ip) if !local => v4(ip),
+            AddressAttribute::Local(ip) if local => Some(*ip),
+            AddressAttribute::Address(ip) if !local => Some(*ip),
             _ => None,
         })
     };

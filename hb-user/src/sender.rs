@@ -79,15 +79,14 @@ impl Sequencer {
         msg_type: MsgType,
         state: NodeState,
         holds_vip: bool,
+        reaches_ping: bool,
     ) -> [u8; hb_common::wire::WIRE_LEN] {
+        use hb_common::wire::{FLAG_HOLDS_VIP, FLAG_REACHES_PING};
         self.seq += 1;
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         Heartbeat {
             msg_type,
-            flags: if holds_vip {
-                hb_common::wire::FLAG_HOLDS_VIP
-            } else {
-                0
-            },
+            flags: flag(holds_vip, FLAG_HOLDS_VIP) | flag(reaches_ping, FLAG_REACHES_PING),
             priority: self.priority,
             state: state as u8,
             cluster_id: self.cluster_id,
@@ -112,13 +111,17 @@ mod tests {
         let key = Key { k0: 1, k1: 2 };
         let mut s = Sequencer::new(3, 9, 80, 4, key);
         let a = hb_common::wire::decode(
-            &s.next(MsgType::Heartbeat, NodeState::Master, true),
+            &s.next(MsgType::Heartbeat, NodeState::Master, true, true),
             &key,
             9,
         )
         .unwrap();
-        let b = hb_common::wire::decode(&s.next(MsgType::Leave, NodeState::Backup, false), &key, 9)
-            .unwrap();
+        let b = hb_common::wire::decode(
+            &s.next(MsgType::Leave, NodeState::Backup, false, true),
+            &key,
+            9,
+        )
+        .unwrap();
         assert_eq!((a.node_id, a.epoch, a.seq, a.priority), (3, 4, 1, 80));
         assert!(a.holds_vip() && !b.holds_vip());
         assert!(b.is_after(a.epoch, a.seq));

@@ -1,7 +1,7 @@
 //! `hb-user status`: what a node's controller and XDP program know, read from the
 //! controller's status file and the pinned maps (so it works from any shell).
 
-use crate::loader::pinned_maps;
+use crate::loader::{pinned_maps, pinned_vips};
 use anyhow::{Context, Result};
 use hb_common::{wire::FLAG_HOLDS_VIP, MsgType, NodeState, PeerState, Stats};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,20 @@ pub struct StatusFile {
     /// "10.0.0.100/24@eth0"
     pub vips: Vec<String>,
     pub dead_after_ms: u64,
+    /// Ping targets (quorum) as of the last write.
+    #[serde(default)]
+    pub ping: Vec<PingRow>,
+    /// When the controller last wrote this file (it does so every second).
+    #[serde(default)]
+    pub updated_unix_ms: u128,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PingRow {
+    pub target: String,
+    /// None: never answered.
+    pub last_reply_ms_ago: Option<u64>,
+    pub reachable: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -43,7 +57,19 @@ pub struct PeerRow {
     pub priority: u8,
     pub holds_vip: bool,
     pub left: bool,
-    pub src_ipv4: String,
+    /// Source address of its last accepted heartbeat (IPv4 or IPv6).
+    pub src: String,
+}
+
+/// ARP claims for a VIP from foreign MACs, seen by XDP on one link.
+#[derive(Serialize, Debug)]
+pub struct VipConflicts {
+    pub link: String,
+    pub vip: String,
+    pub conflicts: u64,
+    /// None: never.
+    pub last_ms_ago: Option<u64>,
+    pub last_mac: String,
 }
 
 #[derive(Serialize, Debug)]
@@ -59,6 +85,7 @@ pub struct Report {
     pub running: bool,
     pub peers: Vec<PeerRow>,
     pub counters: Vec<LinkCounters>,
+    pub vip_conflicts: Vec<VipConflicts>,
     /// "this node", "peer N", or "none".
     pub vip_holder: String,
 }
@@ -102,7 +129,17 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
     let now = monotonic_ns();
     let mut peers = Vec::new();
     let mut counters = Vec::new();
+    let mut vip_conflicts = Vec::new();
     for link in &links {
+        for (vip, w) in pinned_vips(&pin_root.join(link))? {
+            vip_conflicts.push(VipConflicts {
+                link: link.clone(),
+                vip: vip.to_string(),
+                conflicts: w.conflicts,
+                last_ms_ago: (w.last_ns != 0).then(|| now.saturating_sub(w.last_ns) / 1_000_000),
+                last_mac: w.last_mac.map(|b| format!("{b:02x}")).join(":"),
+            });
+        }
         let (entries, stats) = pinned_maps(&pin_root.join(link))?;
         for (id, p) in entries {
             peers.push(row(id, link, &p, now, dead_after_ns));
@@ -126,6 +163,7 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
         running,
         peers,
         counters,
+        vip_conflicts,
         vip_holder: holder,
     })
 }
@@ -147,7 +185,11 @@ fn row(id: u32, link: &str, p: &PeerState, now: u64, dead_after_ns: u64) -> Peer
         priority: p.priority,
         holds_vip: p.flags & FLAG_HOLDS_VIP != 0,
         left,
-        src_ipv4: std::net::Ipv4Addr::from(p.src_ipv4).to_string(),
+        src: if p.src_ipv6 != [0; 16] {
+            std::net::Ipv6Addr::from(p.src_ipv6).to_string()
+        } else {
+            std::net::Ipv4Addr::from(p.src_ipv4).to_string()
+        },
     }
 }
 
@@ -180,6 +222,21 @@ pub fn render(r: &Report) -> String {
                 out += &format!(
                     "  controller (pid {}) is not running: this is the last state it wrote\n",
                     n.pid
+                );
+            }
+            for p in &n.ping {
+                let last = p
+                    .last_reply_ms_ago
+                    .map(|ms| format!("last reply {ms} ms ago"))
+                    .unwrap_or_else(|| "never answered".into());
+                out += &format!(
+                    "ping {}: {} ({last})\n",
+                    p.target,
+                    if p.reachable {
+                        "reachable"
+                    } else {
+                        "UNREACHABLE"
+                    }
                 );
             }
             out += &format!(
@@ -217,6 +274,14 @@ pub fn render(r: &Report) -> String {
             if p.holds_vip { "yes" } else { "-" },
             p.accepted
         );
+    }
+    for v in &r.vip_conflicts {
+        if let Some(ago) = v.last_ms_ago {
+            out += &format!(
+                "\nVIP {} on {}: {} ARP claim(s) from foreign MACs, last from {} {ago} ms ago\n",
+                v.vip, v.link, v.conflicts, v.last_mac
+            );
+        }
     }
     for c in &r.counters {
         out += &format!("\ncounters on {}:", c.link);

@@ -15,6 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Cluster tests in one test binary run one at a time: timing-sensitive tests must
+/// not starve each other on 2 cores. Hold the guard for the test's duration.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// PIDs of the controllers the clusters of this process started, for a
 /// signal handler that must clean up without unwinding (see `emergency_cleanup`).
 static PIDS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
@@ -45,7 +52,8 @@ fn forget_pid(pid: u32) {
         .retain(|p| *p != pid as i32);
 }
 
-/// The LAN's /24; node i is .i, the client .200, the VIP .100.
+/// The first LAN's /24; node i is .i, the client .200, the VIP .100. Link k
+/// (a second bridge, for redundant links) is 10.(203+k).0.0/24.
 pub const NET: [u8; 3] = [10, 203, 0];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 100);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 200);
@@ -86,7 +94,11 @@ pub struct Node {
 
 pub struct Cluster {
     pub lab: Lab,
+    /// The switch namespace (bridges br0, br1...; ports n<id>e<link>, c0).
+    pub sw: String,
     pub client: String,
+    /// Links per node: eth0, eth1...
+    pub links: usize,
     pub nodes: Vec<Node>,
     /// Arguments every node gets (timers, etc.).
     pub common: Vec<String>,
@@ -97,12 +109,23 @@ pub struct Cluster {
 impl Cluster {
     /// Builds the LAN with one node per priority (ids 1..), nothing started yet.
     pub fn new(tag: &str, priorities: &[u8], common: &[&str]) -> Result<Self> {
+        Self::with_links(tag, priorities, common, 1)
+    }
+
+    /// The same with `links` independent bridges between the nodes (the client is on
+    /// the first).
+    pub fn with_links(tag: &str, priorities: &[u8], common: &[&str], links: usize) -> Result<Self> {
         let mut lab = Lab::new(tag)?;
         let sw = lab.netns("sw")?;
-        lab.exec(&sw, &["ip", "link", "add", "br0", "type", "bridge"])?;
-        lab.exec(&sw, &["ip", "link", "set", "br0", "up"])?;
+        for k in 0..links {
+            lab.exec(
+                &sw,
+                &["ip", "link", "add", &format!("br{k}"), "type", "bridge"],
+            )?;
+            lab.exec(&sw, &["ip", "link", "set", &format!("br{k}"), "up"])?;
+        }
         let client = lab.netns("client")?;
-        plug(&lab, &sw, &client, "c0", CLIENT_IP)?;
+        plug(&lab, &sw, &client, IFACE, "c0", "br0", CLIENT_IP)?;
         let bpffs = lab.scratch.join("bpffs");
         std::fs::create_dir_all(&bpffs)?;
         nix::mount::mount(
@@ -127,7 +150,18 @@ impl Cluster {
             let id = i as u32 + 1;
             let ns = lab.netns(&format!("n{id}"))?;
             let ip = Ipv4Addr::new(NET[0], NET[1], NET[2], id as u8);
-            plug(&lab, &sw, &ns, &format!("n{id}"), ip)?;
+            for k in 0..links {
+                let addr = Ipv4Addr::new(NET[0], NET[1] + k as u8, NET[2], id as u8);
+                plug(
+                    &lab,
+                    &sw,
+                    &ns,
+                    &format!("eth{k}"),
+                    &format!("n{id}e{k}"),
+                    &format!("br{k}"),
+                    addr,
+                )?;
+            }
             let mac = lab.mac(&ns, IFACE)?;
             let dir = lab.scratch.join(format!("n{id}"));
             std::fs::create_dir_all(&dir)?;
@@ -145,12 +179,60 @@ impl Cluster {
         }
         Ok(Self {
             lab,
+            sw,
             client,
+            links,
             nodes,
             common: common.iter().map(|s| s.to_string()).collect(),
             key_file,
             bpffs,
         })
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) -> Result<()> {
+        for id in 1..=self.nodes.len() as u32 {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    /// The state node `id`'s controller last wrote to its status file.
+    pub fn state_of(&self, id: u32) -> Option<String> {
+        let text = std::fs::read_to_string(self.node(id).state_dir.join("status.json")).ok()?;
+        let j: serde_json::Value = serde_json::from_str(&text).ok()?;
+        j["state"].as_str().map(String::from)
+    }
+
+    /// Panics unless, within `bound`, node `id` alone holds the VIP and every other
+    /// running node is BACKUP (so it has heard the holder: tests that stop the holder
+    /// next must not race a node still starting).
+    pub fn expect_settled(&mut self, id: u32, bound: Duration) {
+        self.expect_single_holder(id, bound);
+        let others: Vec<u32> = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&n| n != id)
+            .collect();
+        let running: Vec<u32> = others.into_iter().filter(|&n| self.is_running(n)).collect();
+        assert!(
+            self.wait_for(bound, |c| running
+                .iter()
+                .all(|&n| c.state_of(n).as_deref() == Some("BACKUP"))),
+            "backups not settled\n{}",
+            self.logs()
+        );
+    }
+
+    /// Panics (with every log) unless node `id` alone holds the VIP within `bound`.
+    pub fn expect_single_holder(&self, id: u32, bound: Duration) {
+        assert!(
+            self.wait_for(bound, |c| c.holders() == [id]),
+            "expected node {id} alone to hold the VIP, holders {:?}\n{}",
+            self.holders(),
+            self.logs()
+        );
     }
 
     pub fn node(&self, id: u32) -> &Node {
@@ -160,15 +242,19 @@ impl Cluster {
     /// The full `hb-user run` command line of node `id`.
     pub fn args(&self, id: u32) -> Vec<String> {
         let n = self.node(id);
-        let mut a: Vec<String> = vec![
-            "run".into(),
-            "--iface".into(),
-            IFACE.into(),
-            "--node-id".into(),
-            id.to_string(),
-        ];
+        let mut a: Vec<String> = vec!["run".into()];
+        for k in 0..self.links {
+            a.extend(["--iface".into(), format!("eth{k}")]);
+        }
+        a.extend(["--node-id".into(), id.to_string()]);
         for p in self.nodes.iter().filter(|p| p.id != id) {
-            a.extend(["--peer".into(), format!("{}@{}", p.id, p.ip)]);
+            for k in 0..self.links {
+                let o = p.ip.octets();
+                a.extend([
+                    "--peer".into(),
+                    format!("{}@{}.{}.{}.{}", p.id, o[0], o[1] + k as u8, o[2], o[3]),
+                ]);
+            }
         }
         a.extend([
             "--vip".into(),
@@ -339,6 +425,38 @@ impl Cluster {
         self.lab.exec(&self.node(id).ns, args)
     }
 
+    /// Makes the switch drop every frame between the given ports (`None`: any port),
+    /// with carriers left up: a partition the nodes cannot see as a link failure.
+    /// Ports are `n<id>e<link>` and `c0`. Replaces any earlier partition.
+    pub fn partition(&self, pairs: &[(&str, Option<&str>)]) -> Result<()> {
+        self.heal()?;
+        let mut rules = String::from(
+            "table bridge hbcut {\n chain cut {\n  type filter hook forward priority 0;\n",
+        );
+        for (a, b) in pairs {
+            match b {
+                Some(b) => {
+                    rules += &format!("  iifname \"{a}\" oifname \"{b}\" drop\n  iifname \"{b}\" oifname \"{a}\" drop\n");
+                }
+                None => rules += &format!("  iifname \"{a}\" drop\n  oifname \"{a}\" drop\n"),
+            }
+        }
+        rules += " }\n}\n";
+        let path = self.lab.scratch.join("partition.nft");
+        std::fs::write(&path, rules)?;
+        self.lab
+            .exec(&self.sw, &["nft", "-f", path.to_str().expect("utf-8 path")])
+            .map(|_| ())
+    }
+
+    /// Removes the partition.
+    pub fn heal(&self) -> Result<()> {
+        let _ = self
+            .lab
+            .exec(&self.sw, &["nft", "delete", "table", "bridge", "hbcut"]);
+        Ok(())
+    }
+
     /// `ip link set eth0 up|down` in node `id`.
     pub fn set_link(&self, id: u32, up: bool) -> Result<()> {
         self.exec(
@@ -397,16 +515,22 @@ extern "C" {
 }
 
 /// A veth from `ns` (as eth0, with `ip`/24) to the bridge in `sw` (as `port`).
-fn plug(lab: &Lab, sw: &str, ns: &str, port: &str, ip: Ipv4Addr) -> Result<()> {
+/// A veth from `ns` (as `dev`, with `ip`/24) to bridge `br` in `sw` (as `port`).
+fn plug(
+    lab: &Lab,
+    sw: &str,
+    ns: &str,
+    dev: &str,
+    port: &str,
+    br: &str,
+    ip: Ipv4Addr,
+) -> Result<()> {
     sh(&[
-        "ip", "link", "add", IFACE, "netns", ns, "type", "veth", "peer", "name", port, "netns", sw,
+        "ip", "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", sw,
     ])?;
-    lab.exec(sw, &["ip", "link", "set", port, "master", "br0", "up"])?;
-    lab.exec(
-        ns,
-        &["ip", "addr", "add", &format!("{ip}/24"), "dev", IFACE],
-    )?;
-    lab.exec(ns, &["ip", "link", "set", IFACE, "up"])?;
+    lab.exec(sw, &["ip", "link", "set", port, "master", br, "up"])?;
+    lab.exec(ns, &["ip", "addr", "add", &format!("{ip}/24"), "dev", dev])?;
+    lab.exec(ns, &["ip", "link", "set", dev, "up"])?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Builds Ethernet frames for the XDP tests: IPv4/UDP with optional VLAN tag,
-//! IPv4 options and fragment fields, plus ARP, IPv6 and TCP frames.
+//! IPv4 options and fragment fields; IPv6 with extension headers, carrying UDP
+//! or ICMPv6; ARP; TCP.
 
 use hb_common::{Heartbeat, Key, MsgType, NodeState};
 
@@ -7,6 +8,16 @@ pub const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const SRC_IP: [u8; 4] = [10, 9, 0, 1];
 pub const DST_IP: [u8; 4] = [10, 9, 0, 2];
+/// fd00:9::1 and fd00:9::2.
+pub const SRC_IP6: [u8; 16] = [0xfd, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub const DST_IP6: [u8; 16] = [0xfd, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// IPv6 next-header values the tests use.
+pub const IPV6_HOPOPTS: u8 = 0;
+pub const IPV6_ROUTING: u8 = 43;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_DSTOPTS: u8 = 60;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// A test key: bytes 0..16.
 pub fn key() -> Key {
@@ -112,36 +123,157 @@ pub fn checksum(bytes: &[u8]) -> u16 {
 
 /// An ARP request "who has DST_IP, tell SRC_IP".
 pub fn arp_request() -> Vec<u8> {
+    arp(1, SRC_MAC, SRC_IP, DST_IP)
+}
+
+/// An Ethernet/IPv4 ARP packet, broadcast from `sender_mac`: `op` 1 request,
+/// 2 reply; sender `sender_mac`/`sender_ip`, target MAC zero, target `target_ip`.
+pub fn arp(op: u16, sender_mac: [u8; 6], sender_ip: [u8; 4], target_ip: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&sender_mac);
     f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&SRC_MAC);
-    f.extend_from_slice(&SRC_IP);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sender_mac);
+    f.extend_from_slice(&sender_ip);
     f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&DST_IP);
+    f.extend_from_slice(&target_ip);
     f
 }
 
-/// An IPv6 UDP datagram to `port` (hb v1 heartbeats are IPv4: this must pass).
-pub fn ipv6_udp(port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&DST_MAC);
-    f.extend_from_slice(&SRC_MAC);
-    f.extend_from_slice(&0x86ddu16.to_be_bytes());
-    let udp_len = (8 + payload.len()) as u16;
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    f.extend_from_slice(&[17, 64]);
-    f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-    f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&port.to_be_bytes());
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
+/// Inserts an 802.1Q tag with VLAN id `vid` after the MAC addresses of `frame`.
+pub fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&0x8100u16.to_be_bytes());
+    f.extend_from_slice(&vid.to_be_bytes());
+    f.extend_from_slice(&frame[12..]);
     f
+}
+
+/// An IPv6 extension header: (type, body after the next-header and length bytes).
+pub type ExtHeader = (u8, Vec<u8>);
+
+/// What goes into an IPv6 frame from SRC_IP6 to DST_IP6.
+#[derive(Clone, Debug)]
+pub struct Ipv6Frame {
+    pub vlan: Option<u16>,
+    /// Extension headers in order, as (type, body after the next-header and
+    /// length bytes); the builder pads each body to a multiple of 8 bytes
+    /// (a fragment header's body is 6 bytes: offset and flags, identification).
+    pub ext: Vec<ExtHeader>,
+    /// Upper layer: 17 makes a UDP header to `dst_port`; anything else (e.g.
+    /// 58 ICMPv6) carries `payload` as is.
+    pub proto: u8,
+    pub dst_port: u16,
+    pub payload: Vec<u8>,
+}
+
+impl Ipv6Frame {
+    /// A UDP datagram to `port` carrying `payload`.
+    pub fn udp(port: u16, payload: &[u8]) -> Self {
+        Self {
+            vlan: None,
+            ext: Vec::new(),
+            proto: 17,
+            dst_port: port,
+            payload: payload.to_vec(),
+        }
+    }
+
+    /// A neighbour solicitation for DST_IP6 (ICMPv6 type 135) with a source
+    /// link-layer address option.
+    pub fn neighbour_solicitation() -> Self {
+        let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&DST_IP6);
+        m.extend_from_slice(&[1, 1]);
+        m.extend_from_slice(&SRC_MAC);
+        Self {
+            vlan: None,
+            ext: Vec::new(),
+            proto: IPPROTO_ICMPV6,
+            dst_port: 0,
+            payload: m,
+        }
+    }
+
+    /// A fragment header body: `offset` in 8-byte units, the more-fragments bit.
+    pub fn fragment(offset: u16, more: bool) -> ExtHeader {
+        let field = (offset << 3) | u16::from(more);
+        let mut b = field.to_be_bytes().to_vec();
+        b.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        (IPV6_FRAGMENT, b)
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut upper = Vec::new();
+        if self.proto == 17 {
+            upper.extend_from_slice(&40000u16.to_be_bytes());
+            upper.extend_from_slice(&self.dst_port.to_be_bytes());
+            upper.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+            upper.extend_from_slice(&[0, 0]);
+        }
+        upper.extend_from_slice(&self.payload);
+        // UDP and ICMPv6 checksums over the pseudo-header (mandatory on IPv6).
+        let sum_at = match self.proto {
+            17 => Some(6),
+            IPPROTO_ICMPV6 => Some(2),
+            _ => None,
+        };
+        if let Some(at) = sum_at.filter(|&at| upper.len() >= at + 2) {
+            let mut sum =
+                checksum(&[pseudo_header(self.proto, upper.len()), upper.clone()].concat());
+            if sum == 0 && self.proto == 17 {
+                sum = 0xffff; // UDP sends a computed zero as all ones
+            }
+            upper[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        }
+        // Extension headers, each naming the one after it.
+        let mut exts = Vec::new();
+        let types: Vec<u8> = self.ext.iter().map(|(t, _)| *t).collect();
+        for (i, (_, body)) in self.ext.iter().enumerate() {
+            let next = types.get(i + 1).copied().unwrap_or(self.proto);
+            let mut h = vec![next, 0];
+            h.extend_from_slice(body);
+            while !h.len().is_multiple_of(8) {
+                h.push(0); // Pad1 options: zero bytes
+            }
+            h[1] = (h.len() / 8 - 1) as u8;
+            exts.extend_from_slice(&h);
+        }
+        let first = types.first().copied().unwrap_or(self.proto);
+        let mut f = Vec::new();
+        f.extend_from_slice(&DST_MAC);
+        f.extend_from_slice(&SRC_MAC);
+        if let Some(vid) = self.vlan {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&((exts.len() + upper.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[first, 64]);
+        f.extend_from_slice(&SRC_IP6);
+        f.extend_from_slice(&DST_IP6);
+        f.extend_from_slice(&exts);
+        f.extend_from_slice(&upper);
+        f
+    }
+}
+
+/// The IPv6 pseudo-header of an upper-layer checksum (RFC 8200 8.1).
+fn pseudo_header(proto: u8, len: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&SRC_IP6);
+    p.extend_from_slice(&DST_IP6);
+    p.extend_from_slice(&(len as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, proto]);
+    p
+}
+
+/// An IPv6 UDP datagram to `port`, no extension headers.
+pub fn ipv6_udp(port: u16, payload: &[u8]) -> Vec<u8> {
+    Ipv6Frame::udp(port, payload).build()
 }
 
 #[cfg(test)]
@@ -158,5 +290,40 @@ mod tests {
         let ihl = usize::from(f[14] & 0x0f) * 4;
         assert_eq!(ihl, 28);
         assert_eq!(checksum(&f[14..14 + ihl]), 0);
+    }
+
+    #[test]
+    fn ipv6_extension_headers_chain_and_checksum_verifies() {
+        let f = Ipv6Frame {
+            ext: vec![
+                (IPV6_HOPOPTS, vec![1, 4, 0, 0, 0, 0]),
+                (IPV6_DSTOPTS, vec![0; 12]),
+            ],
+            ..Ipv6Frame::udp(694, &[7; 36])
+        }
+        .build();
+        assert_eq!(f[14 + 6], IPV6_HOPOPTS, "first next header");
+        assert_eq!(
+            u16::from_be_bytes([f[18], f[19]]),
+            8 + 16 + 8 + 36,
+            "payload length"
+        );
+        let hbh = 14 + 40;
+        assert_eq!((f[hbh], f[hbh + 1]), (IPV6_DSTOPTS, 0));
+        let dst = hbh + 8;
+        assert_eq!((f[dst], f[dst + 1]), (17, 1));
+        let udp = &f[dst + 16..];
+        assert_eq!(udp.len(), 8 + 36);
+        assert_eq!(
+            checksum(&[pseudo_header(17, udp.len()), udp.to_vec()].concat()),
+            0
+        );
+    }
+
+    #[test]
+    fn tag_is_inserted_after_the_addresses() {
+        let f = tagged(&arp_request(), 42);
+        assert_eq!(f[12..18], [0x81, 0x00, 0, 42, 0x08, 0x06]);
+        assert_eq!(f.len(), arp_request().len() + 4);
     }
 }

@@ -117,6 +117,49 @@ impl Lab {
             .parse()?)
     }
 
+    /// Sends raw Ethernet frames out of `dev` in `ns` (an AF_PACKET socket), e.g. a
+    /// forged gratuitous ARP.
+    pub fn send_frames(&self, ns: &str, dev: &str, frames: &[&[u8]]) -> Result<()> {
+        let dev = std::ffi::CString::new(dev)?;
+        self.in_netns(ns, || -> Result<()> {
+            // SAFETY: plain libc calls on a socket we own for the scope of this closure.
+            unsafe {
+                let ifindex = libc::if_nametoindex(dev.as_ptr());
+                anyhow::ensure!(ifindex != 0, "no such interface");
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                anyhow::ensure!(
+                    fd >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_ifindex = ifindex as i32;
+                sll.sll_halen = 6;
+                let mut result = Ok(());
+                for f in frames {
+                    sll.sll_addr[..6].copy_from_slice(&f[..6]);
+                    let n = libc::sendto(
+                        fd,
+                        f.as_ptr().cast(),
+                        f.len(),
+                        0,
+                        (&sll as *const libc::sockaddr_ll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    );
+                    if n < 0 {
+                        result = Err(anyhow::anyhow!(
+                            "sendto: {}",
+                            std::io::Error::last_os_error()
+                        ));
+                    }
+                }
+                libc::close(fd);
+                result
+            }
+        })?
+    }
+
     /// Runs `f` on a thread that has entered namespace `ns` (network namespace only:
     /// mounts and files stay the test's own).
     pub fn in_netns<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {

@@ -4,13 +4,7 @@
 
 use hb_tests::cluster::{Cluster, VIP};
 use nix::sys::signal::Signal;
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
-
-/// One cluster at a time: timing-sensitive tests must not starve each other on 2 cores.
-static SERIAL: Mutex<()> = Mutex::new(());
+use std::time::{Duration, Instant};
 
 const FAST: &[&str] = &[
     "--interval",
@@ -27,7 +21,7 @@ fn cluster(
     priorities: &[u8],
     common: &[&str],
 ) -> (std::sync::MutexGuard<'static, ()>, Cluster) {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = hb_tests::cluster::exclusive();
     hb_tests::require_root("failover tests (namespaces, XDP, netlink)");
     (
         guard,
@@ -39,6 +33,10 @@ fn start_all(c: &mut Cluster) {
     for id in 1..=c.nodes.len() as u32 {
         c.start(id).unwrap();
     }
+}
+
+fn settled(c: &mut Cluster, id: u32) {
+    c.expect_settled(id, BOUND);
 }
 
 fn wait_single_holder(c: &Cluster, id: u32) {
@@ -54,7 +52,7 @@ fn wait_single_holder(c: &Cluster, id: u32) {
 fn two_nodes_elect_the_higher_one() {
     let (_g, mut c) = cluster("el", &[100, 90], FAST);
     start_all(&mut c);
-    wait_single_holder(&c, 1);
+    settled(&mut c, 1);
     // It stays that way, and the client reaches the VIP through node 1.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(c.holders(), [1]);
@@ -81,7 +79,7 @@ fn two_nodes_elect_the_higher_one() {
 fn sigkill_of_the_holder_moves_the_vip_and_the_client_follows() {
     let (_g, mut c) = cluster("kl", &[100, 90], FAST);
     start_all(&mut c);
-    wait_single_holder(&c, 1);
+    settled(&mut c, 1);
     assert_eq!(c.client_reach_vip(), Some(c.node(1).mac));
     let probe = c.probe(Duration::from_millis(5)).unwrap();
     let killed = Instant::now();
@@ -126,7 +124,7 @@ fn sigterm_of_the_holder_hands_over_before_dead_after() {
         ],
     );
     start_all(&mut c);
-    wait_single_holder(&c, 1);
+    settled(&mut c, 1);
     let stopped = Instant::now();
     c.signal(1, Signal::SIGTERM).unwrap();
     assert!(
@@ -149,7 +147,7 @@ fn sigterm_of_the_holder_hands_over_before_dead_after() {
 fn a_returning_higher_node_takes_the_vip_back_with_preemption() {
     let (_g, mut c) = cluster("pr", &[100, 90], FAST);
     start_all(&mut c);
-    wait_single_holder(&c, 1);
+    settled(&mut c, 1);
     c.signal(1, Signal::SIGTERM).unwrap();
     wait_single_holder(&c, 2);
     c.start(1).unwrap();
@@ -163,7 +161,7 @@ fn without_preemption_the_returning_node_stays_backup() {
     args.push("--no-preempt");
     let (_g, mut c) = cluster("np", &[100, 90], &args);
     start_all(&mut c);
-    wait_single_holder(&c, 1);
+    settled(&mut c, 1);
     c.signal(1, Signal::SIGTERM).unwrap();
     wait_single_holder(&c, 2);
     c.start(1).unwrap();
@@ -187,7 +185,7 @@ fn without_preemption_the_returning_node_stays_backup() {
 fn the_incident_firewall_causes_no_failover() {
     let (_g, mut c) = cluster("fw", &[100, 90], FAST);
     start_all(&mut c);
-    wait_single_holder(&c, 1);
+    settled(&mut c, 1);
     for id in [1, 2] {
         c.exec(
             id,
@@ -226,7 +224,7 @@ fn the_incident_firewall_causes_no_failover() {
 fn link_down_on_the_holder_is_fault_and_the_other_takes_over() {
     let (_g, mut c) = cluster("ld", &[100, 90], FAST);
     start_all(&mut c);
-    wait_single_holder(&c, 1);
+    settled(&mut c, 1);
     c.set_link(1, false).unwrap();
     wait_single_holder(&c, 2);
     assert!(
@@ -255,7 +253,7 @@ fn restarting_the_holder_within_dead_after_causes_no_failover() {
         ],
     );
     start_all(&mut c);
-    wait_single_holder(&c, 1);
+    settled(&mut c, 1);
     c.signal(1, Signal::SIGKILL).unwrap();
     c.start(1).unwrap();
     let start = Instant::now();
@@ -280,7 +278,7 @@ fn restarting_the_holder_within_dead_after_causes_no_failover() {
 fn three_nodes_fail_over_in_priority_order() {
     let (_g, mut c) = cluster("3n", &[100, 90, 80], FAST);
     start_all(&mut c);
-    wait_single_holder(&c, 1);
+    settled(&mut c, 1);
     c.signal(1, Signal::SIGKILL).unwrap();
     // A SIGKILLed node keeps its address configured (a crash cleans up nothing);
     // what matters is which live node took over.

@@ -1,19 +1,28 @@
 //! The real compiled XDP object run with BPF_PROG_TEST_RUN: one frame per outcome
-//! class; each case asserts the XDP action, the counter that moved, and the peer
-//! entry (changed for an accepted heartbeat, untouched otherwise).
+//! class, over IPv4 and IPv6; each case asserts the XDP action, the counter that
+//! moved, and the peer entry (changed for an accepted heartbeat, untouched
+//! otherwise). ARP claiming a VIP from a foreign MAC is counted and passes.
 
 use aya::programs::{TestRun, TestRunOptions};
 use hb_common::{
-    maps::{Outcome, PeerState, Stats},
+    maps::{Outcome, PeerState, Stats, VipWatch},
     wire::{DEFAULT_PORT, WIRE_LEN},
     Key,
 };
-use hb_tests::frames::{self, heartbeat, key, Ipv4Frame};
+use hb_tests::frames::{
+    self, heartbeat, key, ExtHeader, Ipv4Frame, Ipv6Frame, IPV6_DSTOPTS, IPV6_HOPOPTS, IPV6_ROUTING,
+};
 use hb_user::loader::{DataPlane, Settings};
+use std::net::Ipv4Addr;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const PEER: u32 = 2;
+/// The interface the program sits on: the test frames' destination MAC.
+const OUR_MAC: [u8; 6] = frames::DST_MAC;
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
+const VIP2: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 101);
+const FOREIGN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
 
 fn settings() -> Settings {
     Settings {
@@ -22,6 +31,8 @@ fn settings() -> Settings {
         pass_heartbeats: false,
         key: key(),
         peers: vec![PEER, 3],
+        mac: OUR_MAC,
+        vips_v4: vec![VIP, VIP2],
     }
 }
 
@@ -73,12 +84,26 @@ fn moved(before: &Stats, after: &Stats) -> Outcome {
         Outcome::UnknownNode,
         Outcome::BadMac,
         Outcome::Replayed,
+        Outcome::ArpConflict,
     ];
     ALL[i]
 }
 
 fn hb_frame(epoch: u32, seq: u64) -> Vec<u8> {
     Ipv4Frame::udp(DEFAULT_PORT, &heartbeat(PEER, epoch, seq).encode(&key())).build()
+}
+
+fn hb6(epoch: u32, seq: u64) -> Ipv6Frame {
+    Ipv6Frame::udp(DEFAULT_PORT, &heartbeat(PEER, epoch, seq).encode(&key()))
+}
+
+/// The VIP watch entry of `ip`, if it is watched.
+fn watch(dp: &DataPlane, ip: Ipv4Addr) -> Option<VipWatch> {
+    dp.vip_watch()
+        .unwrap()
+        .into_iter()
+        .find(|(v, _)| *v == ip)
+        .map(|(_, w)| w)
 }
 
 fn peer(dp: &DataPlane) -> PeerState {
@@ -363,9 +388,29 @@ fn other_traffic_passes_untouched() {
     assert_passes_untouched(&dp, &frames::arp_request(), "ARP");
     assert_passes_untouched(
         &dp,
-        &frames::ipv6_udp(DEFAULT_PORT, &payload),
-        "IPv6 UDP to port 694",
+        &frames::ipv6_udp(53, &payload),
+        "IPv6 UDP to another port",
     );
+    let tcp6 = Ipv6Frame {
+        proto: 6,
+        payload: [&[0x9c, 0x40, 0x02, 0xb6][..], &[0; 16]].concat(),
+        ..Ipv6Frame::udp(DEFAULT_PORT, &[])
+    };
+    assert_passes_untouched(&dp, &tcp6.build(), "IPv6 TCP to port 694");
+    assert_passes_untouched(
+        &dp,
+        &Ipv6Frame::neighbour_solicitation().build(),
+        "ICMPv6 neighbour solicitation",
+    );
+    let tagged_ns = Ipv6Frame {
+        vlan: Some(9),
+        ..Ipv6Frame::neighbour_solicitation()
+    };
+    assert_passes_untouched(&dp, &tagged_ns.build(), "tagged ICMPv6");
+    // Other EtherTypes, e.g. LLDP.
+    let mut lldp = frames::arp_request();
+    lldp[12..14].copy_from_slice(&0x88ccu16.to_be_bytes());
+    assert_passes_untouched(&dp, &lldp, "LLDP");
     assert_eq!(peer(&dp).accepted, 0);
 }
 
@@ -390,4 +435,374 @@ fn unconfigured_program_passes_everything() {
     let dp = DataPlane::load().unwrap();
     let (action, _, outcome) = run(&dp, &hb_frame(1, 1));
     assert_eq!((action, outcome), (XDP_PASS, Outcome::Passed));
+}
+
+// ---- IPv6 heartbeats ----
+
+#[test]
+fn valid_heartbeat_over_ipv6_is_recorded() {
+    let dp = plane();
+    let t0 = hb_tests::monotonic_ns();
+    let (action, _, outcome) = run(&dp, &hb6(5, 1).build());
+    let t1 = hb_tests::monotonic_ns();
+    assert_eq!((action, outcome), (XDP_DROP, Outcome::Accepted));
+    let p = peer(&dp);
+    assert!(t0 <= p.last_seen_ns && p.last_seen_ns <= t1);
+    assert_eq!((p.epoch, p.seq, p.accepted), (5, 1, 1));
+    assert_eq!(p.src_ipv6, frames::SRC_IP6);
+    assert_eq!(p.src_ipv4, [0; 4], "no IPv4 source for an IPv6 sender");
+    assert_eq!(p.src_mac, frames::SRC_MAC);
+    assert_eq!((p.flags, p.priority, p.state, p.msg_type), (1, 100, 2, 1));
+    // The same peer over IPv4 next: the IPv6 source is cleared, and back.
+    assert_eq!(run(&dp, &hb_frame(5, 2)).2, Outcome::Accepted);
+    let p = peer(&dp);
+    assert_eq!((p.src_ipv4, p.src_ipv6), (frames::SRC_IP, [0; 16]));
+    assert_eq!(run(&dp, &hb6(5, 3).build()).2, Outcome::Accepted);
+    let p = peer(&dp);
+    assert_eq!((p.src_ipv4, p.src_ipv6), ([0; 4], frames::SRC_IP6));
+}
+
+#[test]
+fn valid_heartbeat_over_ipv6_with_extension_headers_and_vlan() {
+    let dp = plane();
+    // PadN option filling a hop-by-hop header; a longer destination-options header.
+    let hbh = (IPV6_HOPOPTS, vec![1, 4, 0, 0, 0, 0]);
+    let dst = (
+        IPV6_DSTOPTS,
+        vec![1, 20].into_iter().chain([0; 20]).collect(),
+    );
+    // Type 0 routing header with no segments left: the destination is final.
+    let rt = (IPV6_ROUTING, vec![0, 0, 0, 0, 0, 0]);
+    let cases: [(&str, Option<u16>, Vec<ExtHeader>); 6] = [
+        ("hop-by-hop", None, vec![hbh.clone()]),
+        ("destination options", None, vec![dst.clone()]),
+        (
+            "hop-by-hop + destination options",
+            None,
+            vec![hbh.clone(), dst.clone()],
+        ),
+        (
+            "hop-by-hop + routing + destination options",
+            None,
+            vec![hbh.clone(), rt, dst.clone()],
+        ),
+        ("VLAN tag", Some(42), vec![]),
+        ("VLAN tag + hop-by-hop", Some(42), vec![hbh]),
+    ];
+    for (seq, (what, vlan, ext)) in (1u64..).zip(cases) {
+        let f = Ipv6Frame {
+            vlan,
+            ext,
+            ..hb6(1, seq)
+        };
+        let (action, _, outcome) = run(&dp, &f.build());
+        assert_eq!((action, outcome), (XDP_DROP, Outcome::Accepted), "{what}");
+        assert_eq!(
+            (peer(&dp).seq, peer(&dp).src_ipv6),
+            (seq, frames::SRC_IP6),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn refusals_over_ipv6() {
+    let dp = plane();
+    let forged = heartbeat(PEER, 1, 1).encode(&Key { k0: 1, k1: 2 });
+    assert_refused(
+        &dp,
+        &Ipv6Frame::udp(DEFAULT_PORT, &forged).build(),
+        Outcome::BadMac,
+    );
+    assert_eq!(run(&dp, &hb6(3, 10).build()).2, Outcome::Accepted);
+    assert_refused(&dp, &hb6(3, 10).build(), Outcome::Replayed);
+    assert_refused(&dp, &hb6(2, 99).build(), Outcome::Replayed);
+    // The same heartbeat replayed over the other IP version is a replay too.
+    assert_refused(&dp, &hb_frame(3, 10), Outcome::Replayed);
+    let mut hb = heartbeat(PEER, 4, 1);
+    hb.cluster_id = 8;
+    assert_refused(
+        &dp,
+        &Ipv6Frame::udp(DEFAULT_PORT, &hb.encode(&key())).build(),
+        Outcome::WrongCluster,
+    );
+    assert_refused(
+        &dp,
+        &Ipv6Frame::udp(DEFAULT_PORT, &heartbeat(99, 4, 1).encode(&key())).build(),
+        Outcome::UnknownNode,
+    );
+    // Junk to the heartbeat port is no longer passed on IPv6 either.
+    assert_refused(
+        &dp,
+        &Ipv6Frame::udp(DEFAULT_PORT, &[0xa5; WIRE_LEN]).build(),
+        Outcome::BadMagic,
+    );
+    assert_refused(
+        &dp,
+        &Ipv6Frame::udp(DEFAULT_PORT, &[1, 2, 3]).build(),
+        Outcome::BadLength,
+    );
+    assert_eq!(peer(&dp).accepted, 1);
+}
+
+#[test]
+fn ipv6_lengths_are_checked() {
+    let dp = plane();
+    let good = hb6(1, 1).build();
+    let payload_len_at = 14 + 4;
+    let udp_len_at = 14 + 40 + 4;
+    // IPv6 payload length one short of the UDP datagram.
+    let mut short = good.clone();
+    short[payload_len_at..payload_len_at + 2].copy_from_slice(&43u16.to_be_bytes());
+    assert_refused(&dp, &short, Outcome::BadLength);
+    // UDP length not 8 + 36.
+    let mut long = good.clone();
+    long[udp_len_at..udp_len_at + 2].copy_from_slice(&45u16.to_be_bytes());
+    assert_refused(&dp, &long, Outcome::BadLength);
+    // Payload length that counts the extension header but not the datagram.
+    let mut ext = Ipv6Frame {
+        ext: vec![(IPV6_HOPOPTS, vec![1, 4, 0, 0, 0, 0])],
+        ..hb6(1, 1)
+    }
+    .build();
+    ext[payload_len_at..payload_len_at + 2].copy_from_slice(&(8 + 43u16).to_be_bytes());
+    assert_refused(&dp, &ext, Outcome::BadLength);
+    // A larger payload length (trailing bytes) is fine, as on IPv4.
+    let mut padded = good.clone();
+    padded[payload_len_at..payload_len_at + 2].copy_from_slice(&60u16.to_be_bytes());
+    padded.extend_from_slice(&[0; 16]);
+    assert_eq!(run(&dp, &padded).2, Outcome::Accepted);
+}
+
+#[test]
+fn every_ipv6_truncation_is_handled() {
+    let dp = plane();
+    for ext in [vec![], vec![(IPV6_HOPOPTS, vec![1, 4, 0, 0, 0, 0])]] {
+        let ext_len = ext.len() * 8;
+        let full = Ipv6Frame { ext, ..hb6(1, 1) }.build();
+        let udp_end = 14 + 40 + ext_len + 8;
+        for len in 14..full.len() {
+            let frame = &full[..len];
+            if len < udp_end {
+                assert_passes_untouched(&dp, frame, &format!("{len}-byte truncated IPv6 frame"));
+            } else {
+                assert_refused(&dp, frame, Outcome::BadLength);
+            }
+        }
+    }
+    assert_eq!(run(&dp, &hb6(1, 1).build()).2, Outcome::Accepted);
+}
+
+#[test]
+fn ipv6_fragments_and_unwalked_headers_pass() {
+    let dp = plane();
+    for (what, ext) in [
+        ("first fragment", vec![Ipv6Frame::fragment(0, true)]),
+        ("later fragment", vec![Ipv6Frame::fragment(3, true)]),
+        (
+            "atomic fragment (offset 0, no more)",
+            vec![Ipv6Frame::fragment(0, false)],
+        ),
+        (
+            "fragment after hop-by-hop",
+            vec![
+                (IPV6_HOPOPTS, vec![1, 4, 0, 0, 0, 0]),
+                Ipv6Frame::fragment(0, false),
+            ],
+        ),
+        // More extension headers than the program walks: not a heartbeat.
+        (
+            "four destination-options headers",
+            vec![(IPV6_DSTOPTS, vec![1, 4, 0, 0, 0, 0]); 4],
+        ),
+        // AH is not walked either.
+        ("authentication header", vec![(51, vec![0; 14])]),
+    ] {
+        let f = Ipv6Frame { ext, ..hb6(1, 1) };
+        assert_passes_untouched(&dp, &f.build(), what);
+    }
+    // "No next header" after the IPv6 header.
+    let none = Ipv6Frame {
+        proto: 59,
+        ..Ipv6Frame::udp(DEFAULT_PORT, &[])
+    };
+    assert_passes_untouched(&dp, &none.build(), "no next header");
+    // A bad IP version in an IPv6 EtherType frame.
+    let mut v4ish = hb6(1, 1).build();
+    v4ish[14] = 0x40;
+    assert_passes_untouched(&dp, &v4ish, "version 4 in an IPv6 frame");
+    assert_eq!(peer(&dp).accepted, 0);
+}
+
+// ---- ARP conflict watch ----
+
+/// Asserts an ARP frame passes untouched and is counted as `expected`.
+fn assert_arp(dp: &DataPlane, frame: &[u8], expected: Outcome, what: &str) {
+    let (action, out, outcome) = run(dp, frame);
+    assert_eq!(action, XDP_PASS, "{what}: ARP always passes");
+    assert_eq!(out, frame, "{what}: ARP is never modified");
+    assert_eq!(outcome, expected, "{what}");
+}
+
+#[test]
+fn foreign_arp_for_a_vip_is_counted_and_passes() {
+    let dp = plane();
+    assert_eq!(
+        watch(&dp, VIP),
+        Some(VipWatch::default()),
+        "zeroed entry per VIP"
+    );
+    let t0 = hb_tests::monotonic_ns();
+    let request = frames::arp(1, FOREIGN_MAC, VIP.octets(), frames::DST_IP);
+    assert_arp(&dp, &request, Outcome::ArpConflict, "foreign request");
+    let t1 = hb_tests::monotonic_ns();
+    let w = watch(&dp, VIP).unwrap();
+    assert_eq!((w.conflicts, w.last_mac), (1, FOREIGN_MAC));
+    assert!(
+        t0 <= w.last_ns && w.last_ns <= t1,
+        "last_ns {} not in [{t0}, {t1}]",
+        w.last_ns
+    );
+
+    // A gratuitous reply from another MAC, behind a VLAN tag.
+    let other = [0x02, 0, 0, 0, 0, 0x77];
+    let reply = frames::tagged(&frames::arp(2, other, VIP.octets(), VIP.octets()), 5);
+    assert_arp(
+        &dp,
+        &reply,
+        Outcome::ArpConflict,
+        "foreign gratuitous reply",
+    );
+    let w = watch(&dp, VIP).unwrap();
+    assert_eq!((w.conflicts, w.last_mac), (2, other));
+    assert!(w.last_ns >= t1);
+    assert_eq!(dp.stats().unwrap().arp_conflict, 2);
+    // The other VIP's entry is untouched.
+    assert_eq!(watch(&dp, VIP2), Some(VipWatch::default()));
+}
+
+#[test]
+fn arp_that_is_no_conflict_passes() {
+    let dp = plane();
+    let cases = [
+        (
+            "our own gratuitous ARP",
+            frames::arp(1, OUR_MAC, VIP.octets(), VIP.octets()),
+        ),
+        (
+            "who-has the VIP from a client",
+            frames::arp(1, FOREIGN_MAC, frames::SRC_IP, VIP.octets()),
+        ),
+        ("ARP for another address", frames::arp_request()),
+        (
+            "ARP probe (sender 0.0.0.0)",
+            frames::arp(1, FOREIGN_MAC, [0; 4], VIP.octets()),
+        ),
+        (
+            "RARP-style op 3",
+            frames::arp(3, FOREIGN_MAC, VIP.octets(), VIP.octets()),
+        ),
+    ];
+    for (what, f) in &cases {
+        assert_arp(&dp, f, Outcome::Passed, what);
+    }
+    // Addresses sharing a VIP's filter bit (same last octet modulo 64) still
+    // need the hash lookup to say "not a VIP".
+    for ip in [[10, 9, 0, 36], [10, 9, 1, 100], [192, 168, 7, 164]] {
+        assert_eq!(
+            hb_common::maps::vip_filter_bit(ip),
+            hb_common::maps::vip_filter_bit(VIP.octets())
+        );
+        let f = frames::arp(1, FOREIGN_MAC, ip, VIP.octets());
+        assert_arp(
+            &dp,
+            &f,
+            Outcome::Passed,
+            &format!("{ip:?} shares the filter bit"),
+        );
+    }
+    // Not Ethernet/IPv4 ARP, though the sender field would read as the VIP.
+    let good = frames::arp(1, FOREIGN_MAC, VIP.octets(), VIP.octets());
+    for (at, value, what) in [
+        (15, 6, "htype 6"),
+        (16, 0x86, "ptype IPv6"),
+        (18, 8, "hlen 8"),
+        (19, 16, "plen 16"),
+    ] {
+        let mut f = good.clone();
+        f[at] = value;
+        assert_arp(&dp, &f, Outcome::Passed, what);
+    }
+    assert_eq!(watch(&dp, VIP).unwrap().conflicts, 0);
+    let watched: Vec<Ipv4Addr> = dp
+        .vip_watch()
+        .unwrap()
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .collect();
+    assert_eq!(
+        watched,
+        vec![VIP, VIP2],
+        "no entry is created for other addresses"
+    );
+}
+
+#[test]
+fn truncated_arp_passes() {
+    let dp = plane();
+    let full = frames::arp(1, FOREIGN_MAC, VIP.octets(), VIP.octets());
+    for len in 14..full.len() {
+        assert_arp(
+            &dp,
+            &full[..len],
+            Outcome::Passed,
+            &format!("{len}-byte ARP"),
+        );
+    }
+    assert_eq!(watch(&dp, VIP).unwrap().conflicts, 0);
+    // Trailing padding (Ethernet minimum frame) is fine.
+    let padded = [full.as_slice(), &[0; 18]].concat();
+    assert_arp(&dp, &padded, Outcome::ArpConflict, "padded ARP");
+}
+
+#[test]
+fn reconfiguring_vips_keeps_counts_and_drops_removed_ones() {
+    let mut dp = plane();
+    let f = frames::arp(2, FOREIGN_MAC, VIP.octets(), VIP.octets());
+    assert_arp(&dp, &f, Outcome::ArpConflict, "before");
+    let vip3 = Ipv4Addr::new(10, 9, 0, 102);
+    dp.configure(&Settings {
+        vips_v4: vec![VIP, vip3],
+        ..settings()
+    })
+    .unwrap();
+    let watched = dp.vip_watch().unwrap();
+    assert_eq!(watched.len(), 2, "{watched:?}");
+    assert_eq!(watch(&dp, VIP).unwrap().conflicts, 1, "count survives");
+    assert_eq!(watch(&dp, vip3), Some(VipWatch::default()));
+    assert_eq!(watch(&dp, VIP2), None, "removed VIP unwatched");
+    let f2 = frames::arp(2, FOREIGN_MAC, VIP2.octets(), VIP2.octets());
+    assert_arp(&dp, &f2, Outcome::Passed, "no longer a VIP");
+    // A new MAC (the interface changed): our own old MAC now is foreign.
+    dp.configure(&Settings {
+        mac: FOREIGN_MAC,
+        ..settings()
+    })
+    .unwrap();
+    assert_arp(&dp, &f, Outcome::Passed, "sender is now our MAC");
+    let own_old = frames::arp(1, OUR_MAC, VIP.octets(), VIP.octets());
+    assert_arp(
+        &dp,
+        &own_old,
+        Outcome::ArpConflict,
+        "old MAC is foreign now",
+    );
+    // No VIPs at all: nothing is watched.
+    dp.configure(&Settings {
+        vips_v4: vec![],
+        ..settings()
+    })
+    .unwrap();
+    assert!(dp.vip_watch().unwrap().is_empty());
+    assert_arp(&dp, &f, Outcome::Passed, "no VIPs");
 }

@@ -75,6 +75,7 @@ pub fn ensure_system_packages() -> Result<()> {
         ("bpftool", "bpftool"),
         ("iptables", "iptables"),
         ("ip", "iproute2"),
+        ("nft", "nftables"),
         ("tcpdump", "tcpdump"),
     ];
     let missing: Vec<&str> = wanted

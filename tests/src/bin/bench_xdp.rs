@@ -9,9 +9,9 @@ use aya::{
     Ebpf,
 };
 use hb_common::{wire::DEFAULT_PORT, Key};
-use hb_tests::frames::{arp_request, heartbeat, key, Ipv4Frame};
+use hb_tests::frames::{self, arp, arp_request, heartbeat, key, Ipv4Frame, Ipv6Frame};
 use hb_user::loader::{DataPlane, Settings};
-use std::path::PathBuf;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 const ROUNDS: usize = 5;
 
@@ -81,6 +81,7 @@ fn main() -> Result<()> {
         .try_into()?;
     empty_prog.load()?;
 
+    let vip = Ipv4Addr::new(10, 9, 0, 100);
     let mut dp = DataPlane::load()?;
     dp.configure(&Settings {
         cluster_id: 7,
@@ -88,6 +89,8 @@ fn main() -> Result<()> {
         pass_heartbeats: false,
         key: key(),
         peers: vec![2],
+        mac: frames::DST_MAC,
+        vips_v4: vec![vip],
     })?;
     let hb = dp.program()?;
 
@@ -98,15 +101,28 @@ fn main() -> Result<()> {
     )
     .build();
     let udp = Ipv4Frame::udp(53, &[0u8; 36]).build();
-    let arp = arp_request();
+    let udp6 = Ipv6Frame::udp(53, &[0u8; 36]).build();
+    let icmp6 = Ipv6Frame::neighbour_solicitation().build();
+    let forged6 = Ipv6Frame::udp(
+        DEFAULT_PORT,
+        &heartbeat(2, 1, 1).encode(&Key { k0: 9, k1: 9 }),
+    )
+    .build();
+    // An ARP request for an address that is not a VIP: one VIPS lookup, a miss.
+    let arp_other = arp_request();
+    let arp_conflict = arp(1, [0x02, 0, 0, 0, 0, 0x66], vip.octets(), frames::DST_IP);
 
     let base = ns_per_run(empty_prog, &udp, repeat)?;
     let mut rows: Vec<(&str, f64, f64)> = vec![("empty XDP program (baseline)", base, base)];
     eprintln!("bench-xdp: {repeat} runs x {ROUNDS} rounds per case");
     for (name, frame) in [
-        ("non-IP frame (ARP)", &arp),
+        ("non-IP frame (ARP)", &arp_other),
+        ("ARP for a VIP from a foreign MAC", &arp_conflict),
         ("non-heartbeat UDP (port 53)", &udp),
+        ("non-heartbeat IPv6 UDP (port 53)", &udp6),
+        ("ICMPv6 (neighbour solicitation)", &icmp6),
         ("forged heartbeat (bad MAC)", &forged),
+        ("forged heartbeat over IPv6 (bad MAC)", &forged6),
         ("replayed heartbeat (MAC ok, seq old)", &valid(1)),
     ] {
         rows.push((name, ns_per_run(hb, frame, repeat)?, base));

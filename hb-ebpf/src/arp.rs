@@ -1,0 +1,78 @@
+//! VIP conflict watch: Ethernet/IPv4 ARP whose sender IP is one of this node's
+//! VIPs and whose sender MAC is not this interface's is another host claiming the
+//! VIP (a split brain, or a misconfigured host). The packet itself always passes.
+
+use aya_ebpf::{
+    btf_maps::{Array, HashMap},
+    helpers::bpf_ktime_get_ns,
+    programs::XdpContext,
+};
+use hb_common::maps::{vip_filter_bit, Config, Outcome, VipWatch, MAX_VIPS};
+use network_types::arp::ArpHdr;
+
+use crate::parse::ptr_at;
+
+/// Counts the ARP packet at `off` against the watched VIPs: `ArpConflict` when it
+/// is one, `Passed` otherwise (not Ethernet/IPv4 ARP, not a request or reply,
+/// truncated, not a VIP, or our own MAC).
+#[inline(always)]
+pub fn watch(
+    ctx: &XdpContext,
+    off: usize,
+    config: &Array<Config, 1>,
+    vips: &HashMap<[u8; 4], VipWatch, { MAX_VIPS as usize }>,
+) -> Outcome {
+    let Some(arp) = ptr_at::<ArpHdr>(ctx, off) else {
+        return Outcome::Passed;
+    };
+    let (htype, ptype, hlen, plen, oper, sha, spa) = unsafe {
+        (
+            (*arp).htype,
+            (*arp).ptype,
+            (*arp).hlen,
+            (*arp).plen,
+            (*arp).oper,
+            (*arp).sha,
+            (*arp).spa,
+        )
+    };
+    let op = u16::from_be_bytes(oper);
+    if u16::from_be_bytes(htype) != 1
+        || u16::from_be_bytes(ptype) != 0x0800
+        || hlen != 6
+        || plen != 4
+        || (op != 1 && op != 2)
+    {
+        return Outcome::Passed;
+    }
+    let Some(cfg) = config.get(0) else {
+        return Outcome::Passed;
+    };
+    // Most ARP is not about our VIPs: a bit test (an inlined array lookup away)
+    // spares it the hash lookup.
+    if cfg.vip_filter & vip_filter_bit(spa) == 0 {
+        return Outcome::Passed;
+    }
+    let Some(entry) = vips.get_ptr_mut(spa) else {
+        return Outcome::Passed;
+    };
+    // Our own MAC is no conflict (e.g. our gratuitous ARP reflected back to us).
+    if same_mac(&sha, &cfg.mac) {
+        return Outcome::Passed;
+    }
+    // SAFETY: a hash map value that only this program writes after the controller
+    // created it. Two CPUs racing may lose one increment; the controller needs
+    // "it went up", and the per-CPU `arp_conflict` counter stays exact.
+    let w = unsafe { &mut *entry };
+    w.conflicts += 1;
+    w.last_ns = unsafe { bpf_ktime_get_ns() };
+    w.last_mac = sha;
+    Outcome::ArpConflict
+}
+
+/// Byte-wise, so no `memcmp` call is emitted (BPF has none).
+#[inline(always)]
+fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])
+        == 0
+}

@@ -5,7 +5,14 @@
 //! strings and parsed here, so that every bad value, flag or file key, comes
 //! back as one [`ConfigError`] naming the field the way the user wrote it.
 
-use std::{collections::HashSet, fmt, net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::HashSet,
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
 use serde::{de, Deserialize, Deserializer};
 
@@ -30,11 +37,11 @@ pub struct RunArgs {
     /// This node's id (1..=4294967295).
     #[arg(long, value_name = "N")]
     pub node_id: Option<String>,
-    /// A peer as ID@IPV4 (repeat; the same id once per link).
-    #[arg(long = "peer", value_name = "ID@IPV4")]
+    /// A peer as ID@IPV4 or ID@IPV6 (repeat; the same id once per link).
+    #[arg(long = "peer", value_name = "ID@ADDR")]
     pub peer: Vec<String>,
-    /// Virtual address to hold while active, as IPV4/PREFIX (repeat).
-    #[arg(long = "vip", value_name = "IPV4/PREFIX")]
+    /// Virtual address to hold while active, as IPV4/PREFIX or IPV6/PREFIX (repeat).
+    #[arg(long = "vip", value_name = "ADDR/PREFIX")]
     pub vip: Vec<String>,
     /// Election priority, 0-255, higher wins [default: 100].
     #[arg(long, value_name = "0-255")]
@@ -104,17 +111,18 @@ pub struct RunArgs {
     pub garp_refresh: Option<String>,
 }
 
-/// One address of one peer; a peer reachable over two links appears twice.
+/// One address of one peer (IPv4 or IPv6); a peer reachable over two links
+/// appears twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAddr {
     pub id: u32,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
 }
 
-/// A virtual IPv4 address with its prefix length.
+/// A virtual IPv4 or IPv6 address with its prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vip {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
 }
 
@@ -687,16 +695,27 @@ fn check_ifaces(list: Vec<String>) -> Result<Vec<String>, String> {
     Ok(list)
 }
 
-fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
-    s.trim().parse().ok()
+/// A unicast address a peer can have: not unspecified, broadcast, multicast or loopback.
+fn unicast(addr: IpAddr) -> bool {
+    let special = match addr {
+        IpAddr::V4(a) => a.is_broadcast(),
+        IpAddr::V6(_) => false,
+    };
+    !(addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() || special)
 }
 
 fn parse_peer(s: &str) -> Result<PeerAddr, String> {
-    let bad = |why: &str| format!("expected ID@IPV4 such as 2@192.168.1.2, got {s:?} ({why})");
+    let bad = |why: &str| {
+        format!("expected ID@ADDRESS such as 2@192.168.1.2 or 2@fd00::2, got {s:?} ({why})")
+    };
     let (id, addr) = s.trim().split_once('@').ok_or_else(|| bad("no '@'"))?;
     let id = parse_node_id(id).map_err(|_| bad("ID must be an integer from 1 to 4294967295"))?;
-    let addr = parse_ipv4(addr).ok_or_else(|| bad("not an IPv4 address"))?;
-    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+    // "[fd00::2]" is accepted too, as URLs write IPv6 addresses.
+    let addr = addr.trim().trim_start_matches('[').trim_end_matches(']');
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| bad("not an IPv4 or IPv6 address"))?;
+    if !unicast(addr) {
         return Err(bad("not a unicast address"));
     }
     Ok(PeerAddr { id, addr })
@@ -738,19 +757,26 @@ fn check_peers(list: &[String], node_id: u32) -> Result<Vec<PeerAddr>, String> {
 }
 
 fn parse_vip(s: &str) -> Result<Vip, String> {
-    let bad = |why: &str| format!("expected IPV4/PREFIX such as 10.0.0.100/24, got {s:?} ({why})");
+    let bad = |why: &str| {
+        format!("expected ADDRESS/PREFIX such as 10.0.0.100/24 or fd00::100/64, got {s:?} ({why})")
+    };
     let (addr, prefix) = s
         .trim()
         .split_once('/')
         .ok_or_else(|| bad("no '/PREFIX'"))?;
-    let addr = parse_ipv4(addr).ok_or_else(|| bad("not an IPv4 address"))?;
+    let addr: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| bad("not an IPv4 or IPv6 address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix: u8 = prefix
         .trim()
         .parse()
         .ok()
-        .filter(|p| (1..=32).contains(p))
-        .ok_or_else(|| bad("PREFIX must be 1 to 32"))?;
-    if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback() {
+        .filter(|p| (1..=max).contains(p))
+        .ok_or_else(|| bad(&format!("PREFIX must be 1 to {max}")))?;
+    let link_local = matches!(addr, IpAddr::V6(a) if a.is_unicast_link_local());
+    if !unicast(addr) || link_local {
         return Err(bad("not a usable unicast address"));
     }
     Ok(Vip { addr, prefix })
@@ -807,7 +833,7 @@ mod tests {
             c.peers,
             [PeerAddr {
                 id: 2,
-                addr: Ipv4Addr::new(192, 168, 1, 2)
+                addr: Ipv4Addr::new(192, 168, 1, 2).into()
             }]
         );
         assert!(c.vips.is_empty());
@@ -851,7 +877,7 @@ mod tests {
         assert_eq!(
             c.vips,
             [Vip {
-                addr: Ipv4Addr::new(10, 0, 0, 100),
+                addr: Ipv4Addr::new(10, 0, 0, 100).into(),
                 prefix: 24
             }]
         );
@@ -977,7 +1003,7 @@ mod tests {
             a.peer = vec![bad.into()];
             let e = err(&a, None);
             assert_eq!(e.field, "--peer", "{bad}");
-            assert!(e.message.contains("ID@IPV4"), "{e}");
+            assert!(e.message.contains("ID@ADDRESS"), "{e}");
         }
         let e = err(
             &RunArgs {
@@ -1189,5 +1215,25 @@ mod tests {
             err(&args(), Some("notify_timeout = \"soon\"")).field,
             "notify_timeout in /etc/hb/hb.toml"
         );
+    }
+
+    #[test]
+    fn ipv6_peers_and_vips() {
+        let mut a = args();
+        a.peer = vec!["2@fd00::2".into(), "2@[fd00:1::2]".into()];
+        a.vip = vec!["fd00::100/64".into(), "10.0.0.100/24".into()];
+        let c = ok(&a, None);
+        assert_eq!(c.peers[0].addr, "fd00::2".parse::<IpAddr>().unwrap());
+        assert_eq!(c.peers[1].addr, "fd00:1::2".parse::<IpAddr>().unwrap());
+        assert_eq!(c.vips[0].to_string(), "fd00::100/64");
+        let mut a = args();
+        a.vip = vec!["fd00::100/129".into()];
+        assert!(err(&a, None).message.contains("1 to 128"));
+        let mut a = args();
+        a.vip = vec!["fe80::1/64".into()];
+        assert_eq!(err(&a, None).field, "--vip", "a link-local VIP is refused");
+        let mut a = args();
+        a.peer = vec!["2@ff02::1".into()];
+        assert_eq!(err(&a, None).field, "--peer", "multicast is not a peer");
     }
 }

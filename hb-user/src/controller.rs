@@ -24,7 +24,7 @@ use hb_common::{
 };
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     time::Duration,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -63,7 +63,7 @@ struct PlacedVip {
 /// The checks that need the network, made before anything changes: interfaces
 /// exist, each VIP is inside a subnet of one of them, peers map to links.
 struct Plan {
-    links: Vec<(String, u32, [u8; 6], Vec<Ipv4Addr>)>,
+    links: Vec<(String, u32, [u8; 6], Vec<IpAddr>)>,
     vips: Vec<PlacedVip>,
 }
 
@@ -77,13 +77,28 @@ async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
                 format!("no interface named {iface}"),
             )));
         };
-        subnets.push(nl.ipv4_addrs(info.ifindex).await?);
+        let mut nets: Vec<(IpAddr, u8)> = nl
+            .ipv4_addrs(info.ifindex)
+            .await?
+            .into_iter()
+            .map(|(a, p)| (a.into(), p))
+            .collect();
+        nets.extend(
+            nl.ipv6_addrs(info.ifindex)
+                .await?
+                .into_iter()
+                .map(|(a, p)| (IpAddr::from(a), p)),
+        );
+        subnets.push(nets);
         links.push((iface.clone(), info.ifindex, info.mac, Vec::new()));
     }
-    let link_of = |addr: Ipv4Addr| {
+    // Link-local networks (fe80::/64) would claim every IPv6 address: skip them.
+    let link_of = |addr: IpAddr| {
         subnets.iter().position(|nets| {
-            nets.iter()
-                .any(|(net, prefix)| netlink::in_subnet(addr, *net, *prefix))
+            nets.iter().any(|(net, prefix)| {
+                let link_local = matches!(net, IpAddr::V6(n) if n.is_unicast_link_local());
+                !link_local && netlink::in_prefix(addr, *net, *prefix)
+            })
         })
     };
     let mut vips = Vec::new();
@@ -147,7 +162,10 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
                 .vips
                 .iter()
                 .filter(|v| v.link == i)
-                .map(|v| v.vip.addr)
+                .filter_map(|v| match v.vip.addr {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                })
                 .collect(),
         };
         let mut plane = DataPlane::load()?;
@@ -554,7 +572,7 @@ impl Controller {
     async fn take_vips(&mut self) {
         for v in self.vips.clone() {
             let l = &self.links[v.link];
-            match self.nl.add_addr(l.ifindex, v.vip.addr, v.vip.prefix).await {
+            match self.nl.add_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
                 Ok(true) => {}
                 Ok(false) => info!("{} was already on {}: adopted", v.vip, l.iface),
                 Err(e) => {
@@ -575,7 +593,7 @@ impl Controller {
             let (ifindex, mac, iface, vip) = (l.ifindex, l.mac, l.iface.clone(), v.vip);
             let (count, spacing) = (self.cfg.garp_count, self.cfg.garp_spacing);
             self.bursts.push(tokio::spawn(async move {
-                if let Err(e) = garp::announce(ifindex, mac, vip.addr, count, spacing).await {
+                if let Err(e) = garp::announce_ip(ifindex, mac, vip.addr, count, spacing).await {
                     warn!("gratuitous ARP ({why}) for {vip} on {iface}: {e:#}");
                 }
             }));
@@ -589,7 +607,7 @@ impl Controller {
         }
         for v in &self.vips {
             let l = &self.links[v.link];
-            if let Err(e) = self.nl.del_addr(l.ifindex, v.vip.addr, v.vip.prefix).await {
+            if let Err(e) = self.nl.del_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
                 warn!("removing {} from {}: {e:#}", v.vip, l.iface);
             }
         }
@@ -600,13 +618,11 @@ impl Controller {
     async fn report_leftover_vips(&self) {
         for v in &self.vips {
             let l = &self.links[v.link];
-            if let Ok(addrs) = self.nl.ipv4_addrs(l.ifindex).await {
-                if addrs.contains(&(v.vip.addr, v.vip.prefix)) {
-                    info!(
-                        "{} found on {} (left by an earlier run): kept until the election decides",
-                        v.vip, l.iface
-                    );
-                }
+            if let Ok(true) = self.nl.has_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
+                info!(
+                    "{} found on {} (left by an earlier run): kept until the election decides",
+                    v.vip, l.iface
+                );
             }
         }
     }

@@ -29,6 +29,21 @@ const NA_LEN: usize = 4 + 4 + 16 + 8;
 /// Size of an unsolicited NA frame: Ethernet, IPv6, the NA.
 pub const NA_FRAME_LEN: usize = 14 + 40 + NA_LEN;
 
+/// [`announce`] (gratuitous ARP) or [`announce_v6`] (unsolicited neighbour
+/// advertisements), by family.
+pub async fn announce_ip(
+    ifindex: u32,
+    mac: [u8; 6],
+    ip: std::net::IpAddr,
+    count: u32,
+    spacing: Duration,
+) -> Result<()> {
+    match ip {
+        std::net::IpAddr::V4(a) => announce(ifindex, mac, a, count, spacing).await,
+        std::net::IpAddr::V6(a) => announce_v6(ifindex, mac, a, count, spacing).await,
+    }
+}
+
 /// Sends `count` rounds, `spacing` apart (first round immediately), each round
 /// one ARP request and one ARP reply announcing `ip` is-at `mac`, broadcast,
 /// from interface `ifindex`. Both kinds, because some hosts only learn from

@@ -211,6 +211,49 @@ pub fn in_subnet(addr: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     u32::from(addr) & mask == u32::from(net) & mask
 }
 
+impl Netlink {
+    /// [`Netlink::add_addr`] or [`Netlink::add_addr_v6`], by family.
+    pub async fn add_ip(&self, ifindex: u32, addr: std::net::IpAddr, prefix: u8) -> Result<bool> {
+        match addr {
+            std::net::IpAddr::V4(a) => self.add_addr(ifindex, a, prefix).await,
+            std::net::IpAddr::V6(a) => self.add_addr_v6(ifindex, a, prefix).await,
+        }
+    }
+
+    /// [`Netlink::del_addr`] or [`Netlink::del_addr_v6`], by family.
+    pub async fn del_ip(&self, ifindex: u32, addr: std::net::IpAddr, prefix: u8) -> Result<bool> {
+        match addr {
+            std::net::IpAddr::V4(a) => self.del_addr(ifindex, a, prefix).await,
+            std::net::IpAddr::V6(a) => self.del_addr_v6(ifindex, a, prefix).await,
+        }
+    }
+
+    /// Whether `addr/prefix` is configured on the interface.
+    pub async fn has_ip(&self, ifindex: u32, addr: std::net::IpAddr, prefix: u8) -> Result<bool> {
+        Ok(match addr {
+            std::net::IpAddr::V4(a) => self.ipv4_addrs(ifindex).await?.contains(&(a, prefix)),
+            std::net::IpAddr::V6(a) => self.ipv6_addrs(ifindex).await?.contains(&(a, prefix)),
+        })
+    }
+}
+
+/// True when `addr` is inside `net/prefix`, for either family (never across families).
+pub fn in_prefix(addr: std::net::IpAddr, net: std::net::IpAddr, prefix: u8) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    match (addr, net) {
+        (V4(a), V4(n)) => in_subnet(a, n, prefix),
+        (V6(a), V6(n)) => {
+            let mask = match prefix {
+                0 => 0,
+                1..=128 => u128::MAX << (128 - u32::from(prefix)),
+                _ => return false,
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
 fn check_prefix(prefix: u8, max: u8) -> Result<()> {
     if prefix > max {
         let family = if max == 32 { "IPv4" } else { "IPv6" };
@@ -304,5 +347,25 @@ mod tests {
         assert!(in_subnet(ip("128.0.0.0"), ip("255.0.0.0"), 1));
         assert!(!in_subnet(ip("127.0.0.0"), ip("128.0.0.0"), 1));
         assert!(!in_subnet(ip("10.0.0.1"), ip("10.0.0.1"), 33));
+    }
+
+    #[test]
+    fn in_prefix_covers_both_families() {
+        let a: std::net::IpAddr = "fd00:203::5".parse().unwrap();
+        let n: std::net::IpAddr = "fd00:203::1".parse().unwrap();
+        use super::in_prefix;
+        assert!(in_prefix(a, n, 64));
+        assert!(!in_prefix(a, "fd00:204::1".parse().unwrap(), 64));
+        assert!(in_prefix(a, "fd00:204::1".parse().unwrap(), 16));
+        assert!(
+            !in_prefix(a, "10.0.0.1".parse().unwrap(), 0),
+            "never across families"
+        );
+        assert!(in_prefix(
+            "10.0.0.5".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            24
+        ));
+        assert!(!in_prefix(a, n, 129));
     }
 }

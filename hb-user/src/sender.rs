@@ -4,35 +4,45 @@
 
 use anyhow::{Context, Result};
 use hb_common::{Heartbeat, Key, MsgType, NodeState};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::UdpSocket;
 
-/// One link's socket and the peer addresses it sends to.
+/// One link's sockets (IPv4 and, when a peer has an IPv6 address, IPv6) and the
+/// peer addresses it sends to.
 pub struct LinkSender {
     pub iface: String,
-    socket: UdpSocket,
-    targets: Vec<SocketAddrV4>,
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+    targets: Vec<SocketAddr>,
+}
+
+/// A UDP socket on `unspecified` (0.0.0.0 or ::), bound to `iface`.
+fn socket_on(iface: &str, unspecified: IpAddr) -> Result<UdpSocket> {
+    let std =
+        std::net::UdpSocket::bind((unspecified, 0)).context("binding the heartbeat socket")?;
+    nix::sys::socket::setsockopt(
+        &std,
+        nix::sys::socket::sockopt::BindToDevice,
+        &std::ffi::OsString::from(iface),
+    )
+    .with_context(|| format!("binding the heartbeat socket to {iface}"))?;
+    std.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(std)?)
 }
 
 impl LinkSender {
-    /// A socket bound to `iface` (SO_BINDTODEVICE) sending to `targets` on `port`.
-    pub fn new(iface: &str, targets: &[Ipv4Addr], port: u16) -> Result<Self> {
-        let std = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-            .context("binding the heartbeat socket")?;
-        nix::sys::socket::setsockopt(
-            &std,
-            nix::sys::socket::sockopt::BindToDevice,
-            &std::ffi::OsString::from(iface),
-        )
-        .with_context(|| format!("binding the heartbeat socket to {iface}"))?;
-        std.set_nonblocking(true)?;
+    /// Sockets bound to `iface` (SO_BINDTODEVICE) sending to `targets` on `port`.
+    pub fn new(iface: &str, targets: &[IpAddr], port: u16) -> Result<Self> {
+        let want = |v6: bool| targets.iter().any(|t| t.is_ipv6() == v6);
         Ok(Self {
             iface: iface.to_string(),
-            socket: UdpSocket::from_std(std)?,
-            targets: targets
-                .iter()
-                .map(|a| SocketAddrV4::new(*a, port))
-                .collect(),
+            v4: want(false)
+                .then(|| socket_on(iface, Ipv4Addr::UNSPECIFIED.into()))
+                .transpose()?,
+            v6: want(true)
+                .then(|| socket_on(iface, Ipv6Addr::UNSPECIFIED.into()))
+                .transpose()?,
+            targets: targets.iter().map(|a| SocketAddr::new(*a, port)).collect(),
         })
     }
 
@@ -42,7 +52,9 @@ impl LinkSender {
     pub async fn send(&self, payload: &[u8]) -> usize {
         let mut failed = 0;
         for t in &self.targets {
-            if self.socket.send_to(payload, t).await.is_err() {
+            let socket = if t.is_ipv6() { &self.v6 } else { &self.v4 };
+            let Some(socket) = socket else { continue };
+            if socket.send_to(payload, t).await.is_err() {
                 failed += 1;
             }
         }

@@ -58,6 +58,12 @@ pub const NET: [u8; 3] = [10, 203, 0];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 100);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 200);
 pub const IFACE: &str = "eth0";
+/// The IPv6 LAN (on the first link) when the cluster runs over IPv6: node i is ::i.
+pub const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x203, 0, 0, 0, 0, 0, 0x100);
+
+fn node_ip6(id: u32) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfd00, 0x203, 0, 0, 0, 0, 0, id as u16)
+}
 
 /// The hb-user binary next to the test binary (`cargo xtask test` builds it), or $HB_USER_BIN.
 pub fn hb_user_bin() -> PathBuf {
@@ -99,6 +105,8 @@ pub struct Cluster {
     pub client: String,
     /// Links per node: eth0, eth1...
     pub links: usize,
+    /// Heartbeats and the VIP over IPv6 instead of IPv4 (see `new_ipv6`).
+    pub ipv6: bool,
     pub nodes: Vec<Node>,
     /// Arguments every node gets (timers, etc.).
     pub common: Vec<String>,
@@ -182,6 +190,7 @@ impl Cluster {
             sw,
             client,
             links,
+            ipv6: false,
             nodes,
             common: common.iter().map(|s| s.to_string()).collect(),
             key_file,
@@ -235,6 +244,44 @@ impl Cluster {
         );
     }
 
+    /// A one-link cluster that runs over IPv6 only: IPv6 peers, an IPv6 VIP
+    /// (fd00:203::100/64); the client has fd00:203::200.
+    pub fn new_ipv6(tag: &str, priorities: &[u8], common: &[&str]) -> Result<Self> {
+        let mut c = Self::new(tag, priorities, common)?;
+        c.ipv6 = true;
+        // nodad: duplicate address detection would hold the addresses back for a second.
+        let client_ip = std::net::Ipv6Addr::new(0xfd00, 0x203, 0, 0, 0, 0, 0, 0x200);
+        c.lab.exec(
+            &c.client,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{client_ip}/64"),
+                "dev",
+                IFACE,
+                "nodad",
+            ],
+        )?;
+        for n in &c.nodes {
+            c.lab.exec(
+                &n.ns,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{}/64", node_ip6(n.id)),
+                    "dev",
+                    IFACE,
+                    "nodad",
+                ],
+            )?;
+        }
+        Ok(c)
+    }
+
     pub fn node(&self, id: u32) -> &Node {
         &self.nodes[id as usize - 1]
     }
@@ -248,6 +295,10 @@ impl Cluster {
         }
         a.extend(["--node-id".into(), id.to_string()]);
         for p in self.nodes.iter().filter(|p| p.id != id) {
+            if self.ipv6 {
+                a.extend(["--peer".into(), format!("{}@{}", p.id, node_ip6(p.id))]);
+                continue;
+            }
             for k in 0..self.links {
                 let o = p.ip.octets();
                 a.extend([
@@ -258,7 +309,11 @@ impl Cluster {
         }
         a.extend([
             "--vip".into(),
-            format!("{VIP}/24"),
+            if self.ipv6 {
+                format!("{VIP6}/64")
+            } else {
+                format!("{VIP}/24")
+            },
             "--priority".into(),
             n.priority.to_string(),
         ]);
@@ -345,9 +400,14 @@ impl Cluster {
         self.nodes
             .iter()
             .filter(|n| {
+                let (family, vip) = if self.ipv6 {
+                    ("-6", VIP6.to_string())
+                } else {
+                    ("-4", VIP.to_string())
+                };
                 self.lab
-                    .exec(&n.ns, &["ip", "-4", "-o", "addr", "show", "dev", IFACE])
-                    .map(|out| out.contains(&format!(" {VIP}/")))
+                    .exec(&n.ns, &["ip", family, "-o", "addr", "show", "dev", IFACE])
+                    .map(|out| out.contains(&format!(" {vip}/")))
                     .unwrap_or(false)
             })
             .map(|n| n.id)
@@ -400,6 +460,28 @@ impl Cluster {
         crate::probe::Probe::start(&self.client, IFACE, VIP, period)
     }
 
+    /// Pings the IPv6 VIP from the client (ICMPv6 echo, every 10 ms, up to 2 s) and
+    /// returns the MAC the client's neighbour table then holds for it.
+    pub fn client_reach_vip6(&self) -> Option<[u8; 6]> {
+        let replied = self
+            .lab
+            .in_netns(&self.client, || {
+                crate::probe::echo6_once(VIP6, Duration::from_secs(2))
+            })
+            .ok()?;
+        if !replied {
+            return None;
+        }
+        let out = self
+            .lab
+            .exec(
+                &self.client,
+                &["ip", "-6", "neigh", "show", &VIP6.to_string(), "dev", IFACE],
+            )
+            .ok()?;
+        parse_lladdr(&out)
+    }
+
     /// The MAC the client's neighbour table holds for the VIP.
     pub fn client_vip_mac(&self) -> Option<[u8; 6]> {
         let out = self
@@ -409,15 +491,7 @@ impl Cluster {
                 &["ip", "neigh", "show", &VIP.to_string(), "dev", IFACE],
             )
             .ok()?;
-        let mac = out
-            .split_whitespace()
-            .skip_while(|w| *w != "lladdr")
-            .nth(1)?;
-        let mut b = [0u8; 6];
-        for (o, part) in b.iter_mut().zip(mac.split(':')) {
-            *o = u8::from_str_radix(part, 16).ok()?;
-        }
-        Some(b)
+        parse_lladdr(&out)
     }
 
     /// Runs a command in node `id`'s namespace.
@@ -512,6 +586,19 @@ impl Cluster {
 extern "C" {
     #[link_name = "setns"]
     fn libc_setns(fd: i32, nstype: i32) -> i32;
+}
+
+/// The MAC after "lladdr" in `ip neigh` output.
+fn parse_lladdr(out: &str) -> Option<[u8; 6]> {
+    let mac = out
+        .split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)?;
+    let mut b = [0u8; 6];
+    for (o, part) in b.iter_mut().zip(mac.split(':')) {
+        *o = u8::from_str_radix(part, 16).ok()?;
+    }
+    Some(b)
 }
 
 /// A veth from `ns` (as eth0, with `ip`/24) to the bridge in `sw` (as `port`).

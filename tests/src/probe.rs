@@ -132,6 +132,72 @@ impl Drop for Probe {
     }
 }
 
+/// Sends ICMPv6 echo requests to `target` every 10 ms from the calling thread's
+/// namespace until one is answered (true) or `timeout` passes (false). The kernel
+/// computes ICMPv6 checksums on raw sockets itself.
+pub fn echo6_once(target: std::net::Ipv6Addr, timeout: Duration) -> bool {
+    // SAFETY: socket(2); owned at once.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_INET6,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+            libc::IPPROTO_ICMPV6,
+        )
+    };
+    if raw < 0 {
+        return false;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut dest: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    dest.sin6_family = libc::AF_INET6 as u16;
+    dest.sin6_addr.s6_addr = target.octets();
+    let deadline = Instant::now() + timeout;
+    let mut seq: u16 = 0;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        seq = seq.wrapping_add(1);
+        let mut req = [128u8, 0, 0, 0, 0x68, 0x62, 0, 0];
+        req[6..8].copy_from_slice(&seq.to_be_bytes());
+        unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&dest as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as u32,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        loop {
+            let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+            let n = unsafe {
+                libc::recvfrom(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&mut from as *mut libc::sockaddr_in6).cast(),
+                    &mut len,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            // Echo reply (129) from the target with our identifier.
+            if n >= 8
+                && buf[0] == 129
+                && buf[4..6] == [0x68, 0x62]
+                && from.sin6_addr.s6_addr == target.octets()
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 fn check(ret: i32, what: &str) -> Result<i32> {
     if ret < 0 {
         Err(std::io::Error::last_os_error()).with_context(|| what.to_string())

@@ -376,3 +376,44 @@ fn a_foreign_arp_claim_for_the_vip_is_seen_reported_and_answered() {
     );
     assert_eq!(c.holders(), [1]);
 }
+
+#[test]
+fn ipv6_vip_fails_over_and_the_client_follows() {
+    let _g = exclusive();
+    hb_tests::require_root("IPv6 failover test");
+    let mut c = hb_tests::cluster::Cluster::new_ipv6("v6", &[100, 90], FAST).unwrap();
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+    assert_eq!(
+        c.client_reach_vip6(),
+        Some(c.node(1).mac),
+        "client reaches the IPv6 VIP at node 1\n{}",
+        c.logs()
+    );
+    // Heartbeats went over IPv6: the peer entry's source is node 1's IPv6 address
+    // (or the VIP, which source address selection may prefer while node 1 holds it).
+    let j: serde_json::Value = serde_json::from_str(&c.status(2, true).unwrap()).unwrap();
+    let src = j["peers"][0]["src"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(src == "fd00:203::1" || src == "fd00:203::100", "{j}");
+    c.signal(1, Signal::SIGKILL).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.holders().contains(&2)),
+        "{}",
+        c.logs()
+    );
+    let n2 = c.node(2).mac;
+    // The unsolicited neighbour advertisement moved the client's entry to node 2.
+    assert!(
+        c.wait_for(BOUND, |c| c.client_reach_vip6() == Some(n2)),
+        "{}",
+        c.logs()
+    );
+    assert!(
+        c.log(2).contains("taking fd00:203::100/64 on eth0"),
+        "{}",
+        c.log(2)
+    );
+}

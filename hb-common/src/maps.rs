@@ -14,13 +14,16 @@ pub mod names {
     pub const KEY: &str = "KEY";
     /// Object name of the VIP watch map (BTF hash, IPv4 VIP -> [`super::VipWatch`]).
     pub const VIPS: &str = "VIPS";
+    /// Object name of the holder lease map (BTF array of one [`super::Lease`]).
+    pub const LEASE: &str = "LEASE";
     /// Pinned file names, one per map above, in the same order.
-    pub const PINNED: [(&str, &str); 5] = [
+    pub const PINNED: [(&str, &str); 6] = [
         (PEERS, "peers"),
         (STATS, "stats"),
         (CONFIG, "config"),
         (KEY, "key"),
         (VIPS, "vips"),
+        (LEASE, "lease"),
     ];
     /// The XDP entry point.
     pub const PROGRAM: &str = "hb_xdp";
@@ -138,6 +141,17 @@ pub struct VipWatch {
     pub _pad: [u8; 2],
 }
 
+/// The holder lease (single entry at index 0): while `until_ns` is in the future
+/// (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`), this node may answer for its VIPs.
+/// The controller renews it on every poll while it holds the VIPs; when it stops
+/// (demoted, or dead), the XDP program drops ARP for the VIPs and IPv4 to them,
+/// so a node whose controller died stops answering within dead-after.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    pub until_ns: u64,
+}
+
 /// Outcome of one packet, and index of its counter in [`Stats`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +169,29 @@ pub enum Outcome {
     Replayed,
     /// ARP claiming one of our VIPs from another MAC: counted, and passed untouched.
     ArpConflict,
+    /// Dropped by the self-fence: ARP asking for a VIP while we hold no lease.
+    FencedArp,
+    /// Dropped by the self-fence: IPv4 to a VIP while we hold no lease.
+    FencedIp,
+}
+
+impl Outcome {
+    /// Every outcome, in counter order.
+    pub const ALL: [Outcome; Stats::COUNT] = [
+        Outcome::Passed,
+        Outcome::Accepted,
+        Outcome::BadLength,
+        Outcome::BadMagic,
+        Outcome::BadVersion,
+        Outcome::BadType,
+        Outcome::WrongCluster,
+        Outcome::UnknownNode,
+        Outcome::BadMac,
+        Outcome::Replayed,
+        Outcome::ArpConflict,
+        Outcome::FencedArp,
+        Outcome::FencedIp,
+    ];
 }
 
 impl From<crate::wire::Refusal> for Outcome {
@@ -190,11 +227,13 @@ pub struct Stats {
     pub bad_mac: u64,
     pub replayed: u64,
     pub arp_conflict: u64,
+    pub fenced_arp: u64,
+    pub fenced_ip: u64,
 }
 
 impl Stats {
     /// Number of counters, the length of [`Stats::FIELDS`].
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
     /// Counter names, in [`Outcome`] order.
     pub const FIELDS: [&'static str; Self::COUNT] = [
         "passed",
@@ -208,6 +247,8 @@ impl Stats {
         "bad_mac",
         "replayed",
         "arp_conflict",
+        "fenced_arp",
+        "fenced_ip",
     ];
 
     pub fn as_array(&self) -> [u64; Self::COUNT] {
@@ -223,6 +264,8 @@ impl Stats {
             self.bad_mac,
             self.replayed,
             self.arp_conflict,
+            self.fenced_arp,
+            self.fenced_ip,
         ]
     }
 
@@ -238,7 +281,7 @@ impl Stats {
                 *acc += v;
             }
         }
-        let [passed, accepted, bad_length, bad_magic, bad_version, bad_type, wrong_cluster, unknown_node, bad_mac, replayed, arp_conflict] =
+        let [passed, accepted, bad_length, bad_magic, bad_version, bad_type, wrong_cluster, unknown_node, bad_mac, replayed, arp_conflict, fenced_arp, fenced_ip] =
             t;
         Stats {
             passed,
@@ -252,6 +295,8 @@ impl Stats {
             bad_mac,
             replayed,
             arp_conflict,
+            fenced_arp,
+            fenced_ip,
         }
     }
 }
@@ -261,7 +306,8 @@ const _: () = assert!(core::mem::size_of::<PeerState>() == 64);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
 const _: () = assert!(core::mem::size_of::<Config>() == 24);
 const _: () = assert!(core::mem::size_of::<VipWatch>() == 24);
-const _: () = assert!(Outcome::ArpConflict as usize + 1 == Stats::COUNT);
+const _: () = assert!(Outcome::FencedIp as usize + 1 == Stats::COUNT);
+const _: () = assert!(core::mem::size_of::<Lease>() == 8);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -272,6 +318,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerState {}
     unsafe impl aya::Pod for super::Stats {}
     unsafe impl aya::Pod for super::VipWatch {}
+    unsafe impl aya::Pod for super::Lease {}
 }
 
 #[cfg(test)]

@@ -1,22 +1,47 @@
-//! VIP conflict watch: Ethernet/IPv4 ARP whose sender IP is one of this node's
-//! VIPs and whose sender MAC is not this interface's is another host claiming the
-//! VIP (a split brain, or a misconfigured host). The packet itself always passes.
+//! ARP and the VIPs. Conflict watch: Ethernet/IPv4 ARP whose sender IP is one of
+//! this node's VIPs and whose sender MAC is not this interface's is another host
+//! claiming the VIP (a split brain, or a misconfigured host); it is counted and
+//! passes. Self-fence: ARP whose target IP is a VIP is dropped while this node
+//! holds no lease (see `fence.rs`); all other ARP passes.
 
 use aya_ebpf::{
+    bindings::xdp_action,
     btf_maps::{Array, HashMap},
     helpers::bpf_ktime_get_ns,
     programs::XdpContext,
 };
-use hb_common::maps::{vip_filter_bit, Config, Outcome, VipWatch, MAX_VIPS};
+use hb_common::maps::{vip_filter_bit, Config, Lease, Outcome, VipWatch, MAX_VIPS};
 use network_types::arp::ArpHdr;
 
 use crate::parse::ptr_at;
+
+/// The outcome and action for the ARP packet at `off`: `FencedArp` (dropped) when
+/// it targets a VIP and we hold no lease, else `ArpConflict` when a foreign MAC
+/// claims a VIP, else `Passed`. A conflict is recorded in `vips` either way.
+#[inline(always)]
+pub fn inspect(
+    ctx: &XdpContext,
+    off: usize,
+    config: &Array<Config, 1>,
+    vips: &HashMap<[u8; 4], VipWatch, { MAX_VIPS as usize }>,
+    lease: &Array<Lease, 1>,
+) -> (Outcome, u32) {
+    let outcome = watch(ctx, off, config, vips);
+    if let (Some(arp), Some(cfg)) = (ptr_at::<ArpHdr>(ctx, off), config.get(0)) {
+        // Only Ethernet/IPv4 ARP has an IPv4 target address at `tpa`.
+        let (hlen, plen, tpa) = unsafe { ((*arp).hlen, (*arp).plen, (*arp).tpa) };
+        if hlen == 6 && plen == 4 && crate::fence::blocks(tpa, cfg, vips, lease) {
+            return (Outcome::FencedArp, xdp_action::XDP_DROP);
+        }
+    }
+    (outcome, xdp_action::XDP_PASS)
+}
 
 /// Counts the ARP packet at `off` against the watched VIPs: `ArpConflict` when it
 /// is one, `Passed` otherwise (not Ethernet/IPv4 ARP, not a request or reply,
 /// truncated, not a VIP, or our own MAC).
 #[inline(always)]
-pub fn watch(
+fn watch(
     ctx: &XdpContext,
     off: usize,
     config: &Array<Config, 1>,

@@ -10,6 +10,8 @@
 #[cfg(target_arch = "bpf")]
 mod arp;
 #[cfg(target_arch = "bpf")]
+mod fence;
+#[cfg(target_arch = "bpf")]
 mod heartbeat;
 #[cfg(target_arch = "bpf")]
 mod parse;
@@ -23,13 +25,13 @@ mod prog {
         programs::XdpContext,
     };
     use hb_common::maps::{
-        Config, Key, Outcome, PeerState, Stats, VipWatch, CONFIG_PASS_HEARTBEATS, MAX_PEERS,
+        Config, Key, Lease, Outcome, PeerState, Stats, VipWatch, CONFIG_PASS_HEARTBEATS, MAX_PEERS,
         MAX_VIPS,
     };
 
     use crate::{
-        arp, heartbeat,
-        parse::{self, Frame},
+        arp, fence, heartbeat,
+        parse::{self, Frame, Udp},
     };
 
     /// node id -> what we know of that peer. Keys are written by the controller
@@ -54,15 +56,36 @@ mod prog {
     #[btf_map]
     pub static VIPS: HashMap<[u8; 4], VipWatch, { MAX_VIPS as usize }> = HashMap::new();
 
+    /// The holder lease at index 0, renewed by the controller while it holds the
+    /// VIPs; see `fence.rs`.
+    #[btf_map]
+    pub static LEASE: Array<Lease, 1> = Array::new();
+
     #[xdp]
     pub fn hb_xdp(ctx: XdpContext) -> u32 {
-        // Cheapest path first: anything but UDP and ARP touches no map but STATS.
+        // Cheapest path first: non-IP, non-ARP traffic touches no map but STATS.
         let udp = match parse::frame(&ctx) {
+            Frame::Ipv4 { dst, udp } => {
+                let Some(cfg) = CONFIG.get(0) else {
+                    return xdp_action::XDP_PASS;
+                };
+                if fence::blocks(dst, cfg, &VIPS, &LEASE) {
+                    count(Outcome::FencedIp);
+                    return xdp_action::XDP_DROP;
+                }
+                match udp {
+                    Some(udp) => return heartbeat_port(&ctx, udp, cfg),
+                    None => {
+                        count(Outcome::Passed);
+                        return xdp_action::XDP_PASS;
+                    }
+                }
+            }
             Frame::Udp(udp) => udp,
             Frame::Arp(off) => {
-                // Counted, never dropped: the stack must still resolve addresses.
-                count(arp::watch(&ctx, off, &CONFIG, &VIPS));
-                return xdp_action::XDP_PASS;
+                let (outcome, action) = arp::inspect(&ctx, off, &CONFIG, &VIPS, &LEASE);
+                count(outcome);
+                return action;
             }
             Frame::Other => {
                 count(Outcome::Passed);
@@ -72,11 +95,17 @@ mod prog {
         let Some(cfg) = CONFIG.get(0) else {
             return xdp_action::XDP_PASS;
         };
+        heartbeat_port(&ctx, udp, cfg)
+    }
+
+    /// A UDP datagram: a heartbeat when it is for our port.
+    #[inline(always)]
+    fn heartbeat_port(ctx: &XdpContext, udp: Udp, cfg: &Config) -> u32 {
         if cfg.port == 0 || udp.dst_port != cfg.port {
             count(Outcome::Passed);
             return xdp_action::XDP_PASS;
         }
-        let outcome = match heartbeat::receive(&ctx, &udp, cfg, &PEERS, &KEY) {
+        let outcome = match heartbeat::receive(ctx, &udp, cfg, &PEERS, &KEY) {
             Ok(()) => Outcome::Accepted,
             Err(refusal) => refusal.into(),
         };

@@ -27,7 +27,10 @@ const MAX_IPV6_EXT: usize = 3;
 
 /// What a frame is, as far as hb cares.
 pub enum Frame {
-    /// A UDP datagram over IPv4 or IPv6: a heartbeat when its port is ours.
+    /// An IPv4 packet to `dst` (checked against the VIPs by the self-fence), with
+    /// its UDP datagram when it carries one.
+    Ipv4 { dst: [u8; 4], udp: Option<Udp> },
+    /// A UDP datagram over IPv6: a heartbeat when its port is ours.
     Udp(Udp),
     /// An ARP packet whose header starts at this offset (not yet bounds-checked).
     Arp(usize),
@@ -85,7 +88,7 @@ pub fn frame(ctx: &XdpContext) -> Frame {
         off += VlanHdr::LEN;
     }
     let udp = match ether_type {
-        ETH_P_IP => ipv4_udp(ctx, off),
+        ETH_P_IP => return ipv4(ctx, off),
         ETH_P_IPV6 => ipv6_udp(ctx, off),
         ETH_P_ARP => return Frame::Arp(off),
         _ => None,
@@ -96,24 +99,35 @@ pub fn frame(ctx: &XdpContext) -> Frame {
     }
 }
 
-/// The UDP datagram of an IPv4 packet at `off`; None for other protocols,
-/// non-first fragments and truncated headers.
+/// The IPv4 packet at `off`: its destination, and its UDP datagram unless it is
+/// another protocol, a non-first fragment or truncated.
 #[inline(always)]
-fn ipv4_udp(ctx: &XdpContext, off: usize) -> Option<Udp> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
-    let (vihl, proto, frags, tot_len) =
-        unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags, (*ip).tot_len) };
+fn ipv4(ctx: &XdpContext, off: usize) -> Frame {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, off) else {
+        return Frame::Other;
+    };
+    let (vihl, proto, frags, tot_len, dst) = unsafe {
+        (
+            (*ip).vihl,
+            (*ip).proto,
+            (*ip).frags,
+            (*ip).tot_len,
+            (*ip).dst_addr,
+        )
+    };
     // Masked so the verifier sees a bounded offset: 20..=60 bytes.
     let ihl = ((vihl & 0x0f) as usize) * 4;
-    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || proto != IPPROTO_UDP {
-        return None;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+        return Frame::Other;
     }
     // Fragment offset != 0: no UDP header here.
-    if u16::from_be_bytes(frags) & 0x1fff != 0 {
-        return None;
-    }
-    let room = u16::from_be_bytes(tot_len).saturating_sub(ihl as u16);
-    udp_at(ctx, off + ihl, room, Src::V4(off + 12))
+    let udp = if proto != IPPROTO_UDP || u16::from_be_bytes(frags) & 0x1fff != 0 {
+        None
+    } else {
+        let room = u16::from_be_bytes(tot_len).saturating_sub(ihl as u16);
+        udp_at(ctx, off + ihl, room, Src::V4(off + 12))
+    };
+    Frame::Ipv4 { dst, udp }
 }
 
 /// The UDP datagram of an IPv6 packet at `off`, after at most [`MAX_IPV6_EXT`]

@@ -9,7 +9,7 @@ use crate::{
     garp,
     hooks::{self, FenceOutcome, Notifier},
     keyfile,
-    loader::{DataPlane, Settings},
+    loader::{DataPlane, Origin, Settings},
     netlink::{self, Netlink},
     pinger::Pinger,
     sender::{LinkSender, Sequencer},
@@ -51,6 +51,12 @@ struct Link {
     plane: DataPlane,
     sender: LinkSender,
     up: bool,
+    /// The adopted data plane still held a valid lease: a previous run held the
+    /// VIPs, and we keep answering for them until our first decision (a restart
+    /// must not interrupt clients).
+    inherited: bool,
+    /// A lease is set in this link's data plane (so withdrawing it is needed).
+    leased: bool,
 }
 
 /// A VIP and the link it lives on.
@@ -168,17 +174,31 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
                 })
                 .collect(),
         };
-        let mut plane = DataPlane::load()?;
-        plane.configure(&settings)?;
-        let mode = xdp_attach(&mut plane, &iface, cfg.xdp_mode).with_context(|| {
-            format!("attaching to {iface}: is another hb-user or XDP program on it?")
+        let mut mode = "";
+        let (plane, origin) = DataPlane::open(&cfg.pin_root, &iface, &settings, |p| {
+            mode = xdp_attach(p, &iface, cfg.xdp_mode)
+                .with_context(|| format!("attaching to {iface}: is another XDP program on it?"))?;
+            Ok(())
         })?;
-        let pins = plane.pin(&cfg.pin_root, &iface)?;
-        info!(
-            "XDP attached to {iface} ({mode} mode), maps pinned in {}",
-            pins.display()
-        );
-        let sender = LinkSender::new(&iface, &targets, cfg.port)?;
+        let pins = cfg.pin_root.join(&iface);
+        match origin {
+            Origin::Fresh => info!(
+                "XDP attached to {iface} ({mode} mode), program, link and maps pinned in {}",
+                pins.display()
+            ),
+            Origin::Adopted => info!(
+                "adopted the XDP program still attached to {iface} (pinned in {}): no gap, peer state kept",
+                pins.display()
+            ),
+            Origin::Replaced => info!(
+                "replaced the XDP program pinned on {iface} with this build's, in place: no gap, peer state kept"
+            ),
+        }
+        if !plane.is_pinned() {
+            warn!("the XDP link on {iface} could not be pinned: it will not outlive this process");
+        }
+        let inherited = origin != Origin::Fresh && plane.lease()? > monotonic();
+        let sender = LinkSender::new(&iface, ifindex, mac, &targets, cfg.port)?;
         links.push(Link {
             iface,
             ifindex,
@@ -186,6 +206,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             plane,
             sender,
             up: true,
+            inherited,
+            leased: inherited,
         });
     }
 
@@ -238,6 +260,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         c.peer_ids.len()
     );
     c.report_leftover_vips().await;
+    c.refresh_next_hops().await;
     c.write_status();
     c.main_loop(&mut fence_rx).await?;
     c.shutdown().await;
@@ -304,7 +327,10 @@ impl Controller {
                     if let Err(e) = r { warn!("ping socket: {e:#}"); }
                 }
                 Some((peers, outcome)) = fence_rx.recv() => self.fenced(peers, outcome),
-                _ = status.tick() => self.write_status(),
+                _ = status.tick() => {
+                    self.refresh_next_hops().await;
+                    self.write_status();
+                }
                 _ = refresh.tick(), if self.cfg.garp_refresh.is_some() => {
                     if self.holds_vip() { self.announce("refresh"); }
                 }
@@ -329,7 +355,7 @@ impl Controller {
         let payload = self
             .seq
             .next(msg, self.machine.state(), self.holds_vip(), self.reach());
-        for l in &self.links {
+        for l in &mut self.links {
             l.sender.send(&payload).await;
         }
     }
@@ -408,7 +434,69 @@ impl Controller {
         for ev in events {
             self.apply(ev).await;
         }
+        self.renew_lease(monotonic());
         self.watch_rivals(&views);
+    }
+
+    /// The holder lease in every link's data plane: renewed to now + dead-after
+    /// while we hold the VIPs (or, still in INIT, hold what a previous run held),
+    /// withdrawn otherwise. Should this loop stop, the lease runs out and XDP stops
+    /// answering for the VIPs within dead-after.
+    fn renew_lease(&mut self, now: Duration) {
+        let holding = self.holds_vip() && !self.vips.is_empty();
+        let init = self.machine.state() == NodeState::Init;
+        for l in &mut self.links {
+            l.inherited &= init;
+            let want = holding || l.inherited;
+            if !want && !l.leased {
+                continue;
+            }
+            let until = if want {
+                now + self.cfg.dead_after
+            } else {
+                Duration::ZERO
+            };
+            match l.plane.set_lease(until) {
+                Ok(()) => l.leased = want,
+                Err(e) => warn!("setting the holder lease on {}: {e:#}", l.iface),
+            }
+        }
+    }
+
+    /// Next hops of the IPv4 peers, for the packet-socket transmit path: the MAC
+    /// from the neighbour table, and our address in the peer's subnet (not a VIP).
+    /// A missing entry is asked for (the kernel sends ARP), so the next refresh
+    /// finds it; until then heartbeats take the kernel socket. Routed peers too.
+    async fn refresh_next_hops(&mut self) {
+        let vips: Vec<IpAddr> = self.vips.iter().map(|v| v.vip.addr).collect();
+        for l in &mut self.links {
+            let Ok(addrs) = self.nl.ipv4_addrs(l.ifindex).await else {
+                continue;
+            };
+            for dst in l.sender.ipv4_targets() {
+                let src = addrs
+                    .iter()
+                    .find(|(a, p)| {
+                        !vips.contains(&IpAddr::V4(*a)) && netlink::in_subnet(dst, *a, *p)
+                    })
+                    .map(|(a, _)| *a);
+                let mut hop = None;
+                if let Some(src) = src {
+                    match self.nl.neighbour(l.ifindex, dst).await {
+                        Ok(Some(mac)) => hop = Some((mac, src)),
+                        Ok(None) => {
+                            if let Err(e) = self.nl.resolve(l.ifindex, dst).await {
+                                warn!("{e:#}");
+                            }
+                        }
+                        Err(e) => warn!("{e:#}"),
+                    }
+                }
+                if let Some(path) = l.sender.set_next_hop(dst, hop) {
+                    info!("heartbeats to {dst} on {}: {}", l.iface, path.name());
+                }
+            }
+        }
     }
 
     /// A healed partition: a lower-ranked peer still claims the VIP we hold. It yields
@@ -550,9 +638,12 @@ impl Controller {
                     });
                 }
                 if to == NodeState::Master {
+                    // The lease first: XDP must let the VIP's traffic in before we announce it.
+                    self.renew_lease(monotonic());
                     self.take_vips().await;
                 } else {
                     self.release_vips().await;
+                    self.renew_lease(monotonic());
                 }
                 // Peers learn the change now, not at the next tick.
                 self.send(MsgType::Heartbeat).await;
@@ -660,6 +751,17 @@ impl Controller {
             dead_after_ms: self.cfg.dead_after.as_millis() as u64,
             ping: self.ping_rows(),
             updated_unix_ms: unix_ms(),
+            pinned: self.links.iter().all(|l| l.plane.is_pinned()),
+            transmit: self
+                .links
+                .iter()
+                .flat_map(|l| {
+                    l.sender
+                        .paths()
+                        .into_iter()
+                        .map(move |(ip, path)| format!("{ip} via {}: {}", l.iface, path.name()))
+                })
+                .collect(),
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,
@@ -676,12 +778,16 @@ impl Controller {
             warn!("stopping: releasing {}", self.vip_list());
         }
         self.release_vips().await;
+        for l in &mut self.links {
+            l.inherited = false;
+        }
+        self.renew_lease(monotonic());
         // A few copies: one lost leave only costs dead-after, but it need not.
         for _ in 0..3 {
             let payload = self
                 .seq
                 .next(MsgType::Leave, NodeState::Backup, false, self.reach());
-            for l in &self.links {
+            for l in &mut self.links {
                 l.sender.send(&payload).await;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;

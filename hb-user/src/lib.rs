@@ -2,10 +2,12 @@
 //! controller modules build on it.
 
 pub mod bpffs;
+pub mod cleanup;
 pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod election;
+pub mod frame;
 pub mod garp;
 pub mod hooks;
 pub mod keyfile;

@@ -1,20 +1,29 @@
 //! Loads hb's XDP object, writes its configuration maps, attaches it to one
-//! interface and pins its maps under `<pin root>/<iface>/` (default
-//! `/sys/fs/bpf/hb/<iface>/`), so that `bpftool map dump pinned` shows them.
-//! Dropping a [`DataPlane`] detaches the program and removes the pins.
+//! interface and pins the maps, the program and the XDP link under
+//! `<pin root>/<iface>/` (default `/sys/fs/bpf/hb/<iface>/`): `bpftool map dump
+//! pinned` shows the maps, and the program stays attached, still recording
+//! heartbeats and enforcing the holder lease, when `hb-user` dies. A restarted
+//! `hb-user` adopts what is pinned, or swaps a different program into the same
+//! link atomically; a graceful stop removes the pins, which detaches it.
 
 use crate::bpffs;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, HashMap, PerCpuArray},
-    programs::{Xdp, XdpMode},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        ProgramInfo, Xdp, XdpMode,
+    },
     Ebpf,
 };
-use hb_common::maps::{names, vip_filter_bit, Config, Key, PeerState, Stats, VipWatch};
+use hb_common::maps::{names, vip_filter_bit, Config, Key, Lease, PeerState, Stats, VipWatch};
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
+    fs::File,
     net::Ipv4Addr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 /// The compiled XDP object, embedded at build time (see build.rs).
@@ -41,10 +50,81 @@ pub struct Settings {
     pub vips_v4: Vec<Ipv4Addr>,
 }
 
-/// The loaded XDP program with its maps.
+/// Pin file names besides the maps'.
+const PROG_PIN: &str = "prog";
+const LINK_PIN: &str = "link";
+
+/// How the data plane on an interface came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Loaded from the embedded object and attached now.
+    Fresh,
+    /// The same program and maps a previous run pinned, still attached: taken over.
+    Adopted,
+    /// A previous run's different program, replaced by ours in the same XDP link
+    /// (no detach gap); peer entries carried over.
+    Replaced,
+}
+
+/// The XDP program with its maps: loaded by this process, or adopted from pins.
 pub struct DataPlane {
-    ebpf: Ebpf,
-    pinned: Option<PathBuf>,
+    /// The object this process loaded; None when adopted from pins.
+    ebpf: Option<Ebpf>,
+    /// Maps by object name (taken out of `ebpf`, or opened from pins).
+    maps: BTreeMap<&'static str, Map>,
+    /// The pin directory, and an exclusive lock on it: one controller per interface.
+    pinned: Option<(PathBuf, File)>,
+    /// The XDP link once pinned: attached for as long as its pin exists.
+    link: Option<PinnedLink>,
+    /// The link made by `attach` (or the swap), until `pin_objects` pins it.
+    attached: Option<XdpLinkId>,
+}
+
+fn pinned_map(dir: &Path, file: &str) -> Result<Map> {
+    let path = dir.join(file);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Map::from_map_data(data)?)
+}
+
+/// The pin directory for `iface` under `root` (on a bpffs, mounted on `root`'s
+/// parent when needed), locked for this process: a second controller on the same
+/// interface fails here. The lock goes with the process, crash included.
+fn lock_pin_dir(root: &Path, iface: &str) -> Result<(PathBuf, File)> {
+    let mount_point = root
+        .parent()
+        .ok_or_else(|| anyhow!("pin root {} has no parent", root.display()))?;
+    if !bpffs::is_bpffs(root) {
+        bpffs::ensure_mounted(mount_point)?;
+    }
+    let dir = root.join(iface);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let f = File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        bail!(
+            "another hb-user is running on {iface} ({} is locked)",
+            dir.display()
+        );
+    }
+    Ok((dir, f))
+}
+
+fn remove_pins(dir: &Path) -> bool {
+    let mut removed = false;
+    for file in names::PINNED
+        .iter()
+        .map(|(_, f)| *f)
+        .chain([PROG_PIN, LINK_PIN])
+    {
+        removed |= std::fs::remove_file(dir.join(file)).is_ok();
+    }
+    removed
 }
 
 impl DataPlane {
@@ -56,7 +136,191 @@ impl DataPlane {
             .ok_or_else(|| anyhow!("program {} missing from the object", names::PROGRAM))?
             .try_into()?;
         prog.load().context("verifying the XDP program")?;
-        Ok(Self { ebpf, pinned: None })
+        let mut maps = BTreeMap::new();
+        for (name, _) in names::PINNED {
+            let map = ebpf
+                .take_map(name)
+                .ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+            maps.insert(name, map);
+        }
+        Ok(Self {
+            ebpf: Some(ebpf),
+            maps,
+            pinned: None,
+            link: None,
+            attached: None,
+        })
+    }
+
+    /// hb on `iface`, pinned under `root`: what a previous run left pinned is
+    /// adopted (same program) or replaced in place (different program); otherwise
+    /// the object is loaded and attached with `attach`. Then configured.
+    pub fn open(
+        root: &Path,
+        iface: &str,
+        settings: &Settings,
+        attach: impl FnOnce(&mut DataPlane) -> Result<()>,
+    ) -> Result<(Self, Origin)> {
+        let (dir, lock) = lock_pin_dir(root, iface)?;
+        let mut fresh = Self::load()?;
+        let origin = match PinnedLink::from_pin(dir.join(LINK_PIN)) {
+            Ok(old) => {
+                let old_tag = ProgramInfo::from_pin(dir.join(PROG_PIN))
+                    .map(|p| p.tag())
+                    .ok();
+                if old_tag == Some(fresh.program()?.info()?.tag()) {
+                    let mut maps = BTreeMap::new();
+                    for (name, file) in names::PINNED {
+                        maps.insert(name, pinned_map(&dir, file)?);
+                    }
+                    // Our freshly loaded copy is dropped unused.
+                    fresh = Self {
+                        ebpf: None,
+                        maps,
+                        pinned: None,
+                        link: Some(old),
+                        attached: None,
+                    };
+                    Origin::Adopted
+                } else {
+                    fresh.carry_peers_from(&dir);
+                    let fd_link: FdLink = old.into();
+                    let xdp_link =
+                        XdpLink::try_from(fd_link).context("the pinned link is not an XDP link")?;
+                    let id = fresh
+                        .program_mut()?
+                        .attach_to_link(xdp_link)
+                        .context("replacing the program in the pinned link")?;
+                    fresh.attached = Some(id);
+                    Origin::Replaced
+                }
+            }
+            Err(_) => {
+                // Pins without a live link are a crashed run's leftovers.
+                remove_pins(&dir);
+                attach(&mut fresh)?;
+                Origin::Fresh
+            }
+        };
+        fresh.pinned = Some((dir, lock));
+        if origin != Origin::Adopted {
+            fresh.pin_objects()?;
+        }
+        fresh.configure(settings)?;
+        Ok((fresh, origin))
+    }
+
+    /// Copies peer entries (anti-replay state, last seen) from a previous run's
+    /// pinned peers map, when its layout is readable as ours.
+    fn carry_peers_from(&mut self, dir: &Path) {
+        let Ok(old) = pinned_map(dir, "peers") else {
+            return;
+        };
+        let Ok(old) = HashMap::<_, u32, PeerState>::try_from(&old) else {
+            return;
+        };
+        let Ok(map) = self.map_mut(names::PEERS) else {
+            return;
+        };
+        let Ok(mut peers) = HashMap::<_, u32, PeerState>::try_from(map) else {
+            return;
+        };
+        for (id, p) in old.iter().flatten() {
+            let _ = peers.insert(id, p, 0);
+        }
+    }
+
+    /// Pins maps, program and (when attached) the link into the locked directory,
+    /// replacing what is there.
+    fn pin_objects(&mut self) -> Result<()> {
+        let dir = self
+            .pinned
+            .as_ref()
+            .map(|(d, _)| d.clone())
+            .ok_or_else(|| anyhow!("no pin directory"))?;
+        for (name, file) in names::PINNED {
+            let path = dir.join(file);
+            let _ = std::fs::remove_file(&path);
+            self.map(name)?
+                .pin(&path)
+                .with_context(|| format!("pinning {}", path.display()))?;
+        }
+        let prog_path = dir.join(PROG_PIN);
+        let _ = std::fs::remove_file(&prog_path);
+        self.program_mut()?
+            .pin(&prog_path)
+            .with_context(|| format!("pinning {}", prog_path.display()))?;
+        // The link: taken from the program, so that only its pin keeps it attached.
+        let link_path = dir.join(LINK_PIN);
+        if let Some(id) = self.attached.take() {
+            {
+                let link = self.program_mut()?.take_link(id)?;
+                let fd_link = FdLink::try_from(link).context(
+                    "XDP attached through netlink (old kernel): the link cannot be pinned",
+                )?;
+                let _ = std::fs::remove_file(&link_path);
+                self.link = Some(
+                    fd_link
+                        .pin(&link_path)
+                        .with_context(|| format!("pinning {}", link_path.display()))?,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches to `iface` in `mode`.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<()> {
+        let id = self
+            .program_mut()?
+            .attach(iface, mode)
+            .with_context(|| format!("attaching XDP to {iface} ({mode:?})"))?;
+        self.attached = Some(id);
+        Ok(())
+    }
+
+    /// Pins maps, program and link under `root/<iface>/` (locking it), for a data
+    /// plane attached with [`DataPlane::attach`].
+    pub fn pin(&mut self, root: &Path, iface: &str) -> Result<PathBuf> {
+        let (dir, lock) = lock_pin_dir(root, iface)?;
+        remove_pins(&dir);
+        self.pinned = Some((dir.clone(), lock));
+        self.pin_objects()?;
+        Ok(dir)
+    }
+
+    /// Removes what a crashed run left pinned for `iface` under `root` (which
+    /// detaches its program). Fails while a controller runs there. True when
+    /// something was removed.
+    pub fn cleanup(root: &Path, iface: &str) -> Result<bool> {
+        if !root.join(iface).exists() {
+            return Ok(false);
+        }
+        let (dir, _lock) = lock_pin_dir(root, iface)?;
+        let removed = remove_pins(&dir);
+        let _ = std::fs::remove_dir(&dir);
+        Ok(removed)
+    }
+
+    /// Whether the program is pinned with its link (it outlives this process).
+    pub fn is_pinned(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Sets the holder lease: this node may answer for its VIPs until `until`
+    /// (CLOCK_MONOTONIC); `Duration::ZERO` withdraws it at once.
+    pub fn set_lease(&mut self, until: Duration) -> Result<()> {
+        let lease = Lease {
+            until_ns: until.as_nanos() as u64,
+        };
+        Array::<_, Lease>::try_from(self.map_mut(names::LEASE)?)?.set(0, lease, 0)?;
+        Ok(())
+    }
+
+    /// The lease's expiry (CLOCK_MONOTONIC), zero when none.
+    pub fn lease(&self) -> Result<Duration> {
+        let l = Array::<_, Lease>::try_from(self.map(names::LEASE)?)?.get(&0, 0)?;
+        Ok(Duration::from_nanos(l.until_ns))
     }
 
     /// Writes config, key, the peer allow-list and the VIP watch list. Existing
@@ -109,68 +373,38 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Attaches to `iface` in `mode`.
-    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<()> {
-        self.program_mut()?
-            .attach(iface, mode)
-            .with_context(|| format!("attaching XDP to {iface} ({mode:?})"))?;
-        Ok(())
-    }
-
-    /// Pins every map under `root/<iface>/`, mounting a bpffs on `root`'s parent
-    /// when that is not one already.
-    pub fn pin(&mut self, root: &Path, iface: &str) -> Result<PathBuf> {
-        let mount_point = root
-            .parent()
-            .ok_or_else(|| anyhow!("pin root {} has no parent", root.display()))?;
-        if !bpffs::is_bpffs(root) {
-            bpffs::ensure_mounted(mount_point)?;
-        }
-        let dir = root.join(iface);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        self.pinned = Some(dir.clone());
-        for (map, file) in names::PINNED {
-            let path = dir.join(file);
-            // Pin after attaching: we hold the interface's XDP attachment, so pins
-            // already here are a crashed run's.
-            if path.exists() {
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("removing stale {}", path.display()))?;
-                tracing::info!("removed {} left by an earlier run", path.display());
-            }
-            self.map(map)?
-                .pin(&path)
-                .with_context(|| format!("pinning {}", path.display()))?;
-        }
-        Ok(dir)
-    }
-
-    /// The XDP program, e.g. for `TestRun`.
+    /// The XDP program, e.g. for `TestRun` (not when adopted from pins).
     pub fn program(&self) -> Result<&Xdp> {
-        Ok(self
+        let ebpf = self
             .ebpf
+            .as_ref()
+            .ok_or_else(|| anyhow!("adopted: no program object"))?;
+        Ok(ebpf
             .program(names::PROGRAM)
             .ok_or_else(|| anyhow!("no program"))?
             .try_into()?)
     }
 
     fn program_mut(&mut self) -> Result<&mut Xdp> {
-        Ok(self
+        let ebpf = self
             .ebpf
+            .as_mut()
+            .ok_or_else(|| anyhow!("adopted: no program object"))?;
+        Ok(ebpf
             .program_mut(names::PROGRAM)
             .ok_or_else(|| anyhow!("no program"))?
             .try_into()?)
     }
 
-    fn map(&self, name: &str) -> Result<&aya::maps::Map> {
-        self.ebpf
-            .map(name)
+    fn map(&self, name: &str) -> Result<&Map> {
+        self.maps
+            .get(name)
             .ok_or_else(|| anyhow!("map {name} missing from the object"))
     }
 
-    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
-        self.ebpf
-            .map_mut(name)
+    fn map_mut(&mut self, name: &str) -> Result<&mut Map> {
+        self.maps
+            .get_mut(name)
             .ok_or_else(|| anyhow!("map {name} missing from the object"))
     }
 
@@ -218,6 +452,19 @@ pub fn pinned_maps(dir: &Path) -> Result<(Vec<(u32, PeerState)>, Stats)> {
     Ok((v, stats_of(&open("stats")?)?))
 }
 
+/// The holder lease's expiry (CLOCK_MONOTONIC ns; 0 = none) in a pinned map
+/// directory, and whether the XDP link is pinned there (for `status`).
+pub fn pinned_lease(dir: &Path) -> Result<(u64, bool)> {
+    let path = dir.join("lease");
+    let until = if path.exists() {
+        let map = pinned_map(dir, "lease")?;
+        Array::<_, Lease>::try_from(&map)?.get(&0, 0)?.until_ns
+    } else {
+        0
+    };
+    Ok((until, dir.join(LINK_PIN).exists()))
+}
+
 /// The watched VIPs of a pinned map directory (for `status`); empty when the
 /// directory has no `vips` pin (pinned by a version without the ARP watch).
 pub fn pinned_vips(dir: &Path) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
@@ -247,11 +494,11 @@ fn stats_of(map: &aya::maps::Map) -> Result<Stats> {
 
 impl Drop for DataPlane {
     fn drop(&mut self) {
-        // The program detaches when `ebpf` drops; the pins would keep the maps alive.
-        if let Some(dir) = self.pinned.take() {
-            for (_, file) in names::PINNED {
-                let _ = std::fs::remove_file(dir.join(file));
-            }
+        // A graceful end: without its pins the link detaches once our descriptor
+        // closes, and the maps go with the program. (A crash skips this: the pins
+        // keep everything attached for the next run to adopt.)
+        if let Some((dir, _lock)) = self.pinned.take() {
+            remove_pins(&dir);
             let _ = std::fs::remove_dir(&dir);
         }
     }

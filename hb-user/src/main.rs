@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use hb_user::{
+    cleanup,
     config::{RunArgs, RunConfig},
     controller::{self, RunError},
     keyfile, status,
@@ -33,6 +34,16 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Remove what a crashed controller left behind: pinned program, link and maps
+    /// (which detaches XDP), and the VIPs it held.
+    Cleanup {
+        #[arg(long = "iface", required = true)]
+        iface: Vec<String>,
+        #[arg(long, default_value = "/var/lib/hb")]
+        state_dir: PathBuf,
+        #[arg(long, default_value = hb_user::loader::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
     /// Show peers, counters, state and VIP holder of a running node.
     Status {
         #[arg(long)]
@@ -52,6 +63,19 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Cmd::Run(args)) => run(args),
         Some(Cmd::Keygen { out }) => report(keyfile::generate(out.as_deref())),
+        Some(Cmd::Cleanup {
+            iface,
+            state_dir,
+            pin_root,
+        }) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            report(
+                rt.map_err(Into::into)
+                    .and_then(|rt| rt.block_on(cleanup::run(&iface, &state_dir, &pin_root))),
+            )
+        }
         Some(Cmd::Status {
             iface,
             json,

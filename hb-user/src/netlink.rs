@@ -212,6 +212,64 @@ pub fn in_subnet(addr: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
 }
 
 impl Netlink {
+    /// The MAC of `ip`'s usable neighbour entry on `ifindex` (reachable, stale,
+    /// delay, probe, permanent), if any.
+    pub async fn neighbour(&self, ifindex: u32, ip: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+        use rtnetlink::packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourState as S,
+        };
+        let mut entries = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        while let Some(msg) = entries
+            .try_next()
+            .await
+            .context("reading the neighbour table")?
+        {
+            if msg.header.ifindex != ifindex
+                || !matches!(
+                    msg.header.state,
+                    S::Reachable | S::Stale | S::Delay | S::Probe | S::Permanent
+                )
+            {
+                continue;
+            }
+            let mut dst = None;
+            let mut lladdr = None;
+            for a in &msg.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                        lladdr = Some([l[0], l[1], l[2], l[3], l[4], l[5]])
+                    }
+                    _ => {}
+                }
+            }
+            if dst == Some(ip) {
+                return Ok(lladdr);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Asks the kernel to resolve `ip` on `ifindex` (NTF_USE: an ARP request now),
+    /// so that a later [`Netlink::neighbour`] finds it. Works even when a firewall
+    /// drops our UDP, which would otherwise never trigger resolution.
+    pub async fn resolve(&self, ifindex: u32, ip: Ipv4Addr) -> Result<()> {
+        use rtnetlink::packet_route::neighbour::NeighbourFlags;
+        self.handle
+            .neighbours()
+            .add(ifindex, IpAddr::V4(ip))
+            .flags(NeighbourFlags::Use)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("asking the kernel to resolve {ip}"))
+    }
+
     /// [`Netlink::add_addr`] or [`Netlink::add_addr_v6`], by family.
     pub async fn add_ip(&self, ifindex: u32, addr: std::net::IpAddr, prefix: u8) -> Result<bool> {
         match addr {

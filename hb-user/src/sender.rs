@@ -1,19 +1,53 @@
-//! Sends heartbeats: one UDP socket per link (bound to the interface, so a peer
-//! address reachable over several links is tried over each), unicast to every peer,
-//! so no multicast is needed (clouds drop it).
+//! Sends heartbeats, unicast to every peer (no multicast, which clouds drop), one
+//! sender per link. IPv4 heartbeats to a peer whose next-hop MAC is known go out
+//! through a packet socket as complete frames (`frame.rs`), so no OUTPUT firewall
+//! rule can silence the node; otherwise, and for IPv6, through a kernel UDP socket
+//! bound to the interface.
 
+use crate::frame::{udp_frame, Ends};
 use anyhow::{Context, Result};
 use hb_common::{Heartbeat, Key, MsgType, NodeState};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
 use tokio::net::UdpSocket;
 
-/// One link's sockets (IPv4 and, when a peer has an IPv6 address, IPv6) and the
-/// peer addresses it sends to.
+/// How heartbeats reach one peer address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// A frame through the packet socket: bypasses netfilter OUTPUT.
+    Packet,
+    /// The kernel's UDP socket (next hop unknown yet, IPv6, or no packet socket).
+    Kernel,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Packet => "packet socket",
+            Path::Kernel => "kernel UDP socket",
+        }
+    }
+}
+
+struct Target {
+    addr: SocketAddr,
+    /// Frame addresses when the packet-socket path can be used.
+    ends: Option<Ends>,
+}
+
+/// One link's sockets and the peer addresses it sends to.
 pub struct LinkSender {
     pub iface: String,
+    ifindex: u32,
+    mac: [u8; 6],
     v4: Option<UdpSocket>,
     v6: Option<UdpSocket>,
-    targets: Vec<SocketAddr>,
+    /// AF_PACKET socket on the interface; None when it could not be opened.
+    packet: Option<OwnedFd>,
+    targets: Vec<Target>,
+    ip_id: u16,
 }
 
 /// A UDP socket on `unspecified` (0.0.0.0 or ::), bound to `iface`.
@@ -30,28 +64,157 @@ fn socket_on(iface: &str, unspecified: IpAddr) -> Result<UdpSocket> {
     Ok(UdpSocket::from_std(std)?)
 }
 
+/// A send-only AF_PACKET socket bound to `ifindex`.
+fn packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: socket/bind on a descriptor owned at once. Protocol 0: receives nothing.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
 impl LinkSender {
-    /// Sockets bound to `iface` (SO_BINDTODEVICE) sending to `targets` on `port`.
-    pub fn new(iface: &str, targets: &[IpAddr], port: u16) -> Result<Self> {
+    /// Sockets on `iface` (index `ifindex`, MAC `mac`) sending to `targets` on `port`.
+    pub fn new(
+        iface: &str,
+        ifindex: u32,
+        mac: [u8; 6],
+        targets: &[IpAddr],
+        port: u16,
+    ) -> Result<Self> {
         let want = |v6: bool| targets.iter().any(|t| t.is_ipv6() == v6);
+        let packet = match packet_socket(ifindex) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(
+                    "no packet socket on {iface} ({e}): heartbeats use the kernel UDP socket only"
+                );
+                None
+            }
+        };
         Ok(Self {
             iface: iface.to_string(),
+            ifindex,
+            mac,
             v4: want(false)
                 .then(|| socket_on(iface, Ipv4Addr::UNSPECIFIED.into()))
                 .transpose()?,
             v6: want(true)
                 .then(|| socket_on(iface, Ipv6Addr::UNSPECIFIED.into()))
                 .transpose()?,
-            targets: targets.iter().map(|a| SocketAddr::new(*a, port)).collect(),
+            packet,
+            targets: targets
+                .iter()
+                .map(|a| Target {
+                    addr: SocketAddr::new(*a, port),
+                    ends: None,
+                })
+                .collect(),
+            ip_id: 0,
         })
+    }
+
+    /// The IPv4 targets, for next-hop resolution.
+    pub fn ipv4_targets(&self) -> Vec<Ipv4Addr> {
+        self.targets
+            .iter()
+            .filter_map(|t| match t.addr.ip() {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
+    /// Sets (or, with `None`, clears) the next hop of `dst`: its MAC and our source
+    /// address towards it. Returns the path `dst` now takes when it changed.
+    pub fn set_next_hop(
+        &mut self,
+        dst: Ipv4Addr,
+        hop: Option<([u8; 6], Ipv4Addr)>,
+    ) -> Option<Path> {
+        let src_port = self
+            .v4
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        let usable = self.packet.is_some();
+        let mut changed = None;
+        for t in &mut self.targets {
+            if t.addr.ip() != IpAddr::V4(dst) {
+                continue;
+            }
+            let ends = hop.filter(|_| usable).map(|(dst_mac, src_ip)| Ends {
+                src_mac: self.mac,
+                dst_mac,
+                src_ip,
+                dst_ip: dst,
+                src_port,
+                dst_port: t.addr.port(),
+            });
+            if ends.is_some() != t.ends.is_some() {
+                changed = Some(if ends.is_some() {
+                    Path::Packet
+                } else {
+                    Path::Kernel
+                });
+            }
+            t.ends = ends;
+        }
+        changed
+    }
+
+    /// Each target and the path its heartbeats take.
+    pub fn paths(&self) -> Vec<(IpAddr, Path)> {
+        self.targets
+            .iter()
+            .map(|t| {
+                (
+                    t.addr.ip(),
+                    if t.ends.is_some() {
+                        Path::Packet
+                    } else {
+                        Path::Kernel
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Sends one encoded message to every target. A failed send (link down, no
     /// route, neighbour not resolved yet) is returned as a count, not an error: the
     /// next tick tries again, and silence is what peers act on.
-    pub async fn send(&self, payload: &[u8]) -> usize {
+    pub async fn send(&mut self, payload: &[u8]) -> usize {
         let mut failed = 0;
-        for t in &self.targets {
+        for i in 0..self.targets.len() {
+            if let (Some(ends), Some(fd)) = (self.targets[i].ends, &self.packet) {
+                self.ip_id = self.ip_id.wrapping_add(1);
+                let frame = udp_frame(&ends, self.ip_id, payload);
+                if send_frame(fd, self.ifindex, &ends.dst_mac, &frame) {
+                    continue;
+                }
+                // The packet socket failed (buffer full, say): the kernel path still may not.
+            }
+            let t = self.targets[i].addr;
             let socket = if t.is_ipv6() { &self.v6 } else { &self.v4 };
             let Some(socket) = socket else { continue };
             if socket.send_to(payload, t).await.is_err() {
@@ -59,6 +222,25 @@ impl LinkSender {
             }
         }
         failed
+    }
+}
+
+fn send_frame(fd: &OwnedFd, ifindex: u32, dst_mac: &[u8; 6], frame: &[u8]) -> bool {
+    // SAFETY: sockaddr_ll zeroed then filled; the frame outlives the call.
+    unsafe {
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(dst_mac);
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) == frame.len() as isize
     }
 }
 

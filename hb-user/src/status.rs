@@ -1,7 +1,7 @@
 //! `hb-user status`: what a node's controller and XDP program know, read from the
 //! controller's status file and the pinned maps (so it works from any shell).
 
-use crate::loader::{pinned_maps, pinned_vips};
+use crate::loader::{pinned_lease, pinned_maps, pinned_vips};
 use anyhow::{Context, Result};
 use hb_common::{wire::FLAG_HOLDS_VIP, MsgType, NodeState, PeerState, Stats};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,12 @@ pub struct StatusFile {
     /// When the controller last wrote this file (it does so every second).
     #[serde(default)]
     pub updated_unix_ms: u128,
+    /// The XDP program and link are pinned: they outlive the controller.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Each peer address, the link and the transmit path heartbeats take to it.
+    #[serde(default)]
+    pub transmit: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -72,6 +78,17 @@ pub struct VipConflicts {
     pub last_mac: String,
 }
 
+/// The data plane on one link: does it outlive the controller, may it answer
+/// for the VIPs.
+#[derive(Serialize, Debug)]
+pub struct LinkPlane {
+    pub link: String,
+    /// Program and XDP link pinned.
+    pub pinned: bool,
+    /// Time left on the holder lease; None: no valid lease (XDP self-fences the VIPs).
+    pub lease_ms_left: Option<u64>,
+}
+
 #[derive(Serialize, Debug)]
 pub struct LinkCounters {
     pub link: String,
@@ -86,6 +103,7 @@ pub struct Report {
     pub peers: Vec<PeerRow>,
     pub counters: Vec<LinkCounters>,
     pub vip_conflicts: Vec<VipConflicts>,
+    pub planes: Vec<LinkPlane>,
     /// "this node", "peer N", or "none".
     pub vip_holder: String,
 }
@@ -130,7 +148,14 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
     let mut peers = Vec::new();
     let mut counters = Vec::new();
     let mut vip_conflicts = Vec::new();
+    let mut planes = Vec::new();
     for link in &links {
+        let (until, pinned) = pinned_lease(&pin_root.join(link))?;
+        planes.push(LinkPlane {
+            link: link.clone(),
+            pinned,
+            lease_ms_left: (until > now).then(|| (until - now) / 1_000_000),
+        });
         for (vip, w) in pinned_vips(&pin_root.join(link))? {
             vip_conflicts.push(VipConflicts {
                 link: link.clone(),
@@ -164,6 +189,7 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
         peers,
         counters,
         vip_conflicts,
+        planes,
         vip_holder: holder,
     })
 }
@@ -274,6 +300,27 @@ pub fn render(r: &Report) -> String {
             if p.holds_vip { "yes" } else { "-" },
             p.accepted
         );
+    }
+    out += "\n";
+    for p in &r.planes {
+        let lease = match p.lease_ms_left {
+            Some(ms) => format!("lease held, expires in {ms} ms"),
+            None => "no lease: XDP drops ARP and IPv4 for the VIPs (self-fence)".into(),
+        };
+        out += &format!(
+            "data plane on {}: {}; {lease}\n",
+            p.link,
+            if p.pinned {
+                "program pinned (outlives the controller)"
+            } else {
+                "program NOT pinned"
+            }
+        );
+    }
+    if let Some(n) = &r.node {
+        for t in &n.transmit {
+            out += &format!("heartbeats to {t}\n");
+        }
     }
     for v in &r.vip_conflicts {
         if let Some(ago) = v.last_ms_ago {

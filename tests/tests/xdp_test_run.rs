@@ -14,6 +14,7 @@ use hb_tests::frames::{
 };
 use hb_user::loader::{DataPlane, Settings};
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -40,6 +41,15 @@ fn plane() -> DataPlane {
     hb_tests::require_root("BPF_PROG_TEST_RUN");
     let mut dp = DataPlane::load().expect("load the XDP object");
     dp.configure(&settings()).expect("configure");
+    dp
+}
+
+/// A data plane holding the VIP lease for a minute, as a VIP holder's does: ARP
+/// and IPv4 for the VIPs pass (the self-fence is tested on its own below).
+fn holding_plane() -> DataPlane {
+    let mut dp = plane();
+    dp.set_lease(Duration::from_nanos(hb_tests::monotonic_ns()) + Duration::from_secs(60))
+        .unwrap();
     dp
 }
 
@@ -73,20 +83,7 @@ fn moved(before: &Stats, after: &Stats) -> Outcome {
     );
     let i = diffs[0];
     assert_eq!(after.as_array()[i], before.as_array()[i] + 1);
-    const ALL: [Outcome; Stats::COUNT] = [
-        Outcome::Passed,
-        Outcome::Accepted,
-        Outcome::BadLength,
-        Outcome::BadMagic,
-        Outcome::BadVersion,
-        Outcome::BadType,
-        Outcome::WrongCluster,
-        Outcome::UnknownNode,
-        Outcome::BadMac,
-        Outcome::Replayed,
-        Outcome::ArpConflict,
-    ];
-    ALL[i]
+    Outcome::ALL[i]
 }
 
 fn hb_frame(epoch: u32, seq: u64) -> Vec<u8> {
@@ -646,7 +643,7 @@ fn assert_arp(dp: &DataPlane, frame: &[u8], expected: Outcome, what: &str) {
 
 #[test]
 fn foreign_arp_for_a_vip_is_counted_and_passes() {
-    let dp = plane();
+    let dp = holding_plane();
     assert_eq!(
         watch(&dp, VIP),
         Some(VipWatch::default()),
@@ -683,7 +680,7 @@ fn foreign_arp_for_a_vip_is_counted_and_passes() {
 
 #[test]
 fn arp_that_is_no_conflict_passes() {
-    let dp = plane();
+    let dp = holding_plane();
     let cases = [
         (
             "our own gratuitous ARP",
@@ -749,7 +746,7 @@ fn arp_that_is_no_conflict_passes() {
 
 #[test]
 fn truncated_arp_passes() {
-    let dp = plane();
+    let dp = holding_plane();
     let full = frames::arp(1, FOREIGN_MAC, VIP.octets(), VIP.octets());
     for len in 14..full.len() {
         assert_arp(
@@ -767,7 +764,7 @@ fn truncated_arp_passes() {
 
 #[test]
 fn reconfiguring_vips_keeps_counts_and_drops_removed_ones() {
-    let mut dp = plane();
+    let mut dp = holding_plane();
     let f = frames::arp(2, FOREIGN_MAC, VIP.octets(), VIP.octets());
     assert_arp(&dp, &f, Outcome::ArpConflict, "before");
     let vip3 = Ipv4Addr::new(10, 9, 0, 102);
@@ -805,4 +802,56 @@ fn reconfiguring_vips_keeps_counts_and_drops_removed_ones() {
     .unwrap();
     assert!(dp.vip_watch().unwrap().is_empty());
     assert_arp(&dp, &f, Outcome::Passed, "no VIPs");
+}
+
+#[test]
+fn without_a_lease_arp_and_ipv4_for_the_vips_are_dropped() {
+    let mut dp = plane();
+    let who_has_vip = frames::arp(1, FOREIGN_MAC, frames::SRC_IP, VIP.octets());
+    let to_vip = {
+        let mut f = Ipv4Frame {
+            proto: 1,
+            ..Ipv4Frame::udp(0, &[8, 0, 0, 0, 0, 1, 0, 1])
+        }
+        .build();
+        f[30..34].copy_from_slice(&VIP.octets()); // destination: the VIP
+        f
+    };
+    let udp_to_vip = {
+        let mut f = Ipv4Frame::udp(80, &[1, 2, 3]).build();
+        f[30..34].copy_from_slice(&VIP.octets());
+        f
+    };
+    // No lease (a backup, or a holder whose controller died long enough ago).
+    for (f, why, what) in [
+        (&who_has_vip, Outcome::FencedArp, "ARP who-has the VIP"),
+        (&to_vip, Outcome::FencedIp, "ICMP to the VIP"),
+        (&udp_to_vip, Outcome::FencedIp, "UDP to the VIP"),
+    ] {
+        let (action, _, outcome) = run(&dp, f);
+        assert_eq!((action, outcome), (XDP_DROP, why), "{what}");
+    }
+    // Traffic for other addresses is not affected.
+    assert_passes_untouched(
+        &dp,
+        &Ipv4Frame::udp(80, &[1, 2, 3]).build(),
+        "UDP to the node address",
+    );
+    assert_passes_untouched(&dp, &frames::arp_request(), "ARP for the node address");
+    // A valid lease lets the VIP's traffic in.
+    let now = Duration::from_nanos(hb_tests::monotonic_ns());
+    dp.set_lease(now + Duration::from_secs(60)).unwrap();
+    assert_passes_untouched(&dp, &to_vip, "ICMP to the VIP with a lease");
+    assert_arp(
+        &dp,
+        &who_has_vip,
+        Outcome::Passed,
+        "ARP who-has the VIP with a lease",
+    );
+    // An expired lease is no lease.
+    dp.set_lease(now - Duration::from_millis(1)).unwrap();
+    let (action, _, outcome) = run(&dp, &to_vip);
+    assert_eq!((action, outcome), (XDP_DROP, Outcome::FencedIp));
+    assert_eq!(dp.stats().unwrap().fenced_ip, 3);
+    assert_eq!(dp.stats().unwrap().fenced_arp, 1);
 }

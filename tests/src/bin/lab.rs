@@ -149,15 +149,16 @@ fn lab(n: usize) -> Result<()> {
         moved.as_millis(),
         rec.longest_gap(killed, killed + moved + Duration::from_millis(100)).as_millis()
     ));
-    let stale = rec
-        .replies
-        .iter()
-        .filter(|r| r.at > killed && r.mac == c.node(first).mac)
-        .count();
-    if stale > 0 {
-        t.say(format!(
-            "  (node {first}'s kernel still answered {stale} probes after the crash: the address outlives the daemon)"
-        ));
+    // The crashed node's kernel still has the address; its pinned XDP program
+    // stops it answering once the holder lease runs out (dead-after).
+    let old_mac = c.node(first).mac;
+    let last_old = rec.replies.iter().filter(|r| r.at > killed && r.mac == old_mac).map(|r| r.at).max();
+    match last_old {
+        Some(at) => t.say(format!(
+            "  node {first}'s kernel answered for the VIP until {} ms after the crash, then its XDP lease ran out (self-fence)",
+            (at - killed).as_millis()
+        )),
+        None => t.say(format!("  node {first} answered nothing after the crash")),
     }
 
     // 2. The old holder returns and, with preemption, takes the VIP back.

@@ -1,0 +1,51 @@
+//! `hb-user cleanup`: after a crash, the XDP program stays attached (its link is
+//! pinned) and the VIPs stay configured, so that a restart can take over without a
+//! gap. When no restart is coming, this removes all of it.
+
+use crate::{loader::DataPlane, netlink::Netlink, status::StatusFile};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+pub async fn run(ifaces: &[String], state_dir: &Path, pin_root: &Path) -> Result<()> {
+    let status_path = state_dir.join(crate::status::STATUS_FILE);
+    let status: Option<StatusFile> = std::fs::read(&status_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(s) = &status {
+        if Path::new(&format!("/proc/{}", s.pid)).exists() && s.pid != std::process::id() {
+            bail!(
+                "hb-user (pid {}) is still running: stop it (SIGTERM cleans up) instead",
+                s.pid
+            );
+        }
+    }
+    let nl = Netlink::connect()?;
+    for iface in ifaces {
+        if DataPlane::cleanup(pin_root, iface)? {
+            println!("{iface}: removed the pinned program, link and maps (XDP detached)");
+        } else {
+            println!("{iface}: nothing pinned");
+        }
+        // The VIPs the crashed controller listed for this interface.
+        let vips = status
+            .iter()
+            .flat_map(|s| s.vips.iter())
+            .filter_map(|v| v.split_once('@'));
+        for (vip, on) in vips.filter(|(_, on)| on == iface) {
+            let (addr, prefix) = vip
+                .split_once('/')
+                .context("status file: VIP without prefix")?;
+            let (addr, prefix) = (addr.parse()?, prefix.parse()?);
+            let Some(link) = nl.link(on).await? else {
+                continue;
+            };
+            if nl.del_ip(link.ifindex, addr, prefix).await? {
+                println!("{iface}: removed VIP {vip}");
+            }
+        }
+    }
+    if status.is_some() {
+        let _ = std::fs::remove_file(&status_path);
+    }
+    Ok(())
+}

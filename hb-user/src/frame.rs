@@ -1,0 +1,128 @@
+//! Heartbeat frames for the packet-socket transmit path: Ethernet + IPv4 + UDP
+//! around an `hb-common` payload, with valid IPv4 and UDP checksums. Sent this
+//! way, heartbeats do not cross netfilter's OUTPUT hook, so a firewall rule there
+//! cannot silence the node (XDP already makes INPUT rules harmless).
+
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::{IpProto, Ipv4Hdr},
+    udp::UdpHdr,
+};
+use std::net::Ipv4Addr;
+
+/// Where a frame goes and comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ends {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// The one's-complement sum of 16-bit words, folded (RFC 1071), not inverted.
+fn sum16(init: u32, bytes: &[u8]) -> u32 {
+    let mut sum = init;
+    for pair in bytes.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+fn bytes_of<T>(v: &T) -> &[u8] {
+    // SAFETY: the network-types headers are #[repr(C)] byte-array structs.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// A complete frame carrying `payload`; `id` is the IPv4 identification.
+pub fn udp_frame(e: &Ends, id: u16, payload: &[u8]) -> Vec<u8> {
+    let udp_len = (UdpHdr::LEN + payload.len()) as u16;
+    let eth = EthHdr::new(e.dst_mac, e.src_mac, EtherType::Ipv4);
+
+    // SAFETY: all-zero is a valid value of these plain byte structs.
+    let mut ip: Ipv4Hdr = unsafe { std::mem::zeroed() };
+    ip.set_vihl(4, Ipv4Hdr::LEN as u8);
+    // DSCP CS6 (network control), as routing protocols' hellos use.
+    ip.set_tos(48, 0);
+    ip.set_tot_len(Ipv4Hdr::LEN as u16 + udp_len);
+    ip.set_id(id);
+    ip.set_frags(0b010, 0); // don't fragment
+    ip.ttl = 64;
+    ip.set_proto(IpProto::Udp);
+    ip.set_src_addr(e.src_ip);
+    ip.set_dst_addr(e.dst_ip);
+    ip.set_checksum(!(sum16(0, bytes_of(&ip)) as u16));
+
+    let mut udp: UdpHdr = unsafe { std::mem::zeroed() };
+    udp.set_src_port(e.src_port);
+    udp.set_dst_port(e.dst_port);
+    udp.set_len(udp_len);
+    // Pseudo-header: source, destination, zero + protocol, UDP length.
+    let mut pseudo = [0u8; 12];
+    pseudo[..4].copy_from_slice(&e.src_ip.octets());
+    pseudo[4..8].copy_from_slice(&e.dst_ip.octets());
+    pseudo[9] = 17;
+    pseudo[10..].copy_from_slice(&udp_len.to_be_bytes());
+    let sum = sum16(sum16(sum16(0, &pseudo), bytes_of(&udp)), payload);
+    // 0 means "no checksum" in IPv4 UDP: a computed 0 is sent as 0xffff.
+    let check = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp.set_checksum(check);
+
+    let mut f = Vec::with_capacity(EthHdr::LEN + Ipv4Hdr::LEN + udp_len as usize);
+    f.extend_from_slice(bytes_of(&eth));
+    f.extend_from_slice(bytes_of(&ip));
+    f.extend_from_slice(bytes_of(&udp));
+    f.extend_from_slice(payload);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends() -> Ends {
+        Ends {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_ip: Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 2),
+            src_port: 40000,
+            dst_port: 694,
+        }
+    }
+
+    #[test]
+    fn headers_and_checksums_verify() {
+        let payload = [0xa5u8; 36];
+        let f = udp_frame(&ends(), 7, &payload);
+        assert_eq!(f.len(), 14 + 20 + 8 + 36);
+        assert_eq!(&f[..6], &[2, 0, 0, 0, 0, 2]);
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        let ip = &f[14..34];
+        assert_eq!(ip[0], 0x45);
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 64);
+        assert_eq!(ip[9], 17);
+        assert_eq!(!(sum16(0, ip) as u16), 0, "IPv4 header checksum verifies");
+        let udp = &f[34..];
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 694);
+        assert_eq!(u16::from_be_bytes([udp[4], udp[5]]), 44);
+        let mut pseudo = [0u8; 12];
+        pseudo[..4].copy_from_slice(&ip[12..16]);
+        pseudo[4..8].copy_from_slice(&ip[16..20]);
+        pseudo[9] = 17;
+        pseudo[10..].copy_from_slice(&udp[4..6]);
+        assert_eq!(
+            !(sum16(sum16(0, &pseudo), udp) as u16),
+            0,
+            "UDP checksum verifies"
+        );
+        assert_eq!(&f[42..], &payload);
+    }
+}

@@ -1,0 +1,261 @@
+//! A data plane that outlives its controller: the XDP program stays attached
+//! (pinned link) when `hb-user` dies and self-fences the VIPs once the holder
+//! lease runs out; a restart adopts it; heartbeats go out through a packet socket
+//! that OUTPUT firewall rules cannot touch; `hb-user cleanup` removes it all.
+
+use hb_tests::cluster::{exclusive, Cluster, IFACE, VIP};
+use nix::sys::signal::Signal;
+use std::time::{Duration, Instant};
+
+const FAST: &[&str] = &[
+    "--interval",
+    "20ms",
+    "--dead-after",
+    "150ms",
+    "--init-dead",
+    "1s",
+];
+const BOUND: Duration = Duration::from_secs(5);
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// Points the client's neighbour entry for the VIP at `mac`, for good.
+fn pin_client_to(c: &Cluster, mac: [u8; 6]) {
+    c.lab
+        .exec(
+            &c.client,
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                &VIP.to_string(),
+                "lladdr",
+                &mac_str(mac),
+                "dev",
+                IFACE,
+                "nud",
+                "permanent",
+            ],
+        )
+        .unwrap();
+}
+
+/// Replies the client gets from the VIP over `d`, probing every 5 ms.
+fn replies_for(c: &Cluster, d: Duration) -> usize {
+    let probe = c.probe(Duration::from_millis(5)).unwrap();
+    std::thread::sleep(d);
+    probe.stop().replies.len()
+}
+
+fn status_json(c: &Cluster, id: u32) -> serde_json::Value {
+    serde_json::from_str(&c.status(id, true).unwrap()).unwrap()
+}
+
+fn counter(j: &serde_json::Value, name: &str) -> u64 {
+    j["counters"][0]["counters"][name].as_u64().unwrap_or(0)
+}
+
+fn cluster(tag: &str, common: &[&str]) -> (std::sync::MutexGuard<'static, ()>, Cluster) {
+    let g = exclusive();
+    hb_tests::require_root("data plane tests (namespaces, XDP, netlink)");
+    let mut c = Cluster::new(tag, &[100, 90], common).expect("build the namespace LAN");
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+    (g, c)
+}
+
+#[test]
+fn a_crashed_holder_stops_answering_for_the_vip() {
+    let (_g, mut c) = cluster("sf", FAST);
+    let (n1, n2) = (c.node(1).mac, c.node(2).mac);
+    c.signal(1, Signal::SIGKILL).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.holders().contains(&2)),
+        "{}",
+        c.logs()
+    );
+    // The address is still configured on node 1 (nothing removed it), but its lease
+    // ran out: XDP drops what is addressed to the VIP there.
+    assert!(
+        c.holders().contains(&1),
+        "the crash left the VIP configured on node 1"
+    );
+    assert!(
+        c.xdp_attached(1),
+        "the pinned XDP program outlived its controller"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    pin_client_to(&c, n1);
+    assert_eq!(
+        replies_for(&c, Duration::from_millis(500)),
+        0,
+        "node 1 still answers for the VIP"
+    );
+    pin_client_to(&c, n2);
+    assert!(
+        replies_for(&c, Duration::from_millis(500)) > 0,
+        "node 2 does not answer\n{}",
+        c.logs()
+    );
+    let j = status_json(&c, 1);
+    assert!(counter(&j, "fenced_ip") > 0, "self-fence counters: {j}");
+    assert_eq!(j["running"], false);
+    assert_eq!(j["planes"][0]["pinned"], true, "{j}");
+    assert!(
+        j["planes"][0]["lease_ms_left"].is_null(),
+        "no lease on the dead node: {j}"
+    );
+}
+
+#[test]
+fn a_restarted_controller_adopts_the_pinned_program() {
+    let (_g, mut c) = cluster("ad", FAST);
+    c.signal(1, Signal::SIGKILL).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.holders().contains(&2)),
+        "{}",
+        c.logs()
+    );
+    // While node 1's controller is dead, its XDP program goes on counting node 2's heartbeats.
+    let before = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let during = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
+    assert!(
+        during > before,
+        "the orphaned data plane stopped counting: {before} -> {during}"
+    );
+    c.start(1).unwrap();
+    c.expect_single_holder(1, BOUND);
+    assert!(c.log(1).contains("adopted the XDP program"), "{}", c.log(1));
+    let after = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
+    assert!(after >= during, "peer state was lost: {during} -> {after}");
+}
+
+#[test]
+fn restarting_the_holder_leaves_no_gap_for_clients() {
+    // Interval 50 ms: no gap in the client's replies may exceed 150 ms.
+    let (_g, mut c) = cluster(
+        "gp",
+        &[
+            "--interval",
+            "50ms",
+            "--dead-after",
+            "1500ms",
+            "--init-dead",
+            "1s",
+        ],
+    );
+    let probe = c.probe(Duration::from_millis(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    c.signal(1, Signal::SIGKILL).unwrap();
+    c.start(1).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        assert!(
+            !c.holders().contains(&2),
+            "node 2 took over during a restart\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rec = probe.stop();
+    let gap = rec.longest_gap(t0, Instant::now());
+    assert!(
+        gap <= Duration::from_millis(150),
+        "clients saw a {} ms gap\n{}",
+        gap.as_millis(),
+        c.logs()
+    );
+    assert!(rec
+        .replies
+        .iter()
+        .filter(|r| r.at > t0)
+        .all(|r| r.mac == c.node(1).mac));
+    assert_eq!(c.holders(), [1]);
+}
+
+#[test]
+fn output_firewall_rules_cannot_silence_heartbeats() {
+    let (_g, c) = cluster("ow", FAST);
+    // Both nodes send through the packet socket once their neighbours are resolved.
+    for id in [1, 2] {
+        assert!(
+            c.wait_for(BOUND, |c| c
+                .status(id, false)
+                .is_ok_and(|s| s.contains("packet socket"))),
+            "node {id} never used the packet socket\n{}",
+            c.status(id, false).unwrap_or_default()
+        );
+    }
+    for (chains, what) in [
+        (&["OUTPUT"][..], "OUTPUT"),
+        (&["INPUT"][..], "OUTPUT and INPUT"),
+    ] {
+        for id in [1, 2] {
+            for chain in chains {
+                c.exec(
+                    id,
+                    &[
+                        "iptables", "-A", chain, "-p", "udp", "--dport", "694", "-j", "DROP",
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            assert_eq!(
+                c.holders(),
+                [1],
+                "{what} DROP: exactly one holder\n{}",
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(!c.log(2).contains("taking"), "{}", c.log(2));
+    // The OUTPUT rule saw nothing to drop: heartbeats bypass it.
+    let out = c
+        .exec(2, &["iptables", "-L", "OUTPUT", "-v", "-x", "-n"])
+        .unwrap();
+    let rule = out.lines().find(|l| l.contains("udp dpt:694")).unwrap();
+    let dropped: u64 = rule.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(dropped, 0, "heartbeats went through OUTPUT: {rule}");
+}
+
+#[test]
+fn cleanup_after_a_crash_removes_everything() {
+    let (_g, mut c) = cluster("cl", FAST);
+    c.signal(1, Signal::SIGKILL).unwrap();
+    assert!(c.xdp_attached(1) && c.holders().contains(&1));
+    let n = c.node(1);
+    let pin_dir = c
+        .args(1)
+        .windows(2)
+        .find(|w| w[0] == "--pin-root")
+        .map(|w| w[1].clone())
+        .unwrap();
+    let args: Vec<String> = vec![
+        "cleanup".into(),
+        "--iface".into(),
+        IFACE.into(),
+        "--state-dir".into(),
+        n.state_dir.display().to_string(),
+        "--pin-root".into(),
+        pin_dir.clone(),
+    ];
+    let (code, err) = c.run_once(1, &args).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(!c.xdp_attached(1), "XDP still attached after cleanup");
+    assert!(
+        !c.holders().contains(&1),
+        "VIP still on node 1 after cleanup"
+    );
+    let left: Vec<_> = std::fs::read_dir(&pin_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "pins left: {left:?}");
+}

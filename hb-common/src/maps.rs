@@ -139,6 +139,21 @@ pub struct VipWatch {
     /// Sender MAC of the last one.
     pub last_mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// The last few distinct claiming MACs with their counts, so that a peer's
+    /// announcement right after a stranger's does not hide the stranger.
+    pub claimants: [Claimant; CLAIMANTS],
+}
+
+/// Distinct MACs remembered per VIP in [`VipWatch::claimants`].
+pub const CLAIMANTS: usize = 4;
+
+/// One MAC that claimed a VIP, and how many ARP packets it sent doing so.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Claimant {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    pub count: u64,
 }
 
 /// The holder lease (single entry at index 0): while `until_ns` is in the future
@@ -305,7 +320,7 @@ impl Stats {
 const _: () = assert!(core::mem::size_of::<PeerState>() == 64);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
 const _: () = assert!(core::mem::size_of::<Config>() == 24);
-const _: () = assert!(core::mem::size_of::<VipWatch>() == 24);
+const _: () = assert!(core::mem::size_of::<VipWatch>() == 24 + 16 * CLAIMANTS);
 const _: () = assert!(Outcome::FencedIp as usize + 1 == Stats::COUNT);
 const _: () = assert!(core::mem::size_of::<Lease>() == 8);
 

@@ -10,7 +10,9 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     programs::XdpContext,
 };
-use hb_common::maps::{vip_filter_bit, Config, Lease, Outcome, VipWatch, MAX_VIPS};
+use hb_common::maps::{
+    vip_filter_bit, Claimant, Config, Lease, Outcome, VipWatch, CLAIMANTS, MAX_VIPS,
+};
 use network_types::arp::ArpHdr;
 
 use crate::parse::ptr_at;
@@ -92,7 +94,32 @@ fn watch(
     w.conflicts += 1;
     w.last_ns = unsafe { bpf_ktime_get_ns() };
     w.last_mac = sha;
+    record_claimant(w, &sha);
     Outcome::ArpConflict
+}
+
+/// Counts `mac` in its claimant slot: its own if present, else a free one, else
+/// the one with the lowest count (an old, rare claimant gives way).
+#[inline(always)]
+fn record_claimant(w: &mut VipWatch, mac: &[u8; 6]) {
+    let mut pick = 0;
+    let mut lowest = u64::MAX;
+    for i in 0..CLAIMANTS {
+        let c = &w.claimants[i];
+        if c.count != 0 && same_mac(&c.mac, mac) {
+            w.claimants[i].count += 1;
+            return;
+        }
+        if c.count < lowest {
+            lowest = c.count;
+            pick = i;
+        }
+    }
+    w.claimants[pick] = Claimant {
+        mac: *mac,
+        _pad: [0; 2],
+        count: 1,
+    };
 }
 
 /// Byte-wise, so no `memcmp` call is emitted (BPF has none).

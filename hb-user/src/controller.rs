@@ -286,8 +286,8 @@ struct Controller {
     /// Lower-ranked peers seen claiming the VIP while we hold it (a healed partition),
     /// so that each episode gets one fresh announcement.
     rival_holders: BTreeSet<u32>,
-    /// (link index, VIP) -> ARP conflicts the XDP program counted, as last read.
-    conflicts: BTreeMap<(usize, Ipv4Addr), u64>,
+    /// (link index, VIP, claiming MAC) -> ARP claims the XDP program counted, as last read.
+    conflicts: BTreeMap<(usize, Ipv4Addr, [u8; 6]), u64>,
     /// Last re-announcement caused by a conflict: two holders that hear each other's
     /// ARP but not each other's heartbeats must not answer each burst with a burst.
     conflict_announced: Option<Duration>,
@@ -528,9 +528,11 @@ impl Controller {
                 continue;
             };
             for (vip, w) in entries {
-                let seen = self.conflicts.insert((i, vip), w.conflicts).unwrap_or(0);
-                if w.conflicts > seen {
-                    fresh.push((l.iface.clone(), vip, w.last_mac, w.conflicts - seen));
+                for c in w.claimants.iter().filter(|c| c.count != 0) {
+                    let seen = self.conflicts.insert((i, vip, c.mac), c.count).unwrap_or(0);
+                    if c.count > seen {
+                        fresh.push((l.iface.clone(), vip, c.mac, c.count - seen));
+                    }
                 }
             }
         }

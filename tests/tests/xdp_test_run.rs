@@ -674,6 +674,34 @@ fn foreign_arp_for_a_vip_is_counted_and_passes() {
     assert_eq!((w.conflicts, w.last_mac), (2, other));
     assert!(w.last_ns >= t1);
     assert_eq!(dp.stats().unwrap().arp_conflict, 2);
+    // Each claimant keeps its own count: a later claimant does not hide an earlier one.
+    assert_arp(&dp, &request, Outcome::ArpConflict, "foreign request again");
+    let counts: Vec<([u8; 6], u64)> = watch(&dp, VIP)
+        .unwrap()
+        .claimants
+        .iter()
+        .filter(|c| c.count > 0)
+        .map(|c| (c.mac, c.count))
+        .collect();
+    assert_eq!(counts, [(FOREIGN_MAC, 2), (other, 1)]);
+    // Five distinct claimants in four slots: the rarest gives way, the busiest stays.
+    for last in 0x10..0x13u8 {
+        let mac = [0x02, 0, 0, 0, 0, last];
+        assert_arp(
+            &dp,
+            &frames::arp(1, mac, VIP.octets(), VIP.octets()),
+            Outcome::ArpConflict,
+            "new claimant",
+        );
+    }
+    let w = watch(&dp, VIP).unwrap();
+    assert!(
+        w.claimants
+            .iter()
+            .any(|c| c.mac == FOREIGN_MAC && c.count == 2),
+        "{w:?}"
+    );
+    assert_eq!(w.conflicts, 6);
     // The other VIP's entry is untouched.
     assert_eq!(watch(&dp, VIP2), Some(VipWatch::default()));
 }

@@ -152,7 +152,12 @@ fn lab(n: usize) -> Result<()> {
     // The crashed node's kernel still has the address; its pinned XDP program
     // stops it answering once the holder lease runs out (dead-after).
     let old_mac = c.node(first).mac;
-    let last_old = rec.replies.iter().filter(|r| r.at > killed && r.mac == old_mac).map(|r| r.at).max();
+    let last_old = rec
+        .replies
+        .iter()
+        .filter(|r| r.at > killed && r.mac == old_mac)
+        .map(|r| r.at)
+        .max();
     match last_old {
         Some(at) => t.say(format!(
             "  node {first}'s kernel answered for the VIP until {} ms after the crash, then its XDP lease ran out (self-fence)",

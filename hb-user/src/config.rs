@@ -109,6 +109,10 @@ pub struct RunArgs {
     /// Repeat the gratuitous ARP burst this often while holding the VIP [default: off].
     #[arg(long, value_name = "DURATION")]
     pub garp_refresh: Option<String>,
+    /// Run the controller under SCHED_FIFO with its memory locked, so that a
+    /// machine saturated by other work cannot delay heartbeats and polling.
+    #[arg(long)]
+    pub realtime: bool,
 }
 
 /// One address of one peer (IPv4 or IPv6); a peer reachable over two links
@@ -166,6 +170,7 @@ pub struct RunConfig {
     pub notify: Option<String>,
     pub notify_timeout: Duration,
     pub garp_refresh: Option<Duration>,
+    pub realtime: bool,
 }
 
 /// A bad setting: names the field as the user wrote it (the flag, e.g.
@@ -229,6 +234,7 @@ struct FileConfig {
     notify: Option<String>,
     notify_timeout: Option<String>,
     garp_refresh: Option<String>,
+    realtime: Option<bool>,
 }
 
 /// `key = "a"` or `key = ["a", "b"]`.
@@ -557,6 +563,7 @@ impl RunConfig {
         // Switch-style flags can only turn their behaviour on, so the file decides otherwise.
         let preempt = !args.no_preempt && f.preempt.unwrap_or(true);
         let pass_heartbeats = args.pass_heartbeats || f.pass_heartbeats.unwrap_or(false);
+        let realtime = args.realtime || f.realtime.unwrap_or(false);
 
         Ok(RunConfig {
             ifaces,
@@ -583,6 +590,7 @@ impl RunConfig {
             notify,
             notify_timeout: notify_timeout.value,
             garp_refresh,
+            realtime,
         })
     }
 }

@@ -119,6 +119,9 @@ fn run(args: RunArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if cfg.realtime {
+        realtime();
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -137,4 +140,20 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SCHED_FIFO for the (single-threaded) controller and locked memory: a busy
+/// machine must not delay heartbeats past dead-after. Failure is logged, not fatal.
+fn realtime() {
+    // SAFETY: plain syscalls on this process.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 50 };
+        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
+            tracing::warn!("--realtime: SCHED_FIFO refused: {}", std::io::Error::last_os_error());
+        }
+        if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
+            tracing::warn!("--realtime: mlockall refused: {}", std::io::Error::last_os_error());
+        }
+    }
+    tracing::info!("--realtime: SCHED_FIFO priority 50, memory locked");
 }

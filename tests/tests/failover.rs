@@ -376,3 +376,20 @@ fn bad_settings_exit_2_naming_the_field_and_touch_nothing() {
         .unwrap()
         .contains(&VIP.to_string()));
 }
+
+#[test]
+fn realtime_mode_runs_the_controller_under_sched_fifo() {
+    let mut args = FAST.to_vec();
+    args.push("--realtime");
+    let (_g, mut c) = cluster("rt", &[100, 90], &args);
+    start_all(&mut c);
+    settled(&mut c, 1);
+    let j: serde_json::Value = serde_json::from_str(&c.status(1, true).unwrap()).unwrap();
+    let pid = j["node"]["pid"].as_u64().unwrap();
+    // Field 41 of /proc/<pid>/stat is the scheduling policy: 1 = SCHED_FIFO.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let policy: u32 = after_comm.split_whitespace().nth(38).unwrap().parse().unwrap();
+    assert_eq!(policy, 1, "policy of hb-user {pid}: {stat}");
+    assert!(c.log(1).contains("SCHED_FIFO priority 50, memory locked"), "{}", c.log(1));
+}

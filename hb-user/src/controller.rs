@@ -57,6 +57,8 @@ struct Link {
     inherited: bool,
     /// A lease is set in this link's data plane (so withdrawing it is needed).
     leased: bool,
+    /// When we last renewed it.
+    renewed: Option<Duration>,
 }
 
 /// A VIP and the link it lives on.
@@ -208,6 +210,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             up: true,
             inherited,
             leased: inherited,
+            renewed: None,
         });
     }
 
@@ -242,6 +245,9 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         conflicts: BTreeMap::new(),
         conflict_announced: None,
         bursts: Vec::new(),
+        ioctl_socket: std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .context("opening an ioctl socket")?,
+        hop_refreshes: 0,
         seq: Sequencer::new(cfg.node_id, cfg.cluster_id, cfg.priority, epoch, key),
         peer_ids,
         links,
@@ -293,6 +299,10 @@ struct Controller {
     conflict_announced: Option<Duration>,
     /// Gratuitous ARP bursts in flight, aborted when we release the VIP.
     bursts: Vec<tokio::task::JoinHandle<()>>,
+    /// A datagram socket for interface-flag ioctls (in our network namespace).
+    ioctl_socket: std::net::UdpSocket,
+    /// Counts next-hop refreshes: unresolved peers every time, all every tenth.
+    hop_refreshes: u64,
 }
 
 impl Controller {
@@ -317,7 +327,7 @@ impl Controller {
         loop {
             tokio::select! {
                 _ = beat.tick() => {
-                    self.refresh_links().await;
+                    self.refresh_links();
                     self.watch_conflicts();
                     if let Some(p) = &mut self.pinger { p.send(); }
                     self.send(MsgType::Heartbeat).await;
@@ -361,11 +371,12 @@ impl Controller {
     }
 
     /// Link state at the heartbeat cadence: one netlink query per link.
-    async fn refresh_links(&mut self) {
+    /// Link state at the heartbeat cadence: one SIOCGIFFLAGS ioctl per link, far
+    /// cheaper than a netlink round trip at 100 checks a second.
+    fn refresh_links(&mut self) {
         for l in &mut self.links {
-            match self.nl.link_by_index(l.ifindex).await {
-                Ok(Some(info)) => l.up = info.up,
-                Ok(None) => l.up = false,
+            match netlink::oper_up(&self.ioctl_socket, &l.iface) {
+                Ok(up) => l.up = up,
                 Err(e) => warn!("reading the state of {}: {e:#}", l.iface),
             }
         }
@@ -445,10 +456,15 @@ impl Controller {
     fn renew_lease(&mut self, now: Duration) {
         let holding = self.holds_vip() && !self.vips.is_empty();
         let init = self.machine.state() == NodeState::Init;
+        // Renewed every quarter dead-after, not every poll: the lease still covers
+        // us until the next renewal, and a dead controller still loses it within
+        // dead-after.
+        let every = self.cfg.dead_after / 4;
         for l in &mut self.links {
             l.inherited &= init;
             let want = holding || l.inherited;
-            if !want && !l.leased {
+            let fresh = l.renewed.is_some_and(|t| now.saturating_sub(t) < every);
+            if want == l.leased && (!want || fresh) {
                 continue;
             }
             let until = if want {
@@ -457,7 +473,10 @@ impl Controller {
                 Duration::ZERO
             };
             match l.plane.set_lease(until) {
-                Ok(()) => l.leased = want,
+                Ok(()) => {
+                    l.leased = want;
+                    l.renewed = want.then_some(now);
+                }
                 Err(e) => warn!("setting the holder lease on {}: {e:#}", l.iface),
             }
         }
@@ -469,11 +488,26 @@ impl Controller {
     /// finds it; until then heartbeats take the kernel socket. Routed peers too.
     async fn refresh_next_hops(&mut self) {
         let vips: Vec<IpAddr> = self.vips.iter().map(|v| v.vip.addr).collect();
+        // Known next hops are checked every tenth time (a peer may change its NIC).
+        let all = self.hop_refreshes.is_multiple_of(10);
+        self.hop_refreshes += 1;
         for l in &mut self.links {
+            let targets: Vec<Ipv4Addr> = l
+                .sender
+                .paths()
+                .into_iter()
+                .filter_map(|(ip, path)| match ip {
+                    IpAddr::V4(a) if all || path == crate::sender::Path::Kernel => Some(a),
+                    _ => None,
+                })
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
             let Ok(addrs) = self.nl.ipv4_addrs(l.ifindex).await else {
                 continue;
             };
-            for dst in l.sender.ipv4_targets() {
+            for dst in targets {
                 let src = addrs
                     .iter()
                     .find(|(a, p)| {
@@ -643,6 +677,9 @@ impl Controller {
                     // The lease first: XDP must let the VIP's traffic in before we announce it.
                     self.renew_lease(monotonic());
                     self.take_vips().await;
+                    // Let the announcement tasks send their first round now, before
+                    // the heartbeat, hooks and status below.
+                    tokio::task::yield_now().await;
                 } else {
                     self.release_vips().await;
                     self.renew_lease(monotonic());

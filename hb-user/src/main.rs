@@ -149,10 +149,16 @@ fn realtime() {
     unsafe {
         let param = libc::sched_param { sched_priority: 50 };
         if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
-            tracing::warn!("--realtime: SCHED_FIFO refused: {}", std::io::Error::last_os_error());
+            tracing::warn!(
+                "--realtime: SCHED_FIFO refused: {}",
+                std::io::Error::last_os_error()
+            );
         }
         if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
-            tracing::warn!("--realtime: mlockall refused: {}", std::io::Error::last_os_error());
+            tracing::warn!(
+                "--realtime: mlockall refused: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     tracing::info!("--realtime: SCHED_FIFO priority 50, memory locked");

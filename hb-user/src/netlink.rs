@@ -295,6 +295,33 @@ impl Netlink {
     }
 }
 
+/// Whether `iface` is up with a carrier (IFF_UP and IFF_RUNNING), read with the
+/// SIOCGIFFLAGS ioctl on `socket`, which must live in the interface's namespace.
+pub fn oper_up(socket: &std::net::UdpSocket, iface: &str) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: ifreq zeroed, name copied within bounds (IFNAMSIZ, NUL kept), ioctl
+    // fills the flags of the union.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        let name = iface.as_bytes();
+        if name.len() >= req.ifr_name.len() {
+            bail!("interface name {iface} is too long");
+        }
+        for (d, s) in req.ifr_name.iter_mut().zip(name) {
+            *d = *s as libc::c_char;
+        }
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENODEV) {
+                return Ok(false);
+            }
+            return Err(e).with_context(|| format!("SIOCGIFFLAGS on {iface}"));
+        }
+        let flags = req.ifr_ifru.ifru_flags as libc::c_int;
+        Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
+    }
+}
+
 /// True when `addr` is inside `net/prefix`, for either family (never across families).
 pub fn in_prefix(addr: std::net::IpAddr, net: std::net::IpAddr, prefix: u8) -> bool {
     use std::net::IpAddr::{V4, V6};

@@ -133,17 +133,6 @@ impl LinkSender {
         })
     }
 
-    /// The IPv4 targets, for next-hop resolution.
-    pub fn ipv4_targets(&self) -> Vec<Ipv4Addr> {
-        self.targets
-            .iter()
-            .filter_map(|t| match t.addr.ip() {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            })
-            .collect()
-    }
-
     /// Sets (or, with `None`, clears) the next hop of `dst`: its MAC and our source
     /// address towards it. Returns the path `dst` now takes when it changed.
     pub fn set_next_hop(

@@ -92,13 +92,24 @@ impl StateDir {
         let Some(next) = current.checked_add(1) else {
             bail!("{} is at the largest epoch, {current}", path.display());
         };
-        self.write_file(EPOCH, format!("{next}\n").as_bytes())?;
+        self.write_file_durable(EPOCH, format!("{next}\n").as_bytes())?;
         Ok(next)
     }
 
     /// Atomically replaces `<dir>/<name>` with `contents`: readers see the old
-    /// or the new file, never a partial one, even across a crash.
+    /// or the new file, never a partial one. Not synced to disk: for files that
+    /// are rewritten every second and worthless after a reboot (status.json), an
+    /// fsync would only stall the controller's loop.
     pub fn write_file(&self, name: &str, contents: &[u8]) -> anyhow::Result<()> {
+        self.replace(name, contents, false)
+    }
+
+    /// [`StateDir::write_file`], synced to disk, rename included, so it survives a crash.
+    pub fn write_file_durable(&self, name: &str, contents: &[u8]) -> anyhow::Result<()> {
+        self.replace(name, contents, true)
+    }
+
+    fn replace(&self, name: &str, contents: &[u8], durable: bool) -> anyhow::Result<()> {
         if name.is_empty() || name == "." || name == ".." || name == LOCK || name.contains('/') {
             bail!("{name:?} is not a file name usable in the state dir");
         }
@@ -113,10 +124,15 @@ impl StateDir {
                 .mode(0o644)
                 .open(&tmp)?;
             f.write_all(contents)?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             std::fs::rename(&tmp, &path)?;
             // The rename itself is durable only once the directory is synced.
-            File::open(&self.dir)?.sync_all()
+            if durable {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
         };
         write().with_context(|| format!("cannot write {}", path.display()))
     }

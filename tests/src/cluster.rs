@@ -46,6 +46,20 @@ pub fn emergency_cleanup(prefix: &str) {
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
+/// Registers a process this process started besides the controllers (keepalived,
+/// load generators) so that `emergency_cleanup` kills it too. A negative `pid`
+/// names a process group (`kill(-pgid)`), for daemons that fork.
+pub fn track_process(pid: i32) {
+    PIDS.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+/// Undoes `track_process` once the process is gone.
+pub fn forget_process(pid: i32) {
+    PIDS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| *p != pid);
+}
+
 fn forget_pid(pid: u32) {
     PIDS.lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -356,6 +370,11 @@ impl Cluster {
                 if libc_setns(fd, nix::sched::CloneFlags::CLONE_NEWNET.bits()) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // A caller that blocks signals (hb-lab waits for Ctrl-C with
+                // sigwait) must not pass the mask on: hb-user must see SIGTERM.
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
                 Ok(())
             });
         }
@@ -386,6 +405,17 @@ impl Cluster {
         }
         forget_pid(child.id());
         Ok(())
+    }
+
+    /// The PID of node `id`'s controller, if this cluster started it and it was
+    /// not signalled since (it may have exited on its own).
+    pub fn pid(&self, id: u32) -> Option<u32> {
+        self.node(id).child.as_ref().map(|c| c.id())
+    }
+
+    /// The key file every node reads (written by `hb-user keygen`).
+    pub fn key_file(&self) -> &std::path::Path {
+        &self.key_file
     }
 
     pub fn is_running(&mut self, id: u32) -> bool {

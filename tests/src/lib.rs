@@ -1,8 +1,10 @@
 //! Helpers shared by hb's integration tests and benchmarks: frame building,
 //! throwaway network namespaces, and the root check.
 
+pub mod bench;
 pub mod cluster;
 pub mod frames;
+pub mod keepalived;
 pub mod netns;
 pub mod probe;
 

@@ -389,7 +389,16 @@ fn realtime_mode_runs_the_controller_under_sched_fifo() {
     // Field 41 of /proc/<pid>/stat is the scheduling policy: 1 = SCHED_FIFO.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let policy: u32 = after_comm.split_whitespace().nth(38).unwrap().parse().unwrap();
+    let policy: u32 = after_comm
+        .split_whitespace()
+        .nth(38)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(policy, 1, "policy of hb-user {pid}: {stat}");
-    assert!(c.log(1).contains("SCHED_FIFO priority 50, memory locked"), "{}", c.log(1));
+    assert!(
+        c.log(1).contains("SCHED_FIFO priority 50, memory locked"),
+        "{}",
+        c.log(1)
+    );
 }

@@ -30,6 +30,18 @@ enum Task {
         #[arg(long, default_value_t = 2)]
         nodes: u32,
     },
+    /// hb next to keepalived in network namespaces: failover times, CPU, flood,
+    /// loss, CPU starvation, the firewall incident; writes docs/BENCHMARKS.md and
+    /// docs/img/*.svg (needs root; installs keepalived).
+    Bench {
+        /// A smoke run: 3 runs per cell and short windows (about 3 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Only these scenarios (comma-separated: xdp, stability, cpu, failover,
+        /// flood, loss, starvation, incident); for development.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN (needs root).
     BenchXdp {
         /// Runs per case.
@@ -85,6 +97,41 @@ fn main() -> Result<()> {
                 std::process::Command::new(bin).args(["--nodes", &nodes.to_string()]),
                 "hb-lab",
             )
+        }
+        Task::Bench { quick, only } => {
+            tools::ensure_system_packages()?;
+            build_ebpf::build()?;
+            tools::run(
+                std::process::Command::new(tools::cargo()).args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "hb-user",
+                    "-p",
+                    "hb-tests",
+                    "--bin",
+                    "hb-user",
+                    "--bin",
+                    "hb-bench",
+                    "--bin",
+                    "bench-xdp",
+                ]),
+                "cargo build",
+            )?;
+            let root = tools::workspace_root();
+            let mut cmd = std::process::Command::new(root.join("target/release/hb-bench"));
+            cmd.arg("--out")
+                .arg(root.join("docs/BENCHMARKS.md"))
+                .arg("--img-dir")
+                .arg(root.join("docs/img"));
+            if quick {
+                cmd.arg("--quick");
+            }
+            if let Some(only) = only {
+                cmd.args(["--only", &only]);
+            }
+            tools::run(&mut cmd, "hb-bench")
         }
         Task::BenchXdp { repeat, write } => {
             tools::ensure_system_packages()?;

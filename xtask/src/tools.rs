@@ -69,7 +69,8 @@ fn have(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Debian packages the tests and the lab use: installed when missing (root only).
+/// Debian packages the tests, the lab and the benchmark use: installed when
+/// missing (root only).
 pub fn ensure_system_packages() -> Result<()> {
     let wanted = [
         ("bpftool", "bpftool"),
@@ -77,6 +78,8 @@ pub fn ensure_system_packages() -> Result<()> {
         ("ip", "iproute2"),
         ("nft", "nftables"),
         ("tcpdump", "tcpdump"),
+        // The benchmark's baseline (cargo xtask bench and its test).
+        ("keepalived", "keepalived"),
     ];
     let missing: Vec<&str> = wanted
         .iter()

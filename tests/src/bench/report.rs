@@ -1,0 +1,841 @@
+//! The benchmark's results and their rendering as docs/BENCHMARKS.md (pure: the
+//! scenarios fill a `Report`, `render` turns it into markdown, `goals` judges it).
+
+use super::{
+    stats::{fmt_ms, fmt_ratio, summarize, Summary},
+    testbed::Tool,
+};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    Crash,
+    LinkDown,
+    Graceful,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 3] = [Fault::Crash, Fault::LinkDown, Fault::Graceful];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "SIGKILL",
+            Fault::LinkDown => "link down",
+            Fault::Graceful => "graceful stop (SIGTERM)",
+        }
+    }
+}
+
+/// One (tool, setting, fault) cell: failover times in ms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailoverCell {
+    pub tool: Tool,
+    /// "fast" or "default".
+    pub setting: String,
+    pub fault: Fault,
+    pub samples_ms: Vec<f64>,
+    /// Runs where the new holder never answered within the bound.
+    pub missed: usize,
+    /// Anything odd seen during the runs.
+    pub notes: Vec<String>,
+}
+
+impl FailoverCell {
+    pub fn summary(&self) -> Option<Summary> {
+        summarize(&self.samples_ms, self.missed)
+    }
+}
+
+/// One advert_int tried in the search for keepalived's fastest stable setting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StabilityRow {
+    pub advert_int: f64,
+    pub window_s: f64,
+    /// VIP changes with no fault injected.
+    pub changes: usize,
+    pub stable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuRow {
+    pub tool: Tool,
+    /// "hb-user", "keepalived --vrrp (VRRP child)", "keepalived (parent)".
+    pub process: String,
+    /// "node 1 (master)".
+    pub node: String,
+    /// Heartbeats or adverts this process sends per second.
+    pub sends_per_s: f64,
+    pub cpu_s_per_min: f64,
+    pub rss_kib: u64,
+    pub window_s: f64,
+    /// Whether this row is the tool's controller (compared for the goal).
+    pub controller: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FloodRow {
+    pub tool: Tool,
+    pub phase: String,
+    pub packets: u64,
+    pub rate_pps: f64,
+    pub window_s: f64,
+    /// What the target refused, e.g. "bad_magic 1234".
+    pub refused: String,
+    pub changes: usize,
+    /// The backup's controller CPU during the phase, s/min.
+    pub backup_cpu_s_per_min: Option<f64>,
+}
+
+/// A window of steady operation under some stress, with no fault injected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowRow {
+    pub tool: Tool,
+    /// The tool's settings in this window.
+    pub settings: String,
+    pub window_s: f64,
+    /// VIP changes (false failovers).
+    pub changes: usize,
+    pub double_s: f64,
+    pub note: String,
+}
+
+/// Probe replies around one failover: ms relative to the fault, and who answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineRun {
+    pub tool: Tool,
+    pub settings: String,
+    pub failover_ms: f64,
+    /// (ms since the fault, node id that answered; 0 = an unknown MAC).
+    pub replies: Vec<(f64, u32)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Meta {
+    pub quick: bool,
+    pub machine: String,
+    pub date: String,
+    pub revision: String,
+    pub keepalived_version: String,
+    pub runs_per_cell: usize,
+    pub elapsed_s: f64,
+    /// hb-user flags per setting name ("fast", "default", "loss").
+    pub hb_settings: BTreeMap<String, String>,
+    /// keepalived advert_int per setting name.
+    pub keepalived_settings: BTreeMap<String, String>,
+    /// One node's keepalived.conf at the fast setting, and its command line.
+    pub keepalived_conf: String,
+    pub keepalived_cmd: String,
+    pub hb_cmd: String,
+    /// Whether `hb-user run --help` offers --realtime.
+    pub hb_realtime: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub meta: Meta,
+    /// bench-xdp's output (header line and table).
+    pub xdp: Option<String>,
+    /// The prose of the data-plane section (kept from the existing document).
+    pub xdp_prose: String,
+    pub stability: Vec<StabilityRow>,
+    pub failover: Vec<FailoverCell>,
+    pub cpu: Vec<CpuRow>,
+    pub flood: Vec<FloodRow>,
+    pub loss: Vec<WindowRow>,
+    pub starvation: Vec<WindowRow>,
+    pub incident: Vec<WindowRow>,
+    pub timelines: Vec<TimelineRun>,
+    /// Scenario name -> what went wrong; rendered in its section.
+    pub errors: BTreeMap<String, String>,
+    /// Image file names (relative to the document's img dir link) to link.
+    pub images: Vec<(String, String)>,
+    /// Path of the image directory as linked from the document, e.g. "img".
+    pub img_link_dir: String,
+}
+
+/// The heading of every section `render` writes: the integration test checks them.
+pub const SECTIONS: [&str; 10] = [
+    "## Goals",
+    "## Settings",
+    "## Failover time",
+    "## keepalived's fastest stable advert_int",
+    "## Data-plane cost",
+    "## Controller CPU and memory",
+    "## Flood",
+    "## Heartbeat loss",
+    "## CPU starvation",
+    "## The incident: a firewall on the heartbeat port",
+];
+
+pub const XDP_START: &str = "<!-- bench-xdp:start -->";
+pub const XDP_END: &str = "<!-- bench-xdp:end -->";
+
+/// The data-plane section's prose when the document has none yet.
+pub const DEFAULT_XDP_PROSE: &str =
+    "The XDP program sits on a production NIC and sees every packet, so what matters most
+is its cost on traffic that is not a heartbeat. `cargo xtask bench-xdp` runs the real
+object with `BPF_PROG_TEST_RUN` many times per frame and divides by an empty XDP
+program (`return XDP_PASS`) run in the same process. Goals: non-heartbeat traffic
+within 1.3x of the empty program; a valid heartbeat, MAC included, under 150 ns.
+";
+
+/// The prose between "## Data-plane cost" and the bench-xdp markers of an
+/// existing document, so a rerun keeps what people wrote there.
+pub fn extract_xdp_prose(doc: &str) -> Option<String> {
+    let start = doc.find("## Data-plane cost\n")? + "## Data-plane cost\n".len();
+    let end = doc[start..].find(XDP_START)? + start;
+    let prose = doc[start..end].trim();
+    (!prose.is_empty()).then(|| format!("{prose}\n"))
+}
+
+/// The bench-xdp block of an existing document (between the markers).
+pub fn extract_xdp_block(doc: &str) -> Option<String> {
+    let s = doc.find(XDP_START)? + XDP_START.len();
+    let e = doc[s..].find(XDP_END)? + s;
+    Some(doc[s..e].trim().to_string())
+}
+
+/// A markdown table; `align` has one letter per column, 'l' or 'r'.
+pub fn md_table(head: &[&str], align: &str, rows: &[Vec<String>]) -> String {
+    let mut t = format!("| {} |\n|", head.join(" | "));
+    for (i, _) in head.iter().enumerate() {
+        t += if align.as_bytes().get(i) == Some(&b'r') {
+            "---:|"
+        } else {
+            "---|"
+        };
+    }
+    t += "\n";
+    for r in rows {
+        let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
+        t += &format!("| {} |\n", cells.join(" | "));
+    }
+    t
+}
+
+/// One goal with the figure it is judged on; `met` is None when not measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Goal {
+    pub goal: String,
+    pub figure: String,
+    pub met: Option<bool>,
+}
+
+fn cell<'a>(r: &'a Report, tool: Tool, setting: &str, fault: Fault) -> Option<&'a FailoverCell> {
+    r.failover
+        .iter()
+        .find(|c| c.tool == tool && c.setting == setting && c.fault == fault)
+}
+
+/// dead-after of hb's fast setting in ms, read from its flags.
+fn fast_dead_after_ms(r: &Report) -> Option<f64> {
+    let flags = r.meta.hb_settings.get("fast")?;
+    let v = flags
+        .split_whitespace()
+        .skip_while(|w| *w != "--dead-after")
+        .nth(1)?;
+    let n: f64 = v.trim_end_matches("ms").parse().ok()?;
+    Some(if v.ends_with("ms") { n } else { n * 1000.0 })
+}
+
+pub fn goals(r: &Report) -> Vec<Goal> {
+    let mut g = Vec::new();
+    let p50 = |tool, fault| {
+        cell(r, tool, "fast", fault)
+            .and_then(|c| c.summary())
+            .map(|s| s.p50)
+    };
+    for fault in [Fault::Crash, Fault::LinkDown] {
+        let bound = fast_dead_after_ms(r).map(|d| d + 10.0);
+        let hb = p50(Tool::Hb, fault);
+        g.push(Goal {
+            goal: format!(
+                "hb failover p50 at the fast setting within dead-after + 10 ms, {}",
+                fault.name()
+            ),
+            figure: match (hb, bound) {
+                (Some(h), Some(b)) => format!("{} (bound {})", fmt_ms(h), fmt_ms(b)),
+                _ => "not measured".into(),
+            },
+            met: hb.zip(bound).map(|(h, b)| h <= b),
+        });
+        let ka = p50(Tool::Keepalived, fault);
+        g.push(Goal {
+            goal: format!(
+                "hb at least 5x faster than keepalived at its fastest stable setting, {} (p50)",
+                fault.name()
+            ),
+            figure: match (hb, ka) {
+                (Some(h), Some(k)) => format!(
+                    "keepalived {} / hb {} = {}",
+                    fmt_ms(k),
+                    fmt_ms(h),
+                    fmt_ratio(k, h)
+                ),
+                _ => "not measured".into(),
+            },
+            met: hb.zip(ka).map(|(h, k)| k >= 5.0 * h),
+        });
+    }
+    let busiest = |tool| {
+        r.cpu
+            .iter()
+            .filter(|c| c.tool == tool && c.controller)
+            .map(|c| c.cpu_s_per_min)
+            .reduce(f64::max)
+    };
+    let (hb, ka) = (busiest(Tool::Hb), busiest(Tool::Keepalived));
+    g.push(Goal {
+        goal: "hb controller CPU no higher than keepalived's (busiest node of each, fast setting)"
+            .into(),
+        figure: match (hb, ka) {
+            (Some(h), Some(k)) => format!("hb {h:.3} s/min, keepalived {k:.3} s/min"),
+            _ => "not measured".into(),
+        },
+        met: hb.zip(ka).map(|(h, k)| h <= k),
+    });
+    let hb_changes = |rows: &[WindowRow], key: &str| -> Option<usize> {
+        let v: Vec<usize> = rows
+            .iter()
+            .filter(|w| w.tool == Tool::Hb && !w.settings.contains("--realtime"))
+            .map(|w| w.changes)
+            .collect();
+        (!v.is_empty() && !r.errors.contains_key(key)).then(|| v.iter().sum())
+    };
+    let flood: Vec<usize> = r
+        .flood
+        .iter()
+        .filter(|f| f.tool == Tool::Hb)
+        .map(|f| f.changes)
+        .collect();
+    let flood = (!flood.is_empty() && !r.errors.contains_key("flood")).then(|| flood.iter().sum());
+    for (what, n) in [
+        ("flood", flood),
+        ("20% heartbeat loss", hb_changes(&r.loss, "loss")),
+        ("CPU starvation", hb_changes(&r.starvation, "starvation")),
+    ] {
+        g.push(Goal {
+            goal: format!("zero hb false failovers under {what}"),
+            figure: n.map_or("not measured".into(), |n| format!("{n} VIP changes")),
+            met: n.map(|n| n == 0),
+        });
+    }
+    let double = r
+        .incident
+        .iter()
+        .find(|w| w.tool == Tool::Hb)
+        .map(|w| w.double_s);
+    g.push(Goal {
+        goal: "zero seconds of two VIP holders in the incident (hb)".into(),
+        figure: double.map_or("not measured".into(), |d| fmt_ms(d * 1000.0)),
+        met: double.map(|d| d == 0.0),
+    });
+    g
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "not measured",
+    }
+}
+
+fn error_note(r: &Report, key: &str) -> String {
+    r.errors
+        .get(key)
+        .map(|e| {
+            format!(
+                "\n**Not (fully) measured**: {}\n",
+                e.lines().next().unwrap_or(e)
+            )
+        })
+        .unwrap_or_default()
+}
+
+pub fn failover_table(r: &Report, setting: &str) -> String {
+    let mut rows = Vec::new();
+    for fault in Fault::ALL {
+        let hb = cell(r, Tool::Hb, setting, fault).and_then(|c| c.summary());
+        let ka = cell(r, Tool::Keepalived, setting, fault).and_then(|c| c.summary());
+        let f = |s: Option<Summary>, pick: fn(&Summary) -> f64| {
+            s.map_or("-".into(), |s| fmt_ms(pick(&s)))
+        };
+        let runs = |s: Option<Summary>| {
+            s.map_or("-".into(), |s| {
+                if s.missed > 0 {
+                    format!("{} (+{} missed)", s.n, s.missed)
+                } else {
+                    s.n.to_string()
+                }
+            })
+        };
+        let ratio = |pick: fn(&Summary) -> f64| match (hb, ka) {
+            (Some(h), Some(k)) => fmt_ratio(pick(&h), pick(&k)),
+            _ => "-".into(),
+        };
+        rows.push(vec![
+            fault.name().to_string(),
+            runs(hb),
+            f(hb, |s| s.p50),
+            f(hb, |s| s.p95),
+            f(hb, |s| s.max),
+            runs(ka),
+            f(ka, |s| s.p50),
+            f(ka, |s| s.p95),
+            f(ka, |s| s.max),
+            ratio(|s| s.p50),
+            ratio(|s| s.p95),
+        ]);
+    }
+    md_table(
+        &[
+            "fault",
+            "hb runs",
+            "hb p50",
+            "hb p95",
+            "hb max",
+            "keepalived runs",
+            "keepalived p50",
+            "keepalived p95",
+            "keepalived max",
+            "hb/keepalived p50",
+            "hb/keepalived p95",
+        ],
+        "lrrrrrrrrrr",
+        &rows,
+    )
+}
+
+pub fn goals_table(r: &Report) -> String {
+    md_table(
+        &["goal", "figure", "verdict"],
+        "lll",
+        &goals(r)
+            .into_iter()
+            .map(|g| vec![g.goal, g.figure, verdict(g.met).into()])
+            .collect::<Vec<_>>(),
+    )
+}
+
+pub fn stability_table(rows: &[StabilityRow]) -> String {
+    md_table(
+        &["advert_int", "window", "VIP changes", "stable"],
+        "rrrl",
+        &rows
+            .iter()
+            .map(|s| {
+                vec![
+                    format!("{} s", crate::keepalived::fmt_advert(s.advert_int)),
+                    format!("{:.0} s", s.window_s),
+                    s.changes.to_string(),
+                    if s.stable { "yes".into() } else { "no".into() },
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+pub fn cpu_table(rows: &[CpuRow]) -> String {
+    md_table(
+        &[
+            "tool",
+            "process",
+            "node",
+            "messages sent/s",
+            "CPU s/min",
+            "RSS",
+            "window",
+        ],
+        "lllrrrr",
+        &rows
+            .iter()
+            .map(|c| {
+                vec![
+                    c.tool.name().into(),
+                    c.process.clone(),
+                    c.node.clone(),
+                    format!("{:.0}", c.sends_per_s),
+                    format!("{:.3}", c.cpu_s_per_min),
+                    format!("{:.1} MiB", c.rss_kib as f64 / 1024.0),
+                    format!("{:.0} s", c.window_s),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+pub fn flood_table(rows: &[FloodRow]) -> String {
+    md_table(
+        &[
+            "tool",
+            "phase",
+            "window",
+            "packets sent",
+            "rate",
+            "refused by the backup",
+            "false failovers",
+            "backup controller CPU",
+        ],
+        "llrrrlrr",
+        &rows
+            .iter()
+            .map(|f| {
+                vec![
+                    f.tool.name().into(),
+                    f.phase.clone(),
+                    format!("{:.0} s", f.window_s),
+                    f.packets.to_string(),
+                    format!("{:.0} pps", f.rate_pps),
+                    f.refused.clone(),
+                    f.changes.to_string(),
+                    f.backup_cpu_s_per_min
+                        .map_or("-".into(), |c| format!("{c:.2} s/min")),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+pub fn window_table(rows: &[WindowRow]) -> String {
+    md_table(
+        &[
+            "tool",
+            "settings",
+            "window",
+            "false failovers (VIP changes)",
+            "time with two holders",
+            "notes",
+        ],
+        "llrrrl",
+        &rows
+            .iter()
+            .map(|w| {
+                vec![
+                    w.tool.name().into(),
+                    format!("`{}`", w.settings),
+                    format!("{:.0} s", w.window_s),
+                    w.changes.to_string(),
+                    fmt_ms(w.double_s * 1000.0),
+                    w.note.clone(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// docs/BENCHMARKS.md.
+pub fn render(r: &Report) -> String {
+    let m = &r.meta;
+    let mut d = String::new();
+    d += "# Benchmarks\n\n";
+    d += "Figures, not pass/fail tests. Everything below was measured by `cargo xtask bench`";
+    d += if m.quick {
+        " **--quick** (few runs and short windows: a smoke run, not figures to quote)"
+    } else {
+        ""
+    };
+    d += &format!(
+        " in one run: hb and keepalived side by side, in the same namespace lab, with the same probe.\n\n\
+- Machine: {}\n- Date: {}\n- hb: revision {}\n- keepalived: {} (Debian package)\n- Runs per failover cell: {}; bench wall time {:.0} s\n\n",
+        m.machine, m.date, m.revision, m.keepalived_version, m.runs_per_cell, m.elapsed_s
+    );
+    d += "The lab (tests/src/cluster.rs): a bridge in a switch namespace, two nodes (node 1 priority 100, \
+node 2 priority 90) and a client, each in its own network namespace on veth pairs; VIP 10.203.0.100/24. \
+The client's probe (tests/src/probe.rs) sends an ICMP echo to the VIP every 1 ms and records, per reply, \
+the time and the responder's MAC. **Failover time** = from the fault instant (taken just before the \
+signal or the interface ioctl) to the first reply from the new holder's MAC. **False failovers** are VIP \
+changes with no fault injected, seen by rtnetlink address notifications in each node's namespace.\n\n";
+
+    d += "## Goals\n\n";
+    d += &goals_table(r);
+    if let Some(s) = r.stability.iter().find(|s| s.stable) {
+        d += &format!(
+            "\nkeepalived's fastest stable setting on this machine: advert_int {} s (no VIP change in {:.0} s \
+without faults), the fast setting of every keepalived figure below.\n",
+            crate::keepalived::fmt_advert(s.advert_int),
+            s.window_s
+        );
+    }
+    let flapped = r
+        .starvation
+        .iter()
+        .any(|w| w.tool == Tool::Hb && w.changes > 0 && !w.settings.contains("--realtime"));
+    if flapped {
+        d += "\nhb flapped under CPU starvation at normal scheduling priority";
+        d += if m.hb_realtime {
+            "; the `--realtime` row of the starvation table shows hb with real-time scheduling.\n"
+        } else {
+            "; hb-user has no `--realtime` option yet (SCHED_FIFO for its threads would fix this).\n"
+        };
+    }
+    if !r.errors.is_empty() {
+        d += "\nScenarios that did not complete: ";
+        d += &r.errors.keys().cloned().collect::<Vec<_>>().join(", ");
+        d += " (see their sections).\n";
+    }
+
+    d += "\n## Settings\n\n";
+    let mut rows = Vec::new();
+    for (name, flags) in &m.hb_settings {
+        rows.push(vec![format!("hb {name}"), format!("`{flags}`")]);
+    }
+    for (name, adv) in &m.keepalived_settings {
+        rows.push(vec![format!("keepalived {name}"), format!("`{adv}`")]);
+    }
+    d += &md_table(&["tool and setting", "settings"], "ll", &rows);
+    d += &format!(
+        "\nhb runs as `{}` with the flags above; everything else is hb's default (`--init-dead 2s`, \
+preemption on, `--xdp-mode auto`).\n\nkeepalived runs as `{}` with, on node 1 at the fast setting \
+(node 2: priority 90, router_id n2; the default setting: advert_int 1):\n\n```\n{}```\n",
+        m.hb_cmd, m.keepalived_cmd, m.keepalived_conf
+    );
+    d += "\nFaults: **SIGKILL** of the holder's daemon (for keepalived, the parent and its VRRP child at once: \
+killing the parent alone makes the child stop gracefully); **link down**: `ip link set eth0 down` in the \
+holder's namespace (done as the same ioctl); **graceful stop**: SIGTERM. After a SIGKILL the dead \
+node's kernel keeps the VIP and keeps answering, so the probe counts only replies from the new holder. \
+Between runs the killed daemon is restarted (for keepalived the stale VIP is deleted first), the link \
+brought back up, and the bench waits until node 1 is MASTER with the VIP, node 2 BACKUP, and the client's \
+replies come from node 1.\n";
+
+    d += "\n## Failover time\n\n";
+    d += "Percentiles are nearest-rank (with 20 runs, p95 is the 19th fastest). Ratios below 1 mean hb is faster.\n\n";
+    let fast_ka = m
+        .keepalived_settings
+        .get("fast")
+        .cloned()
+        .unwrap_or_default();
+    d += &format!(
+        "### Fast setting (hb `{}`, keepalived `{fast_ka}`)\n\n",
+        m.hb_settings.get("fast").cloned().unwrap_or_default()
+    );
+    d += &failover_table(r, "fast");
+    d += &format!(
+        "\n### Default setting (hb `{}`, keepalived `{}`)\n\n",
+        m.hb_settings.get("default").cloned().unwrap_or_default(),
+        m.keepalived_settings
+            .get("default")
+            .cloned()
+            .unwrap_or_default()
+    );
+    d += &failover_table(r, "default");
+    for c in r.failover.iter().filter(|c| !c.notes.is_empty()) {
+        d += &format!(
+            "\nNotes on {} {} {}:\n",
+            c.tool.name(),
+            c.setting,
+            c.fault.name()
+        );
+        for n in &c.notes {
+            d += &format!("- {n}\n");
+        }
+    }
+    d += &error_note(r, "failover");
+    for (file, alt) in &r.images {
+        d += &format!("\n![{alt}]({}/{file})\n", r.img_link_dir);
+    }
+
+    d += "\n## keepalived's fastest stable advert_int\n\n";
+    d += "The fast setting of keepalived is the lowest advert_int at which two nodes stay put for the \
+whole window with no fault (no VIP change), trying 0.01 s (VRRPv3's least) upwards and stopping at the \
+first stable one.\n\n";
+    d += &stability_table(&r.stability);
+    d += &error_note(r, "stability");
+
+    d += "\n## Data-plane cost\n\n";
+    d += if r.xdp_prose.is_empty() {
+        DEFAULT_XDP_PROSE
+    } else {
+        &r.xdp_prose
+    };
+    d += &format!(
+        "\n{XDP_START}\n{}\n{XDP_END}\n",
+        r.xdp.as_deref().unwrap_or("_bench-xdp did not run_").trim()
+    );
+    d += &error_note(r, "xdp");
+
+    d += "\n## Controller CPU and memory\n\n";
+    d += "CPU seconds per minute (utime + stime from /proc/<pid>/stat) over a steady-state window at the \
+fast setting with no fault, and resident memory (VmRSS) at its end. keepalived's work is done by its \
+VRRP child; its parent only watches the child and is listed for completeness. hb nodes both send \
+heartbeats; a VRRP backup sends nothing.\n\n";
+    d += &cpu_table(&r.cpu);
+    d += &error_note(r, "cpu");
+
+    d += "\n## Flood\n\n";
+    d += "From the client's namespace, one thread sends prebuilt frames with sendmmsg on an AF_PACKET \
+socket as fast as it can, aimed at the backup (node 2), at the fast setting: junk UDP to port 694 \
+(random 36-byte payloads), then heartbeats correctly framed but MACed with a wrong key, then replays \
+(payloads of heartbeats node 1 already sent: its current epoch, older sequence numbers, valid MACs). \
+keepalived gets the same junk (random bytes as IP protocol 112, to the VRRP group 224.0.0.18 in frames \
+addressed to the backup's MAC), paced to at most the rate hb's junk phase achieved; what the sender \
+reached is in the table (the receiver's kernel work runs on the sending core too, in softirq). \
+Refusals are the deltas of hb's XDP counters (`hb-user status --json`) on the backup.\n\n";
+    d += &flood_table(&r.flood);
+    d += &error_note(r, "flood");
+
+    d += "\n## Heartbeat loss\n\n";
+    d += "20% random loss of the master's heartbeats to the backup, made on the switch (an nftables \
+bridge rule `iifname n1e0 oifname n2e0 <heartbeat match> numgen random mod 100 < 20 drop` in the \
+switch namespace) rather than with iptables OUTPUT on the master, so that it also applies to a sender \
+that bypasses netfilter (a packet socket). The notes give the loss the rule's counters measured.\n\n";
+    d += &window_table(&r.loss);
+    d += &error_note(r, "loss");
+
+    d += "\n## CPU starvation\n\n";
+    d += "Both cores saturated by two busy-loop processes (`sh -c 'while :; do :; done'`, normal \
+priority) for the whole window, at the fast setting.\n\n";
+    d += &window_table(&r.starvation);
+    d += &error_note(r, "starvation");
+
+    d += "\n## The incident: a firewall on the heartbeat port\n\n";
+    d += "`iptables -A INPUT -p udp --dport 694 -j DROP` (hb) or `iptables -A INPUT -p 112 -j DROP` \
+(keepalived) on both nodes, at the fast setting: the rule behind the classic Linux-HA split brain. \
+\"Time with two holders\" is how long both nodes had the VIP configured.\n\n";
+    d += &window_table(&r.incident);
+    d += &error_note(r, "incident");
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let mut r = Report::default();
+        r.meta
+            .hb_settings
+            .insert("fast".into(), "--interval 10ms --dead-after 30ms".into());
+        r.meta
+            .keepalived_settings
+            .insert("fast".into(), "advert_int 0.05".into());
+        r.meta.keepalived_conf = "vrrp_instance VI_1 {\n}\n".into();
+        for (tool, base) in [(Tool::Hb, 30.0), (Tool::Keepalived, 200.0)] {
+            for fault in Fault::ALL {
+                r.failover.push(FailoverCell {
+                    tool,
+                    setting: "fast".into(),
+                    fault,
+                    samples_ms: vec![base + 3.0, base + 1.0, base + 2.0],
+                    missed: 0,
+                    notes: Vec::new(),
+                });
+            }
+        }
+        r.stability.push(StabilityRow {
+            advert_int: 0.01,
+            window_s: 60.0,
+            changes: 4,
+            stable: false,
+        });
+        r.cpu.push(CpuRow {
+            tool: Tool::Hb,
+            process: "hb-user".into(),
+            node: "node 1 (master)".into(),
+            sends_per_s: 100.0,
+            cpu_s_per_min: 0.25,
+            rss_kib: 4096,
+            window_s: 60.0,
+            controller: true,
+        });
+        r.cpu.push(CpuRow {
+            tool: Tool::Keepalived,
+            process: "keepalived --vrrp (VRRP child)".into(),
+            node: "node 1 (master)".into(),
+            sends_per_s: 20.0,
+            cpu_s_per_min: 0.5,
+            rss_kib: 3000,
+            window_s: 60.0,
+            controller: true,
+        });
+        r.flood.push(FloodRow {
+            tool: Tool::Hb,
+            phase: "junk UDP to port 694".into(),
+            packets: 123456,
+            rate_pps: 12345.0,
+            window_s: 10.0,
+            refused: "bad_magic 123000".into(),
+            changes: 0,
+            backup_cpu_s_per_min: Some(0.3),
+        });
+        let w = |tool, changes, double_s| WindowRow {
+            tool,
+            settings: "--interval 10ms".into(),
+            window_s: 60.0,
+            changes,
+            double_s,
+            note: "x".into(),
+        };
+        r.loss = vec![w(Tool::Hb, 0, 0.0), w(Tool::Keepalived, 7, 0.5)];
+        r.starvation = vec![w(Tool::Hb, 2, 0.1)];
+        r.incident = vec![w(Tool::Hb, 0, 0.0), w(Tool::Keepalived, 1, 29.96)];
+        r.xdp = Some(
+            "Measured by bench-xdp.\n\n| traffic | ns/packet |\n|---|---:|\n| empty | 27.0 |"
+                .into(),
+        );
+        r
+    }
+
+    #[test]
+    fn tables_render_with_alignment_and_escaping() {
+        let t = md_table(&["a", "b"], "lr", &[vec!["x|y".into(), "1".into()]]);
+        assert_eq!(t, "| a | b |\n|---|---:|\n| x\\|y | 1 |\n");
+    }
+
+    #[test]
+    fn the_report_has_every_section_and_the_data() {
+        let r = sample();
+        let doc = render(&r);
+        for s in SECTIONS {
+            assert!(doc.contains(s), "{s} missing");
+        }
+        for want in [
+            "32.0 ms",  // hb p50 (fast)
+            "202.0 ms", // keepalived p50
+            "0.16x",    // 32 / 202
+            "0.250",    // hb CPU
+            "123456",
+            "29.96 s",
+            "| 0.01 s | 60 s | 4 | no |",
+            XDP_START,
+            XDP_END,
+            "| empty | 27.0 |",
+        ] {
+            assert!(doc.contains(want), "{want:?} missing from\n{doc}");
+        }
+        // The xdp block can be extracted back.
+        assert!(extract_xdp_block(&doc)
+            .unwrap()
+            .contains("| empty | 27.0 |"));
+        assert_eq!(
+            extract_xdp_prose(&doc).as_deref(),
+            Some(DEFAULT_XDP_PROSE.trim_end())
+                .map(|s| format!("{s}\n"))
+                .as_deref()
+        );
+    }
+
+    #[test]
+    fn goals_are_judged_on_the_figures() {
+        let g = goals(&sample());
+        let find = |s: &str| g.iter().find(|g| g.goal.contains(s)).unwrap().clone();
+        let within = find("within dead-after + 10 ms, SIGKILL");
+        assert_eq!(within.met, Some(true), "{within:?}");
+        assert!(within.figure.contains("bound 40.0 ms"), "{within:?}");
+        let ratio = find("5x faster than keepalived at its fastest stable setting, SIGKILL");
+        assert_eq!(ratio.met, Some(true), "202/32 >= 5: {ratio:?}");
+        assert_eq!(find("CPU no higher").met, Some(true));
+        assert_eq!(find("under 20% heartbeat loss").met, Some(true));
+        assert_eq!(find("under CPU starvation").met, Some(false));
+        assert_eq!(find("two VIP holders").met, Some(true));
+        let doc = render(&sample());
+        assert!(doc.contains("**not met**"));
+        assert!(doc.contains("hb flapped under CPU starvation"));
+    }
+
+    #[test]
+    fn unmeasured_goals_say_so() {
+        let g = goals(&Report::default());
+        assert!(g.iter().all(|g| g.met.is_none()), "{g:?}");
+    }
+}

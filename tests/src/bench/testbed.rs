@@ -1,0 +1,360 @@
+//! One tool (hb or keepalived) on the namespace LAN of `cluster.rs`: two nodes
+//! (node 1 priority 100, node 2 priority 90), the client and the VIP, with the
+//! faults and checks every scenario needs expressed the same way for both tools.
+
+use crate::{
+    cluster::{Cluster, IFACE, VIP},
+    keepalived::{self, Keepalived},
+};
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+use std::time::{Duration, Instant};
+
+/// Namespace tag of every bench lab: the prefix Ctrl-C cleans up.
+pub const TAG: &str = "bench";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tool {
+    Hb,
+    Keepalived,
+}
+
+impl Tool {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Hb => "hb",
+            Tool::Keepalived => "keepalived",
+        }
+    }
+}
+
+/// How a tool is configured.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Settings {
+    /// hb-user timer flags (besides the per-node ones the cluster adds).
+    Hb(Vec<String>),
+    /// keepalived's advert_int in seconds.
+    Keepalived(f64),
+}
+
+impl Settings {
+    pub fn hb(args: &[&str]) -> Self {
+        Settings::Hb(args.iter().map(|s| s.to_string()).collect())
+    }
+
+    pub fn tool(&self) -> Tool {
+        match self {
+            Settings::Hb(_) => Tool::Hb,
+            Settings::Keepalived(_) => Tool::Keepalived,
+        }
+    }
+
+    /// "--interval 10ms --dead-after 30ms" or "advert_int 0.01".
+    pub fn describe(&self) -> String {
+        match self {
+            Settings::Hb(a) => a.join(" "),
+            Settings::Keepalived(adv) => format!("advert_int {}", keepalived::fmt_advert(*adv)),
+        }
+    }
+}
+
+/// The node that holds the VIP when all is well, and the one that takes over.
+pub const PRIMARY: u32 = 1;
+pub const BACKUP: u32 = 2;
+
+pub struct Testbed {
+    pub cluster: Cluster,
+    pub settings: Settings,
+    ka: Vec<Option<Keepalived>>,
+}
+
+/// The keepalived.conf node `id` gets.
+pub fn keepalived_conf(id: u32, advert_int: f64) -> keepalived::Conf {
+    keepalived::Conf {
+        iface: IFACE.into(),
+        priority: if id == PRIMARY { 100 } else { 90 },
+        advert_int,
+        vip: VIP,
+        prefix: 24,
+        router_id: format!("n{id}"),
+    }
+}
+
+impl Testbed {
+    /// A fresh LAN (nothing started).
+    pub fn new(settings: Settings) -> Result<Self> {
+        let hb_args: Vec<&str> = match &settings {
+            Settings::Hb(a) => a.iter().map(|s| s.as_str()).collect(),
+            Settings::Keepalived(_) => Vec::new(),
+        };
+        let cluster = Cluster::new(TAG, &[100, 90], &hb_args)?;
+        Ok(Self {
+            cluster,
+            settings,
+            ka: vec![None, None],
+        })
+    }
+
+    pub fn tool(&self) -> Tool {
+        self.settings.tool()
+    }
+
+    pub fn start(&mut self, id: u32) -> Result<()> {
+        match self.settings {
+            Settings::Hb(_) => self.cluster.start(id),
+            Settings::Keepalived(adv) => {
+                let ns = self.cluster.node(id).ns.clone();
+                let dir = self.cluster.lab.scratch.join(format!("n{id}"));
+                let k = Keepalived::start(&ns, &keepalived_conf(id, adv), &dir)?;
+                self.ka[id as usize - 1] = Some(k);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn start_all(&mut self) -> Result<()> {
+        self.start(PRIMARY)?;
+        self.start(BACKUP)
+    }
+
+    /// Builds the LAN, starts both nodes and waits for steady state.
+    pub fn up(settings: Settings) -> Result<Self> {
+        let mut t = Self::new(settings)?;
+        t.start_all()?;
+        t.wait_steady()?;
+        Ok(t)
+    }
+
+    /// Settled, then settled again after a quiet moment: a node that has just
+    /// taken the VIP may still be busy announcing it, and measurements start from
+    /// steady state, not from the tail of the last takeover.
+    pub fn wait_steady(&self) -> Result<()> {
+        self.wait_settled(Duration::from_secs(30))?;
+        std::thread::sleep(Duration::from_millis(300));
+        self.wait_settled(Duration::from_secs(30))
+    }
+
+    /// SIGKILL of node `id`'s daemon (for keepalived, parent and VRRP child at
+    /// once). Returns the instant just before the signal.
+    pub fn crash(&mut self, id: u32) -> Result<Instant> {
+        match self.settings {
+            Settings::Hb(_) => {
+                let at = Instant::now();
+                self.cluster.signal(id, Signal::SIGKILL)?;
+                Ok(at)
+            }
+            Settings::Keepalived(_) => self.take_ka(id)?.crash(),
+        }
+    }
+
+    /// SIGTERM: each tool's graceful stop.
+    pub fn stop(&mut self, id: u32) -> Result<Instant> {
+        match self.settings {
+            Settings::Hb(_) => {
+                let at = Instant::now();
+                self.cluster.signal(id, Signal::SIGTERM)?;
+                Ok(at)
+            }
+            Settings::Keepalived(_) => self.take_ka(id)?.stop(),
+        }
+    }
+
+    fn take_ka(&mut self, id: u32) -> Result<Keepalived> {
+        self.ka[id as usize - 1]
+            .take()
+            .with_context(|| format!("keepalived of node {id} is not running"))
+    }
+
+    /// `ip link set eth0 up|down` in node `id`, done with an ioctl from a thread in
+    /// its namespace so that the instant returned (just before the change) is not
+    /// skewed by starting a process.
+    pub fn set_link(&self, id: u32, up: bool) -> Result<Instant> {
+        let ns = self.cluster.node(id).ns.clone();
+        self.cluster.lab.in_netns(&ns, || set_iface_up(IFACE, up))?
+    }
+
+    /// After a crash: keepalived leaves the VIP configured on the dead node; remove
+    /// it so the next run starts clean (a restarted hb-user cleans up itself).
+    pub fn clear_stale_vip(&self, id: u32) -> Result<()> {
+        if self.tool() == Tool::Keepalived && self.cluster.holders().contains(&id) {
+            self.cluster.exec(
+                id,
+                &["ip", "addr", "del", &format!("{VIP}/24"), "dev", IFACE],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// "MASTER", "BACKUP", "INIT", "FAULT", as the daemon of node `id` last said
+    /// (hb: its status file, written by the running process; keepalived: its log).
+    pub fn state(&self, id: u32) -> Option<String> {
+        match self.settings {
+            Settings::Hb(_) => {
+                let n = self.cluster.node(id);
+                let text = std::fs::read_to_string(n.state_dir.join("status.json")).ok()?;
+                let j: serde_json::Value = serde_json::from_str(&text).ok()?;
+                // A killed controller's file stays behind: trust only the running one's.
+                if j["pid"].as_u64() != self.cluster.pid(id).map(u64::from) {
+                    return None;
+                }
+                j["state"].as_str().map(String::from)
+            }
+            Settings::Keepalived(_) => {
+                let k = self.ka[id as usize - 1].as_ref()?;
+                keepalived::last_state(&k.read_log()).map(String::from)
+            }
+        }
+    }
+
+    /// Node 1 alone holds the VIP and says MASTER; node 2 says BACKUP.
+    pub fn settled(&self) -> bool {
+        self.cluster.holders() == [PRIMARY]
+            && self.state(PRIMARY).as_deref() == Some("MASTER")
+            && self.state(BACKUP).as_deref() == Some("BACKUP")
+    }
+
+    pub fn wait_settled(&self, bound: Duration) -> Result<()> {
+        if self.cluster.wait_for(bound, |_| self.settled()) {
+            return Ok(());
+        }
+        bail!(
+            "{} did not settle within {bound:?} (node 1 MASTER with the VIP, node 2 BACKUP): holders {:?}, states {:?}/{:?}\n{}",
+            self.tool().name(),
+            self.cluster.holders(),
+            self.state(PRIMARY),
+            self.state(BACKUP),
+            self.logs()
+        )
+    }
+
+    /// The process doing the work on node `id`: hb-user, or keepalived's VRRP child.
+    pub fn controller_pid(&self, id: u32) -> Option<u32> {
+        match self.settings {
+            Settings::Hb(_) => self.cluster.pid(id),
+            Settings::Keepalived(_) => self.ka[id as usize - 1]
+                .as_ref()?
+                .wait_vrrp_pid(Duration::from_secs(2)),
+        }
+    }
+
+    /// keepalived's parent process (none for hb).
+    pub fn parent_pid(&self, id: u32) -> Option<u32> {
+        self.ka[id as usize - 1].as_ref().map(|k| k.pid())
+    }
+
+    /// iptables match for this tool's heartbeats.
+    pub fn iptables_match(&self) -> Vec<&'static str> {
+        match self.tool() {
+            Tool::Hb => vec!["-p", "udp", "--dport", "694"],
+            Tool::Keepalived => vec!["-p", "112"],
+        }
+    }
+
+    /// nftables match for this tool's heartbeats.
+    pub fn nft_match(&self) -> &'static str {
+        match self.tool() {
+            Tool::Hb => "udp dport 694",
+            Tool::Keepalived => "ip protocol 112",
+        }
+    }
+
+    /// `iptables <op> <chain> <match> -j DROP` on every node.
+    pub fn firewall(&self, op: &str, chain: &str) -> Result<()> {
+        for n in &self.cluster.nodes {
+            let mut a = vec!["iptables", op, chain];
+            a.extend(self.iptables_match());
+            a.extend(["-j", "DROP"]);
+            self.cluster.lab.exec(&n.ns, &a)?;
+        }
+        Ok(())
+    }
+
+    /// The daemons' last state-change lines: why the VIP moved, printed when a
+    /// window saw a false failover.
+    pub fn explain(&self) -> String {
+        let keys: &[&str] = match self.tool() {
+            Tool::Hb => &["->", "silent", "taking", "releas", "yield"],
+            Tool::Keepalived => &["Entering", "timeout", "higher priority", "lower priority"],
+        };
+        let mut out = String::new();
+        for n in &self.cluster.nodes {
+            let log = match self.tool() {
+                Tool::Hb => self.cluster.log(n.id),
+                Tool::Keepalived => std::fs::read_to_string(
+                    self.cluster
+                        .lab
+                        .scratch
+                        .join(format!("n{}/keepalived.log", n.id)),
+                )
+                .unwrap_or_default(),
+            };
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| keys.iter().any(|k| l.contains(k)))
+                .collect();
+            for l in &lines[lines.len().saturating_sub(6)..] {
+                out += &format!("    node {}: {}\n", n.id, l.trim());
+            }
+        }
+        out
+    }
+
+    /// Every daemon's log, for error messages.
+    pub fn logs(&self) -> String {
+        match self.tool() {
+            Tool::Hb => self.cluster.logs(),
+            Tool::Keepalived => self
+                .cluster
+                .nodes
+                .iter()
+                .map(|n| {
+                    let log = std::fs::read_to_string(
+                        self.cluster
+                            .lab
+                            .scratch
+                            .join(format!("n{}/keepalived.log", n.id)),
+                    )
+                    .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    format!(
+                        "--- node {} keepalived (last lines) ---\n{}\n",
+                        n.id,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// SIOCGIFFLAGS / SIOCSIFFLAGS on `dev` in the calling thread's namespace.
+fn set_iface_up(dev: &str, up: bool) -> Result<Instant> {
+    // SAFETY: ioctl on a socket we own with an ifreq we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(dev.bytes()) {
+            *d = s as libc::c_char;
+        }
+        let result = (|| {
+            if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+                bail!("SIOCGIFFLAGS {dev}: {}", std::io::Error::last_os_error());
+            }
+            let flags = ifr.ifr_ifru.ifru_flags;
+            let up_flag = libc::IFF_UP as libc::c_short;
+            ifr.ifr_ifru.ifru_flags = if up {
+                flags | up_flag
+            } else {
+                flags & !up_flag
+            };
+            let at = Instant::now();
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) < 0 {
+                bail!("SIOCSIFFLAGS {dev}: {}", std::io::Error::last_os_error());
+            }
+            Ok(at)
+        })();
+        libc::close(fd);
+        result
+    }
+}

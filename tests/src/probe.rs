@@ -132,6 +132,89 @@ impl Drop for Probe {
     }
 }
 
+/// Probes addressed at one MAC: ICMP echo requests to `target` in Ethernet frames
+/// sent to `dst_mac` (whatever the client's neighbour table says), every `period`
+/// for `window`, from the calling thread's namespace out of `iface` with source
+/// `src_mac`/`src_ip`. Returns the times of the echo replies that came back from
+/// `dst_mac`: does that host still answer for `target`?
+pub fn directed_echo(
+    iface: &str,
+    src_mac: [u8; 6],
+    src_ip: Ipv4Addr,
+    dst_mac: [u8; 6],
+    target: Ipv4Addr,
+    period: Duration,
+    window: Duration,
+) -> Result<Vec<Instant>> {
+    let capture = capture_socket(iface)?;
+    let name = std::ffi::CString::new(iface)?;
+    // SAFETY: if_nametoindex reads a C string; socket owned at once.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    anyhow::ensure!(
+        raw >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    let tx = unsafe { OwnedFd::from_raw_fd(raw) };
+    let id = (std::process::id() as u16) ^ 0x6f6c;
+    let mut got = Vec::new();
+    let (start, mut seq, mut next) = (Instant::now(), 0u16, Instant::now());
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < window {
+        if Instant::now() >= next {
+            seq = seq.wrapping_add(1);
+            let icmp = echo_request(id, seq);
+            let mut ip = vec![0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 1, 0, 0];
+            ip.extend_from_slice(&src_ip.octets());
+            ip.extend_from_slice(&target.octets());
+            let sum = crate::frames::checksum(&ip);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            let mut f = Vec::with_capacity(14 + 36);
+            f.extend_from_slice(&dst_mac);
+            f.extend_from_slice(&src_mac);
+            f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+            f.extend_from_slice(&ip);
+            f.extend_from_slice(&icmp);
+            // SAFETY: sockaddr_ll zeroed then filled; the frame outlives the call.
+            unsafe {
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_ifindex = ifindex as i32;
+                sll.sll_halen = 6;
+                sll.sll_addr[..6].copy_from_slice(&dst_mac);
+                libc::sendto(
+                    tx.as_raw_fd(),
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+            }
+            next += period;
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            capture.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1u16));
+        loop {
+            let n =
+                unsafe { libc::recv(capture.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                break;
+            }
+            if let Some((_, mac)) = parse_reply(&buf[..n as usize], target, id) {
+                if mac == dst_mac {
+                    got.push(Instant::now());
+                }
+            }
+        }
+    }
+    Ok(got)
+}
+
 /// Sends ICMPv6 echo requests to `target` every 10 ms from the calling thread's
 /// namespace until one is answered (true) or `timeout` passes (false). The kernel
 /// computes ICMPv6 checksums on raw sockets itself.

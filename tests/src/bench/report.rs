@@ -38,6 +38,9 @@ pub struct FailoverCell {
     pub missed: usize,
     /// Anything odd seen during the runs.
     pub notes: Vec<String>,
+    /// SIGKILL runs: per run, how long after the new holder's first reply the
+    /// crashed node still answered probes sent to its MAC (None: not at all).
+    pub old_answered_ms: Vec<Option<f64>>,
 }
 
 impl FailoverCell {
@@ -151,6 +154,61 @@ pub struct Report {
     pub images: Vec<(String, String)>,
     /// Path of the image directory as linked from the document, e.g. "img".
     pub img_link_dir: String,
+}
+
+/// After a whole-daemon SIGKILL, the crashed node's kernel still has the VIP: does
+/// it go on answering next to the new holder? Probes sent straight to its MAC for
+/// as long as the failover took (at least 200 ms) after the new holder's first reply.
+pub fn old_holder_table(r: &Report) -> String {
+    let cells: Vec<&FailoverCell> = r
+        .failover
+        .iter()
+        .filter(|c| c.fault == Fault::Crash && !c.old_answered_ms.is_empty())
+        .collect();
+    if cells.is_empty() {
+        return String::new();
+    }
+    let mut d = String::from(
+        "\n### The crashed node after a SIGKILL\n\nAfter each SIGKILL run, ICMP echoes to the VIP were sent in frames addressed to the \
+crashed node's MAC, from the new holder's first reply on, for as long as the failover took (at least 200 ms). \
+\"Still answering\" is the share of runs in which the crashed node replied; \"for\" is how long after the \
+new holder's first reply its last reply came (at least that long: the window ends there).\n\n",
+    );
+    let rows: Vec<Vec<String>> = cells
+        .iter()
+        .map(|c| {
+            let answered: Vec<f64> = c.old_answered_ms.iter().flatten().copied().collect();
+            let n = c.old_answered_ms.len();
+            let longest = answered.iter().copied().fold(f64::NAN, f64::max);
+            vec![
+                c.tool.name().to_string(),
+                c.setting.clone(),
+                n.to_string(),
+                format!(
+                    "{} of {n} ({:.0}%)",
+                    answered.len(),
+                    100.0 * answered.len() as f64 / n as f64
+                ),
+                if answered.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{longest:.1} ms")
+                },
+            ]
+        })
+        .collect();
+    d += &md_table(
+        &[
+            "tool",
+            "setting",
+            "SIGKILL runs",
+            "still answering for the VIP",
+            "for (longest)",
+        ],
+        "llrrr",
+        &rows,
+    );
+    d
 }
 
 /// The heading of every section `render` writes: the integration test checks them.
@@ -630,6 +688,7 @@ replies come from node 1.\n";
             d += &format!("- {n}\n");
         }
     }
+    d += &old_holder_table(r);
     d += &error_note(r, "failover");
     for (file, alt) in &r.images {
         d += &format!("\n![{alt}]({}/{file})\n", r.img_link_dir);
@@ -719,6 +778,14 @@ mod tests {
                     samples_ms: vec![base + 3.0, base + 1.0, base + 2.0],
                     missed: 0,
                     notes: Vec::new(),
+                    old_answered_ms: if fault == Fault::Crash {
+                        match tool {
+                            Tool::Hb => vec![None, None, None],
+                            Tool::Keepalived => vec![Some(201.0), Some(230.5), Some(199.0)],
+                        }
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -800,6 +867,9 @@ mod tests {
             XDP_START,
             XDP_END,
             "| empty | 27.0 |",
+            "### The crashed node after a SIGKILL",
+            "| hb | fast | 3 | 0 of 3 (0%) | - |",
+            "| keepalived | fast | 3 | 3 of 3 (100%) | 230.5 ms |",
         ] {
             assert!(doc.contains(want), "{want:?} missing from\n{doc}");
         }

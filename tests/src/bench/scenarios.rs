@@ -276,6 +276,9 @@ struct Run {
     replies: Vec<(f64, u32)>,
     /// Why the client needed help before the fault, if it did.
     note: Option<String>,
+    /// After a SIGKILL: how long after the new holder's first reply the crashed
+    /// node still answered probes addressed to its MAC (None: it did not answer).
+    old_answered_ms: Option<Option<f64>>,
 }
 
 /// One failover: fault on node 1, time until the client's first reply from node
@@ -317,6 +320,34 @@ fn failover_run(bed: &mut Testbed, fault: Fault, bound: Duration) -> Result<Run>
     }
     std::thread::sleep(Duration::from_millis(30));
     let rec = probe.stop();
+    // Does the crashed node still answer for the VIP once the new holder does? The
+    // client's own cache follows the new holder's announcements, so ask the old
+    // MAC directly, for a window as long as the failover took (at least 200 ms).
+    let mut old_answered_ms = None;
+    if let (Fault::Crash, Some(first_new)) = (fault, rec.first_from(m2, t0).map(|r| r.at)) {
+        let window = took.unwrap_or_default().max(Duration::from_millis(200));
+        let client_mac = bed
+            .cluster
+            .lab
+            .mac(&bed.cluster.client, crate::cluster::IFACE)?;
+        let answers = bed.cluster.lab.in_netns(&bed.cluster.client, || {
+            crate::probe::directed_echo(
+                crate::cluster::IFACE,
+                client_mac,
+                crate::cluster::CLIENT_IP,
+                m1,
+                VIP,
+                Duration::from_millis(2),
+                window,
+            )
+        })??;
+        old_answered_ms = Some(
+            answers
+                .iter()
+                .max()
+                .map(|last| last.saturating_duration_since(first_new).as_secs_f64() * 1000.0),
+        );
+    }
     let ms = took.map(|d| d.as_secs_f64() * 1000.0);
     let until = ms.unwrap_or(bound.as_secs_f64() * 1000.0) + 30.0;
     let replies = rec
@@ -349,7 +380,12 @@ fn failover_run(bed: &mut Testbed, fault: Fault, bound: Duration) -> Result<Run>
         }
         Fault::Graceful => bed.start(PRIMARY)?,
     }
-    Ok(Run { ms, replies, note })
+    Ok(Run {
+        ms,
+        replies,
+        note,
+        old_answered_ms,
+    })
 }
 
 /// `plan.runs` failovers of one cell on one testbed. On an error the runs so
@@ -372,6 +408,7 @@ pub fn failover_cell(
         samples_ms: Vec::new(),
         missed: 0,
         notes: Vec::new(),
+        old_answered_ms: Vec::new(),
     };
     let mut runs: Vec<(f64, Vec<(f64, u32)>)> = Vec::new();
     for i in 1..=plan.runs {
@@ -385,6 +422,9 @@ pub fn failover_cell(
                 "run {i}: before the fault the client's replies did not come from node 1 ({why}); \
                  its ARP entry was flushed"
             ));
+        }
+        if let Some(old) = run.old_answered_ms {
+            cell.old_answered_ms.push(old);
         }
         match run.ms {
             Some(ms) => {

@@ -53,6 +53,26 @@ enum Task {
     },
 }
 
+/// Release builds of hb-user and the given binaries of the tests crate.
+fn build_release_bins(bins: &[&str]) -> Result<()> {
+    let mut cmd = std::process::Command::new(tools::cargo());
+    cmd.args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "hb-user",
+        "-p",
+        "hb-tests",
+        "--bin",
+        "hb-user",
+    ]);
+    for b in bins {
+        cmd.args(["--bin", b]);
+    }
+    tools::run(&mut cmd, "cargo build")
+}
+
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::BuildEbpf => build_ebpf::build().map(|_| ()),
@@ -76,22 +96,7 @@ fn main() -> Result<()> {
         Task::Lab { nodes } => {
             tools::ensure_system_packages()?;
             build_ebpf::build()?;
-            tools::run(
-                std::process::Command::new(tools::cargo()).args([
-                    "build",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "hb-user",
-                    "-p",
-                    "hb-tests",
-                    "--bin",
-                    "hb-user",
-                    "--bin",
-                    "hb-lab",
-                ]),
-                "cargo build",
-            )?;
+            build_release_bins(&["hb-lab"])?;
             let bin = tools::workspace_root().join("target/release/hb-lab");
             tools::run(
                 std::process::Command::new(bin).args(["--nodes", &nodes.to_string()]),
@@ -101,24 +106,7 @@ fn main() -> Result<()> {
         Task::Bench { quick, only } => {
             tools::ensure_system_packages()?;
             build_ebpf::build()?;
-            tools::run(
-                std::process::Command::new(tools::cargo()).args([
-                    "build",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "hb-user",
-                    "-p",
-                    "hb-tests",
-                    "--bin",
-                    "hb-user",
-                    "--bin",
-                    "hb-bench",
-                    "--bin",
-                    "bench-xdp",
-                ]),
-                "cargo build",
-            )?;
+            build_release_bins(&["hb-bench", "bench-xdp"])?;
             let root = tools::workspace_root();
             let mut cmd = std::process::Command::new(root.join("target/release/hb-bench"));
             cmd.arg("--out")

@@ -44,22 +44,6 @@ fn ns_single_runs(prog: &Xdp, frames: &[Vec<u8>]) -> Result<f64> {
     Ok(total / frames.len() as f64)
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
-}
-
 fn main() -> Result<()> {
     hb_tests::require_root("bench-xdp");
     let mut args = std::env::args().skip(1);
@@ -156,7 +140,7 @@ fn main() -> Result<()> {
     }
     let header = format!(
         "Measured by `cargo xtask bench-xdp` on {} ({repeat} runs x {ROUNDS} rounds, median; accepted heartbeats: {n} single runs, mean).\n\n",
-        machine()
+        hb_tests::bench::host::machine()
     );
     print!("{header}{table}");
     if let Some(path) = write {

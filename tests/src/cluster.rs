@@ -15,6 +15,36 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Timers the namespace tests run hb-user with: quick, yet with room for a noisy
+/// 2-core machine.
+pub const FAST: &[&str] = &[
+    "--interval",
+    "20ms",
+    "--dead-after",
+    "150ms",
+    "--init-dead",
+    "1s",
+];
+
+/// How long a test waits for anything to happen.
+pub const BOUND: Duration = Duration::from_secs(5);
+
+/// A test's LAN with `links` links, nothing started: held for the test's duration
+/// (see [`exclusive`]), failing with a clear message without root.
+pub fn test_lan(
+    tag: &str,
+    priorities: &[u8],
+    args: &[&str],
+    links: usize,
+) -> (std::sync::MutexGuard<'static, ()>, Cluster) {
+    let guard = exclusive();
+    crate::require_root("namespace tests (XDP, netlink, iptables, nftables)");
+    (
+        guard,
+        Cluster::with_links(tag, priorities, args, links).expect("build the namespace LAN"),
+    )
+}
+
 /// Cluster tests in one test binary run one at a time: timing-sensitive tests must
 /// not starve each other on 2 cores. Hold the guard for the test's duration.
 pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {

@@ -4,6 +4,11 @@
 use anyhow::{bail, Context, Result};
 use std::{fs::File, path::PathBuf, process::Command};
 
+/// "02:00:00:00:00:01".
+pub fn mac_str(m: [u8; 6]) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
 /// Runs a command, failing with its full command line and stderr.
 pub fn sh(args: &[&str]) -> Result<String> {
     let out = Command::new(args[0])

@@ -3,23 +3,12 @@
 //! lease runs out; a restart adopts it; heartbeats go out through a packet socket
 //! that OUTPUT firewall rules cannot touch; `hb-user cleanup` removes it all.
 
-use hb_tests::cluster::{exclusive, Cluster, IFACE, VIP};
+use hb_tests::{
+    cluster::{test_lan, Cluster, BOUND, FAST, IFACE, VIP},
+    netns::mac_str,
+};
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
-
-const FAST: &[&str] = &[
-    "--interval",
-    "20ms",
-    "--dead-after",
-    "150ms",
-    "--init-dead",
-    "1s",
-];
-const BOUND: Duration = Duration::from_secs(5);
-
-fn mac_str(m: [u8; 6]) -> String {
-    m.map(|b| format!("{b:02x}")).join(":")
-}
 
 /// Points the client's neighbour entry for the VIP at `mac`, for good.
 fn pin_client_to(c: &Cluster, mac: [u8; 6]) {
@@ -58,9 +47,7 @@ fn counter(j: &serde_json::Value, name: &str) -> u64 {
 }
 
 fn cluster(tag: &str, common: &[&str]) -> (std::sync::MutexGuard<'static, ()>, Cluster) {
-    let g = exclusive();
-    hb_tests::require_root("data plane tests (namespaces, XDP, netlink)");
-    let mut c = Cluster::new(tag, &[100, 90], common).expect("build the namespace LAN");
+    let (g, mut c) = test_lan(tag, &[100, 90], common, 1);
     c.start_all().unwrap();
     c.expect_settled(1, BOUND);
     (g, c)

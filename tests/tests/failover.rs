@@ -2,31 +2,16 @@
 //! netlink addresses, gratuitous ARP, iptables. Bounds are generous (these
 //! machines are noisy); failover times are measured by the benchmark, not here.
 
-use hb_tests::cluster::{Cluster, VIP};
+use hb_tests::cluster::{test_lan, Cluster, BOUND, FAST, VIP};
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
-
-const FAST: &[&str] = &[
-    "--interval",
-    "20ms",
-    "--dead-after",
-    "150ms",
-    "--init-dead",
-    "1s",
-];
-const BOUND: Duration = Duration::from_secs(5);
 
 fn cluster(
     tag: &str,
     priorities: &[u8],
     common: &[&str],
 ) -> (std::sync::MutexGuard<'static, ()>, Cluster) {
-    let guard = hb_tests::cluster::exclusive();
-    hb_tests::require_root("failover tests (namespaces, XDP, netlink)");
-    (
-        guard,
-        Cluster::new(tag, priorities, common).expect("build the namespace LAN"),
-    )
+    test_lan(tag, priorities, common, 1)
 }
 
 fn start_all(c: &mut Cluster) {

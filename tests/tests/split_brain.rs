@@ -3,22 +3,12 @@
 //! notify hooks, periodic gratuitous ARP. Partitions are made in the switch
 //! namespace with nftables (carriers stay up, as when a switch or ACL fails).
 
-use hb_tests::cluster::{exclusive, Cluster, CLIENT_IP, VIP};
+use hb_tests::cluster::{exclusive, test_lan, Cluster, BOUND, CLIENT_IP, FAST, VIP};
 use nix::sys::signal::Signal;
 use std::{
     sync::MutexGuard,
     time::{Duration, Instant},
 };
-
-const FAST: &[&str] = &[
-    "--interval",
-    "20ms",
-    "--dead-after",
-    "150ms",
-    "--init-dead",
-    "1s",
-];
-const BOUND: Duration = Duration::from_secs(5);
 
 fn cluster(
     tag: &str,
@@ -26,12 +16,9 @@ fn cluster(
     extra: &[&str],
     links: usize,
 ) -> (MutexGuard<'static, ()>, Cluster) {
-    let guard = exclusive();
-    hb_tests::require_root("split-brain tests (namespaces, XDP, netlink, nftables)");
     let mut args = FAST.to_vec();
     args.extend_from_slice(extra);
-    let mut c =
-        Cluster::with_links(tag, priorities, &args, links).expect("build the namespace LAN");
+    let (guard, mut c) = test_lan(tag, priorities, &args, links);
     c.start_all().unwrap();
     c.expect_settled(1, BOUND);
     (guard, c)

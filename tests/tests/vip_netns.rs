@@ -4,7 +4,10 @@
 //! from the node correct a client's neighbour entry for the VIP that still
 //! points at a wrong (dead holder's) MAC.
 
-use hb_tests::{netns::Lab, require_root};
+use hb_tests::{
+    netns::{mac_str, Lab},
+    require_root,
+};
 use hb_user::{
     garp,
     netlink::{LinkInfo, Netlink},
@@ -35,10 +38,6 @@ fn run_in<T: Send, Fut: Future<Output = T>>(
             .block_on(f())
     })
     .unwrap()
-}
-
-fn mac_str(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02x}")).join(":")
 }
 
 /// The client's neighbour entry for `ip`, as `ip neigh` prints it.

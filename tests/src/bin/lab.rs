@@ -7,7 +7,7 @@
 use anyhow::{bail, Context, Result};
 use hb_tests::{
     cluster::{emergency_cleanup, Cluster, VIP},
-    netns::Lab,
+    netns::{mac_str, Lab},
 };
 use nix::sys::signal::{SigSet, Signal};
 use std::time::{Duration, Instant};
@@ -32,10 +32,6 @@ impl Timeline {
             msg.as_ref()
         );
     }
-}
-
-fn mac(m: [u8; 6]) -> String {
-    m.map(|b| format!("{b:02x}")).join(":")
 }
 
 fn main() {
@@ -94,7 +90,7 @@ fn lab(n: usize) -> Result<()> {
             "  node {} at {} (MAC {}), priority {}",
             node.id,
             node.ip,
-            mac(node.mac),
+            mac_str(node.mac),
             node.priority
         ));
     }
@@ -113,7 +109,7 @@ fn lab(n: usize) -> Result<()> {
     let Some(m) = c.client_reach_vip() else {
         bail!("the client cannot reach the VIP\n{}", c.logs())
     };
-    t.say(format!("client reaches the VIP at MAC {}", mac(m)));
+    t.say(format!("client reaches the VIP at MAC {}", mac_str(m)));
 
     // 1. Crash of the holder's daemon.
     let probe = c.probe(Duration::from_millis(1))?;
@@ -145,7 +141,7 @@ fn lab(n: usize) -> Result<()> {
     ));
     t.say(format!(
         "client's replies now come from node {next} ({}): {} ms after the kill; longest gap without a reply {} ms",
-        mac(new_mac),
+        mac_str(new_mac),
         moved.as_millis(),
         rec.longest_gap(killed, killed + moved + Duration::from_millis(100)).as_millis()
     ));

@@ -158,7 +158,7 @@ pub struct Claimant {
 
 /// The holder lease (single entry at index 0): while `until_ns` is in the future
 /// (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`), this node may answer for its VIPs.
-/// The controller renews it on every poll while it holds the VIPs; when it stops
+/// The controller renews it every quarter of dead-after while it holds the VIPs; when it stops
 /// (demoted, or dead), the XDP program drops ARP for the VIPs and IPv4 to them,
 /// so a node whose controller died stops answering within dead-after.
 #[repr(C)]

@@ -11,7 +11,7 @@ use hb_common::{
     wire::{self, Heartbeat, Refusal, WIRE_LEN},
 };
 
-use crate::parse::{ptr_at, Src, Udp, ETH_SRC_OFF};
+use crate::parse::{ptr_at_bounded, Src, Udp, ETH_SRC_OFF};
 
 const UDP_LEN: u16 = (8 + WIRE_LEN) as u16;
 
@@ -28,7 +28,8 @@ pub fn receive(
     if udp.udp_len != UDP_LEN || udp.ip_room < UDP_LEN {
         return Err(Refusal::BadLength);
     }
-    let payload: *const [u8; WIRE_LEN] = ptr_at(ctx, udp.payload_off).ok_or(Refusal::BadLength)?;
+    let payload: *const [u8; WIRE_LEN] =
+        ptr_at_bounded(ctx, udp.payload_off).ok_or(Refusal::BadLength)?;
     // One copy to the stack: the checks below then index a fixed-size array.
     let buf: [u8; WIRE_LEN] = unsafe { *payload };
     // 2-4. Magic, version, message type.
@@ -76,6 +77,6 @@ pub fn receive(
 
 #[inline(always)]
 fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Result<T, Refusal> {
-    let p: *const T = ptr_at(ctx, off).ok_or(Refusal::BadLength)?;
+    let p: *const T = ptr_at_bounded(ctx, off).ok_or(Refusal::BadLength)?;
     Ok(unsafe { *p })
 }

@@ -72,6 +72,26 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
     Some((start + off) as *const T)
 }
 
+/// Past any header hb reads: Ethernet, a VLAN tag, IPv6 with [`MAX_IPV6_EXT`]
+/// extension headers of at most 2 KiB each, UDP.
+pub const MAX_OFF: usize = 0x2000;
+
+/// [`ptr_at`] for an offset that travelled through a struct (`Udp`, `Src`).
+/// LLVM may rebuild such an offset from 16-bit pieces joined with OR, and the
+/// 6.1 verifier loses its bounds there ("math between pkt pointer and register
+/// with unbounded min value"); newer verifiers keep them. A comparison right
+/// before the pointer arithmetic restores them; the volatile read keeps LLVM
+/// from proving that comparison redundant and deleting it.
+#[inline(always)]
+pub fn ptr_at_bounded<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
+    // SAFETY: reads a local.
+    let off = unsafe { core::ptr::read_volatile(&off) };
+    if off > MAX_OFF {
+        return None;
+    }
+    ptr_at(ctx, off)
+}
+
 /// Classifies the frame by its (inner, if tagged) EtherType.
 #[inline(always)]
 pub fn frame(ctx: &XdpContext) -> Frame {

@@ -3,6 +3,7 @@
 
 mod build_ebpf;
 mod tools;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -42,6 +43,14 @@ enum Task {
         #[arg(long)]
         only: Option<String>,
     },
+    /// The data plane's BPF_PROG_TEST_RUN suite and a two-node failover in
+    /// virtual machines on Debian's kernels (downloads them; needs root and qemu,
+    /// which it installs).
+    VmTest {
+        /// Which kernel series.
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: KernelArg,
+    },
     /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN (needs root).
     BenchXdp {
         /// Runs per case.
@@ -51,6 +60,28 @@ enum Task {
         #[arg(long)]
         write: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KernelArg {
+    /// Debian 12's stock kernel (linux-image-6.1.0-*-cloud-amd64).
+    #[value(name = "6.1")]
+    V6_1,
+    /// Debian's 6.12 (linux-image-6.12.*+deb12-cloud-amd64).
+    #[value(name = "6.12")]
+    V6_12,
+    /// Both.
+    All,
+}
+
+impl KernelArg {
+    fn series(self) -> Vec<vm::Series> {
+        match self {
+            KernelArg::V6_1 => vec![vm::Series::V6_1],
+            KernelArg::V6_12 => vec![vm::Series::V6_12],
+            KernelArg::All => vm::Series::ALL.to_vec(),
+        }
+    }
 }
 
 /// Release builds of hb-user and the given binaries of the tests crate.
@@ -121,6 +152,7 @@ fn main() -> Result<()> {
             }
             tools::run(&mut cmd, "hb-bench")
         }
+        Task::VmTest { kernel } => vm::run(&kernel.series()),
         Task::BenchXdp { repeat, write } => {
             tools::ensure_system_packages()?;
             build_ebpf::build()?;

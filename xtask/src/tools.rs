@@ -72,7 +72,7 @@ fn have(program: &str) -> bool {
 /// Debian packages the tests, the lab and the benchmark use: installed when
 /// missing (root only).
 pub fn ensure_system_packages() -> Result<()> {
-    let wanted = [
+    ensure_packages(&[
         ("bpftool", "bpftool"),
         ("iptables", "iptables"),
         ("ip", "iproute2"),
@@ -80,12 +80,24 @@ pub fn ensure_system_packages() -> Result<()> {
         ("tcpdump", "tcpdump"),
         // The benchmark's baseline (cargo xtask bench and its test).
         ("keepalived", "keepalived"),
-    ];
-    let missing: Vec<&str> = wanted
+    ])
+}
+
+/// Installs the Debian package of each (program, package) whose program is
+/// missing (a program given as an absolute path is looked for there).
+pub fn ensure_packages(wanted: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = wanted
         .iter()
-        .filter(|(bin, _)| !have(bin))
+        .filter(|(bin, _)| {
+            if bin.starts_with('/') {
+                !Path::new(bin).is_file()
+            } else {
+                !have(bin)
+            }
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }

@@ -8,7 +8,7 @@ use crate::{
     election::{Event, Machine, Params, PeerView},
     garp,
     hooks::{self, FenceOutcome, Notifier},
-    keyfile,
+    kernel, keyfile,
     loader::{DataPlane, Origin, Settings},
     netlink::{self, Netlink},
     pinger::Pinger,
@@ -31,9 +31,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// Why `run` failed: a bad setting (exit code 2, nothing touched) or a runtime error.
+/// Why `run` failed: a bad setting (exit code 2, nothing touched), a kernel
+/// that lacks a feature (nothing touched), or a runtime error.
 pub enum RunError {
     Config(ConfigError),
+    Kernel(kernel::Missing),
     Other(anyhow::Error),
 }
 
@@ -143,10 +145,13 @@ fn xdp_attach(plane: &mut DataPlane, iface: &str, mode: XdpModeArg) -> Result<&'
 
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
-    // Everything that can be wrong with the settings is found before anything changes.
+    // Everything that can be wrong with the settings or the kernel is found
+    // before anything changes.
     let key = keyfile::read(&cfg.key_file).map_err(RunError::Config)?;
     let nl = Netlink::connect()?;
     let plan = plan(&cfg, &nl).await?;
+    let found = kernel::Features::probe()?;
+    kernel::check(&found, &kernel::release()).map_err(RunError::Kernel)?;
     let state_dir = StateDir::open(&cfg.state_dir)?;
     let epoch = state_dir.next_epoch()?;
 

@@ -6,14 +6,14 @@
 //! `hb-user` adopts what is pinned, or swaps a different program into the same
 //! link atomically; a graceful stop removes the pins, which detaches it.
 
-use crate::bpffs;
+use crate::{bpffs, kernel, verifier};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
-        ProgramInfo, Xdp, XdpMode,
+        ProgramError, ProgramInfo, Xdp, XdpMode,
     },
     Ebpf,
 };
@@ -130,12 +130,23 @@ fn remove_pins(dir: &Path) -> bool {
 impl DataPlane {
     /// Loads the object into the kernel (verifier included); nothing is attached.
     pub fn load() -> Result<Self> {
-        let mut ebpf = Ebpf::load(OBJECT).context("loading the XDP object")?;
+        let mut ebpf = Ebpf::load(OBJECT)
+            .with_context(|| format!("loading the XDP object (kernel {})", kernel::release()))?;
         let prog: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
             .ok_or_else(|| anyhow!("program {} missing from the object", names::PROGRAM))?
             .try_into()?;
-        prog.load().context("verifying the XDP program")?;
+        prog.load().map_err(|e| match e {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => anyhow!(verifier::refusal(
+                &kernel::release(),
+                &io_error,
+                &verifier_log.to_string()
+            )),
+            e => anyhow::Error::new(e).context("verifying the XDP program"),
+        })?;
         let mut maps = BTreeMap::new();
         for (name, _) in names::PINNED {
             let map = ebpf

@@ -135,6 +135,10 @@ fn run(args: RunArgs) -> ExitCode {
             eprintln!("hb-user: {e}");
             ExitCode::from(2)
         }
+        Err(RunError::Kernel(m)) => {
+            eprintln!("hb-user: {m}");
+            ExitCode::FAILURE
+        }
         Err(RunError::Other(e)) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE

@@ -3,6 +3,7 @@
 //! interval, steps the election and moves the VIPs.
 
 use crate::{
+    bpffs::PinRoot,
     clock::monotonic,
     config::{ConfigError, RunConfig, Vip, XdpModeArg},
     election::{Event, Machine, Params, PeerView},
@@ -19,6 +20,7 @@ use crate::{
 use anyhow::{Context, Result};
 use aya::programs::XdpMode;
 use hb_common::{
+    maps::Key,
     wire::{FLAG_HOLDS_VIP, FLAG_REACHES_PING},
     MsgType, NodeState, PeerState,
 };
@@ -73,9 +75,12 @@ struct PlacedVip {
 /// The checks that need the network, made before anything changes: interfaces
 /// exist, each VIP is inside a subnet of one of them, peers map to links.
 struct Plan {
-    links: Vec<(String, u32, [u8; 6], Vec<IpAddr>)>,
+    links: Vec<PlannedLink>,
     vips: Vec<PlacedVip>,
 }
+
+/// Name, ifindex, MAC and the peer addresses heartbeats to go out on it.
+type PlannedLink = (String, u32, [u8; 6], Vec<IpAddr>);
 
 async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
     let mut links = Vec::new();
@@ -129,6 +134,23 @@ async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
     Ok(Plan { links, vips })
 }
 
+/// Says what an attach refusal usually means.
+fn attach_hint(e: anyhow::Error, iface: &str) -> anyhow::Error {
+    let errno = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .and_then(|io| io.raw_os_error());
+    match errno {
+        Some(libc::EOPNOTSUPP) => e.context(format!(
+            "the driver of {iface} has no native XDP: run with --xdp-mode auto or generic"
+        )),
+        Some(libc::EBUSY | libc::EEXIST) => {
+            e.context(format!("another XDP program is attached to {iface}"))
+        }
+        _ => e.context(format!("attaching to {iface}")),
+    }
+}
+
 fn xdp_attach(plane: &mut DataPlane, iface: &str, mode: XdpModeArg) -> Result<&'static str> {
     match mode {
         XdpModeArg::Native => plane.attach(iface, XdpMode::Driver).map(|_| "native"),
@@ -143,36 +165,40 @@ fn xdp_attach(plane: &mut DataPlane, iface: &str, mode: XdpModeArg) -> Result<&'
     }
 }
 
-/// Runs the controller until SIGTERM or SIGINT.
-pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
-    // Everything that can be wrong with the settings or the kernel is found
-    // before anything changes.
-    let key = keyfile::read(&cfg.key_file).map_err(RunError::Config)?;
-    let nl = Netlink::connect()?;
-    let plan = plan(&cfg, &nl).await?;
-    let found = kernel::Features::probe()?;
-    kernel::check(&found, &kernel::release()).map_err(RunError::Kernel)?;
-    let state_dir = StateDir::open(&cfg.state_dir)?;
-    let epoch = state_dir.next_epoch()?;
+/// What a start made, for the loop.
+struct Started {
+    epoch: u32,
+    links: Vec<Link>,
+    pinger: Option<Pinger>,
+    ioctl_socket: std::net::UdpSocket,
+}
 
-    let peer_ids: Vec<u32> = {
-        let mut v: Vec<u32> = cfg.peers.iter().map(|p| p.id).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
+/// The start's steps after the state dir and pin root: the epoch, a data plane
+/// per link (from the objects loaded before anything changed), the sockets. On
+/// an error the data planes opened so far are dropped, which removes what they
+/// pinned and leaves what a previous run pinned (see `DataPlane`'s Drop).
+fn start(
+    cfg: &RunConfig,
+    state_dir: &StateDir,
+    key: Key,
+    peer_ids: &[u32],
+    planned: Vec<PlannedLink>,
+    vips: &[PlacedVip],
+    loaded: Vec<DataPlane>,
+) -> Result<Started, RunError> {
+    let epoch = state_dir.next_epoch()?;
     let mut links = Vec::new();
-    for (i, (iface, ifindex, mac, targets)) in plan.links.into_iter().enumerate() {
+    for (i, ((iface, ifindex, mac, targets), fresh)) in planned.into_iter().zip(loaded).enumerate()
+    {
         let settings = Settings {
             cluster_id: cfg.cluster_id,
             port: cfg.port,
             pass_heartbeats: cfg.pass_heartbeats,
             key,
-            peers: peer_ids.clone(),
+            peers: peer_ids.to_vec(),
             mac,
             // Each link's program watches ARP for the VIPs that live on it.
-            vips_v4: plan
-                .vips
+            vips_v4: vips
                 .iter()
                 .filter(|v| v.link == i)
                 .filter_map(|v| match v.vip.addr {
@@ -182,9 +208,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
                 .collect(),
         };
         let mut mode = "";
-        let (plane, origin) = DataPlane::open(&cfg.pin_root, &iface, &settings, |p| {
-            mode = xdp_attach(p, &iface, cfg.xdp_mode)
-                .with_context(|| format!("attaching to {iface}: is another XDP program on it?"))?;
+        let (plane, origin) = DataPlane::open(fresh, &cfg.pin_root, &iface, &settings, |p| {
+            mode = xdp_attach(p, &iface, cfg.xdp_mode).map_err(|e| attach_hint(e, &iface))?;
             Ok(())
         })?;
         let pins = cfg.pin_root.join(&iface);
@@ -218,6 +243,70 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             renewed: None,
         });
     }
+    let pinger = if cfg.ping.is_empty() {
+        None
+    } else {
+        Some(Pinger::new(&cfg.ping)?)
+    };
+    let ioctl_socket =
+        std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("opening an ioctl socket")?;
+    Ok(Started {
+        epoch,
+        links,
+        pinger,
+        ioctl_socket,
+    })
+}
+
+/// Runs the controller until SIGTERM or SIGINT.
+pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
+    // Everything that can be wrong with the settings, the kernel or the program
+    // is found before anything changes.
+    let key = keyfile::read(&cfg.key_file).map_err(RunError::Config)?;
+    let nl = Netlink::connect()?;
+    let plan = plan(&cfg, &nl).await?;
+    let found = kernel::Features::probe()?;
+    kernel::check(&found, &kernel::release()).map_err(RunError::Kernel)?;
+    let loaded = plan
+        .links
+        .iter()
+        .map(|_| DataPlane::load())
+        .collect::<Result<Vec<_>>>()?;
+
+    // A start that fails from here removes what it made, and only that.
+    let state_dir = StateDir::open(&cfg.state_dir)?;
+    let pin_root = match PinRoot::prepare(&cfg.pin_root) {
+        Ok(r) => r,
+        Err(e) => {
+            state_dir.discard();
+            return Err(e.into());
+        }
+    };
+    let peer_ids: Vec<u32> = {
+        let mut v: Vec<u32> = cfg.peers.iter().map(|p| p.id).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let Started {
+        epoch,
+        mut links,
+        pinger,
+        ioctl_socket,
+    } = match start(
+        &cfg, &state_dir, key, &peer_ids, plan.links, &plan.vips, loaded,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            // `start` dropped the data planes it opened, which took their pins.
+            pin_root.undo();
+            state_dir.discard();
+            return Err(e);
+        }
+    };
+    for l in &mut links {
+        l.plane.started();
+    }
 
     let (fence_tx, mut fence_rx) = mpsc::unbounded_channel();
     let mut c = Controller {
@@ -235,11 +324,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             },
             monotonic(),
         ),
-        pinger: if cfg.ping.is_empty() {
-            None
-        } else {
-            Some(Pinger::new(&cfg.ping)?)
-        },
+        pinger,
         notifier: cfg
             .notify
             .clone()
@@ -250,8 +335,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         conflicts: BTreeMap::new(),
         conflict_announced: None,
         bursts: Vec::new(),
-        ioctl_socket: std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-            .context("opening an ioctl socket")?,
+        ioctl_socket,
         hop_refreshes: 0,
         seq: Sequencer::new(cfg.node_id, cfg.cluster_id, cfg.priority, epoch, key),
         peer_ids,
@@ -273,9 +357,10 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     c.report_leftover_vips().await;
     c.refresh_next_hops().await;
     c.write_status();
-    c.main_loop(&mut fence_rx).await?;
+    // A loop that cannot run still releases, says goodbye and removes its status.
+    let ran = c.main_loop(&mut fence_rx).await;
     c.shutdown().await;
-    Ok(())
+    Ok(ran?)
 }
 
 struct Controller {

@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod created;
 pub mod election;
 pub mod frame;
 pub mod garp;

@@ -4,7 +4,8 @@
 //! pinned` shows the maps, and the program stays attached, still recording
 //! heartbeats and enforcing the holder lease, when `hb-user` dies. A restarted
 //! `hb-user` adopts what is pinned, or swaps a different program into the same
-//! link atomically; a graceful stop removes the pins, which detaches it.
+//! link atomically; a graceful stop removes the pins, which detaches it. A
+//! failed start removes only what it pinned itself.
 
 use crate::{bpffs, kernel, verifier};
 use anyhow::{anyhow, bail, Context, Result};
@@ -78,6 +79,12 @@ pub struct DataPlane {
     link: Option<PinnedLink>,
     /// The link made by `attach` (or the swap), until `pin_objects` pins it.
     attached: Option<XdpLinkId>,
+    origin: Origin,
+    /// The pin directory was made by this process.
+    made_dir: bool,
+    /// The start this data plane is part of went through: dropping it is a
+    /// graceful stop (see Drop).
+    started: bool,
 }
 
 fn pinned_map(dir: &Path, file: &str) -> Result<Map> {
@@ -88,8 +95,9 @@ fn pinned_map(dir: &Path, file: &str) -> Result<Map> {
 
 /// The pin directory for `iface` under `root` (on a bpffs, mounted on `root`'s
 /// parent when needed), locked for this process: a second controller on the same
-/// interface fails here. The lock goes with the process, crash included.
-fn lock_pin_dir(root: &Path, iface: &str) -> Result<(PathBuf, File)> {
+/// interface fails here. The lock goes with the process, crash included. True
+/// when the directory was made here.
+fn lock_pin_dir(root: &Path, iface: &str) -> Result<(PathBuf, File, bool)> {
     let mount_point = root
         .parent()
         .ok_or_else(|| anyhow!("pin root {} has no parent", root.display()))?;
@@ -97,6 +105,7 @@ fn lock_pin_dir(root: &Path, iface: &str) -> Result<(PathBuf, File)> {
         bpffs::ensure_mounted(mount_point)?;
     }
     let dir = root.join(iface);
+    let made = !dir.exists();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let f = File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     // SAFETY: flock on a descriptor we own.
@@ -112,7 +121,7 @@ fn lock_pin_dir(root: &Path, iface: &str) -> Result<(PathBuf, File)> {
             dir.display()
         );
     }
-    Ok((dir, f))
+    Ok((dir, f, made))
 }
 
 fn remove_pins(dir: &Path) -> bool {
@@ -160,20 +169,26 @@ impl DataPlane {
             pinned: None,
             link: None,
             attached: None,
+            origin: Origin::Fresh,
+            made_dir: false,
+            started: false,
         })
     }
 
-    /// hb on `iface`, pinned under `root`: what a previous run left pinned is
-    /// adopted (same program) or replaced in place (different program); otherwise
-    /// the object is loaded and attached with `attach`. Then configured.
+    /// hb on `iface`, pinned under `root`, from `fresh` (just loaded, so that a
+    /// verifier refusal comes before anything is made): what a previous run left
+    /// pinned is adopted (same program) or replaced in place (different program);
+    /// otherwise `fresh` is attached with `attach`. Then configured. Until
+    /// [`DataPlane::started`], dropping the result undoes only what this call
+    /// pinned.
     pub fn open(
+        mut fresh: Self,
         root: &Path,
         iface: &str,
         settings: &Settings,
         attach: impl FnOnce(&mut DataPlane) -> Result<()>,
     ) -> Result<(Self, Origin)> {
-        let (dir, lock) = lock_pin_dir(root, iface)?;
-        let mut fresh = Self::load()?;
+        let (dir, lock, made_dir) = lock_pin_dir(root, iface)?;
         let origin = match PinnedLink::from_pin(dir.join(LINK_PIN)) {
             Ok(old) => {
                 let old_tag = ProgramInfo::from_pin(dir.join(PROG_PIN))
@@ -191,6 +206,9 @@ impl DataPlane {
                         pinned: None,
                         link: Some(old),
                         attached: None,
+                        origin: Origin::Adopted,
+                        made_dir: false,
+                        started: false,
                     };
                     Origin::Adopted
                 } else {
@@ -209,16 +227,30 @@ impl DataPlane {
             Err(_) => {
                 // Pins without a live link are a crashed run's leftovers.
                 remove_pins(&dir);
-                attach(&mut fresh)?;
+                if let Err(e) = attach(&mut fresh) {
+                    if made_dir {
+                        let _ = std::fs::remove_dir(&dir);
+                    }
+                    return Err(e);
+                }
                 Origin::Fresh
             }
         };
+        fresh.origin = origin;
+        fresh.made_dir = made_dir;
+        // From here a failure drops `fresh`, which removes what it pinned.
         fresh.pinned = Some((dir, lock));
         if origin != Origin::Adopted {
             fresh.pin_objects()?;
         }
         fresh.configure(settings)?;
         Ok((fresh, origin))
+    }
+
+    /// The start went through: from now on dropping this data plane is a
+    /// graceful stop, which removes the pins whatever their origin.
+    pub fn started(&mut self) {
+        self.started = true;
     }
 
     /// Copies peer entries (anti-replay state, last seen) from a previous run's
@@ -293,8 +325,9 @@ impl DataPlane {
     /// Pins maps, program and link under `root/<iface>/` (locking it), for a data
     /// plane attached with [`DataPlane::attach`].
     pub fn pin(&mut self, root: &Path, iface: &str) -> Result<PathBuf> {
-        let (dir, lock) = lock_pin_dir(root, iface)?;
+        let (dir, lock, _) = lock_pin_dir(root, iface)?;
         remove_pins(&dir);
+        self.started = true;
         self.pinned = Some((dir.clone(), lock));
         self.pin_objects()?;
         Ok(dir)
@@ -307,7 +340,7 @@ impl DataPlane {
         if !root.join(iface).exists() {
             return Ok(false);
         }
-        let (dir, _lock) = lock_pin_dir(root, iface)?;
+        let (dir, _lock, _) = lock_pin_dir(root, iface)?;
         let removed = remove_pins(&dir);
         let _ = std::fs::remove_dir(&dir);
         Ok(removed)
@@ -507,10 +540,17 @@ impl Drop for DataPlane {
     fn drop(&mut self) {
         // A graceful end: without its pins the link detaches once our descriptor
         // closes, and the maps go with the program. (A crash skips this: the pins
-        // keep everything attached for the next run to adopt.)
-        if let Some((dir, _lock)) = self.pinned.take() {
+        // keep everything attached for the next run to adopt.) A failed start
+        // removes what it pinned itself, and leaves a previous run's data plane,
+        // adopted or swapped in place, pinned and attached as it found it.
+        let Some((dir, _lock)) = self.pinned.take() else {
+            return;
+        };
+        if self.started || self.origin == Origin::Fresh {
             remove_pins(&dir);
-            let _ = std::fs::remove_dir(&dir);
+            if self.started || self.made_dir {
+                let _ = std::fs::remove_dir(&dir);
+            }
         }
     }
 }

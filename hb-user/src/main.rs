@@ -44,7 +44,8 @@ enum Cmd {
         #[arg(long, default_value = hb_user::loader::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
     },
-    /// Show peers, counters, state and VIP holder of a running node.
+    /// Show peers, counters, state and VIP holder of a running node. Exits 3
+    /// when hb-user is not running on this node (no status file, nothing pinned).
     Status {
         #[arg(long)]
         iface: Option<String>,
@@ -81,15 +82,22 @@ fn main() -> ExitCode {
             json,
             state_dir,
             pin_root,
-        }) => report(
-            status::gather(&state_dir, &pin_root, iface.as_deref()).map(|r| {
+        }) => match status::gather(&state_dir, &pin_root, iface.as_deref()) {
+            Ok(r) => {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
                 } else {
                     print!("{}", status::render(&r));
                 }
-            }),
-        ),
+                // 3 is "program is not running" in the LSB status convention.
+                if r.not_running.is_some() {
+                    ExitCode::from(3)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => report(Err(e)),
+        },
     }
 }
 

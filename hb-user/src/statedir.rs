@@ -2,11 +2,14 @@
 //! the same node, the epoch counter, and the status file.
 
 use std::{
-    fs::{DirBuilder, File, OpenOptions},
-    io::{Read, Seek, SeekFrom, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    cell::Cell,
+    fs::{File, OpenOptions},
+    io::{ErrorKind, Read, Seek, SeekFrom, Write},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
+
+use crate::created;
 
 use anyhow::{bail, Context};
 use nix::{
@@ -23,27 +26,41 @@ pub struct StateDir {
     dir: PathBuf,
     /// Held, not used: dropping it releases the lock.
     _lock: Flock<File>,
+    /// What this process made, for [`StateDir::discard`]: directories
+    /// (outermost first), the lock file, the epoch file.
+    made_dirs: Vec<PathBuf>,
+    made_lock: bool,
+    made_epoch: Cell<bool>,
 }
 
 impl StateDir {
     /// Opens (creating it 0700 if missing) and locks `dir`. Fails at once if
     /// another process holds the lock, naming its pid.
     pub fn open(dir: &Path) -> anyhow::Result<StateDir> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        let made_dirs = created::create_dirs(dir, 0o700)
             .with_context(|| format!("cannot create state dir {}", dir.display()))?;
         let lock_path = dir.join(LOCK);
         // No truncate here: until we hold the lock, the pid in it is the holder's.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        let open = |new: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(new)
+                .mode(0o600)
+                .open(&lock_path)
+        };
+        let (file, made_lock) = match open(true) {
+            Ok(f) => (Ok(f), true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => (open(false), false),
+            Err(e) => (Err(e), false),
+        };
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                created::remove_dirs(&made_dirs);
+                return Err(e).with_context(|| format!("cannot open {}", lock_path.display()));
+            }
+        };
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((mut file, Errno::EWOULDBLOCK)) => {
@@ -70,7 +87,27 @@ impl StateDir {
         Ok(StateDir {
             dir: dir.to_path_buf(),
             _lock: lock,
+            made_dirs,
+            made_lock,
+            made_epoch: Cell::new(false),
         })
+    }
+
+    /// After a failed start: removes what this process made (the epoch and lock
+    /// files when they are new, then the directories it created, each only when
+    /// empty). An epoch file that was there keeps its increment: an epoch may
+    /// be skipped, never reused.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(self.dir.join(format!(".{EPOCH}.tmp")));
+        if self.made_epoch.get() {
+            let _ = std::fs::remove_file(self.dir.join(EPOCH));
+        }
+        if self.made_lock {
+            let _ = std::fs::remove_file(self.dir.join(LOCK));
+        }
+        let made_dirs = self.made_dirs.clone();
+        drop(self);
+        created::remove_dirs(&made_dirs);
     }
 
     /// Returns the next epoch: `<dir>/epoch` (missing => 0) plus 1, stored
@@ -86,7 +123,10 @@ impl StateDir {
                     text.chars().take(40).collect::<String>()
                 )
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.made_epoch.set(true);
+                0
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         let Some(next) = current.checked_add(1) else {
@@ -212,6 +252,31 @@ mod tests {
         }
         std::fs::write(t.0.join("epoch"), u32::MAX.to_string()).unwrap();
         assert!(s.next_epoch().is_err());
+    }
+
+    #[test]
+    fn discard_removes_what_open_made_and_nothing_else() {
+        let t = TempDir::new("discard");
+        let dir = t.0.join("a/state");
+        let s = StateDir::open(&dir).unwrap();
+        s.next_epoch().unwrap();
+        s.discard();
+        assert!(!t.0.exists(), "{} left", t.0.display());
+
+        // A state dir a previous run left: its files stay, the epoch moved on.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("epoch"), "7\n").unwrap();
+        std::fs::write(dir.join("status.json"), "{}").unwrap();
+        let s = StateDir::open(&dir).unwrap();
+        assert_eq!(s.next_epoch().unwrap(), 8);
+        s.discard();
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["epoch", "status.json"]);
+        assert_eq!(std::fs::read_to_string(dir.join("epoch")).unwrap(), "8\n");
     }
 
     #[test]

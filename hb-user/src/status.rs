@@ -106,6 +106,10 @@ pub struct Report {
     pub planes: Vec<LinkPlane>,
     /// "this node", "peer N", or "none".
     pub vip_holder: String,
+    /// Set when there is nothing to show: no status file and nothing pinned
+    /// (the node never started, or its start failed and cleaned up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_running: Option<String>,
 }
 
 fn monotonic_ns() -> u64 {
@@ -133,17 +137,35 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
         None => match &node {
             Some(n) => n.ifaces.clone(),
             None => std::fs::read_dir(&pin_root)
-                .with_context(|| {
-                    format!(
-                        "no status file in {} and no pins in {}",
-                        state_dir.display(),
-                        pin_root.display()
-                    )
-                })?
-                .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
-                .collect(),
+                .map(|d| {
+                    d.filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+                        .collect()
+                })
+                .unwrap_or_default(),
         },
     };
+    // Directories without pins (e.g. left by a version whose failed start did not
+    // clean up) have nothing to read.
+    let links: Vec<String> = links
+        .into_iter()
+        .filter(|l| node.is_some() || has_pins(&pin_root.join(l)))
+        .collect();
+    if node.is_none() && links.is_empty() {
+        return Ok(Report {
+            node,
+            running,
+            peers: Vec::new(),
+            counters: Vec::new(),
+            vip_conflicts: Vec::new(),
+            planes: Vec::new(),
+            vip_holder: "none".into(),
+            not_running: Some(format!(
+                "hb-user is not running on this node: no status file in {} and nothing pinned under {}",
+                state_dir.display(),
+                pin_root.display()
+            )),
+        });
+    }
     let now = monotonic_ns();
     let mut peers = Vec::new();
     let mut counters = Vec::new();
@@ -156,6 +178,9 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
             pinned,
             lease_ms_left: (until > now).then(|| (until - now) / 1_000_000),
         });
+        if !has_pins(&pin_root.join(link)) {
+            continue;
+        }
         for (vip, w) in pinned_vips(&pin_root.join(link))? {
             vip_conflicts.push(VipConflicts {
                 link: link.clone(),
@@ -191,7 +216,13 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
         vip_conflicts,
         planes,
         vip_holder: holder,
+        not_running: None,
     })
+}
+
+/// Whether `dir` holds a data plane's maps.
+fn has_pins(dir: &Path) -> bool {
+    dir.join("peers").exists()
 }
 
 fn row(id: u32, link: &str, p: &PeerState, now: u64, dead_after_ns: u64) -> PeerRow {
@@ -221,6 +252,9 @@ fn row(id: u32, link: &str, p: &PeerState, now: u64, dead_after_ns: u64) -> Peer
 
 /// The human-readable table.
 pub fn render(r: &Report) -> String {
+    if let Some(why) = &r.not_running {
+        return format!("{why}\n");
+    }
     let mut out = String::new();
     match &r.node {
         Some(n) => {

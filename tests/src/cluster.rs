@@ -363,41 +363,69 @@ impl Cluster {
         ]);
         a.extend(["--key-file".into(), self.key_file.display().to_string()]);
         a.extend(["--state-dir".into(), n.state_dir.display().to_string()]);
-        a.extend([
-            "--pin-root".into(),
-            self.bpffs.join(format!("n{id}")).display().to_string(),
-        ]);
+        a.extend(["--pin-root".into(), self.pin_root(id).display().to_string()]);
         a.extend(self.common.iter().cloned());
         a.extend(n.extra.iter().cloned());
         a
     }
 
+    /// Node `id`'s pin root: a directory on the cluster's bpffs, made by hb-user.
+    pub fn pin_root(&self, id: u32) -> PathBuf {
+        self.bpffs.join(format!("n{id}"))
+    }
+
     /// Starts node `id`'s controller in its namespace, logging to its log file.
     pub fn start(&mut self, id: u32) -> Result<()> {
         let args = self.args(id);
-        let n = &mut self.nodes[id as usize - 1];
-        if let Some(c) = n.child.as_mut() {
+        if let Some(c) = self.nodes[id as usize - 1].child.as_mut() {
             if c.try_wait()?.is_none() {
                 bail!("node {id} already runs");
             }
         }
-        let netns = File::open(format!("/var/run/netns/{}", n.ns))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&n.log)?;
-        let mut cmd = Command::new(hb_user_bin());
-        cmd.args(&args)
-            .stdin(Stdio::null())
+            .open(&self.node(id).log)?;
+        let mut cmd = self.command(id, &args)?;
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .env("HB_LOG", "info");
-        let fd = netns.as_raw_fd();
+        let child = cmd.spawn().context("spawning hb-user")?;
+        PIDS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id() as i32);
+        self.nodes[id as usize - 1].child = Some(child);
+        Ok(())
+    }
+
+    /// Runs `hb-user <args>` as node `id` the way [`Cluster::start`] does (its
+    /// network namespace, the test's mounts, so that what it mounts or pins is
+    /// visible here) to completion: (exit code, stdout, stderr).
+    pub fn run_as_node(&self, id: u32, args: &[String]) -> Result<(i32, String, String)> {
+        let out = self.command(id, args)?.output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// `hb-user <args>` entering node `id`'s network namespace, and nothing else.
+    fn command(&self, id: u32, args: &[String]) -> Result<Command> {
+        let netns = File::open(format!("/var/run/netns/{}", self.node(id).ns))?;
+        let mut cmd = Command::new(hb_user_bin());
+        cmd.args(args);
         // SAFETY: setns is async-signal-safe; only the network namespace changes, so
         // the node shares the test's files and mounts (its pins land in our bpffs).
+        // The descriptor moves into the closure and lives as long as `cmd`.
         unsafe {
             cmd.pre_exec(move || {
-                if libc_setns(fd, nix::sched::CloneFlags::CLONE_NEWNET.bits()) != 0 {
+                if libc_setns(
+                    netns.as_raw_fd(),
+                    nix::sched::CloneFlags::CLONE_NEWNET.bits(),
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 // A caller that blocks signals (hb-lab waits for Ctrl-C with
@@ -408,13 +436,7 @@ impl Cluster {
                 Ok(())
             });
         }
-        let child = cmd.spawn().context("spawning hb-user")?;
-        PIDS.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child.id() as i32);
-        n.child = Some(child);
-        drop(netns);
-        Ok(())
+        Ok(cmd)
     }
 
     /// Sends `sig` to node `id`'s controller (by the PID we started) and waits for it to exit.

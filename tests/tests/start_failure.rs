@@ -1,0 +1,218 @@
+//! A start that fails after hb-user chose its state dir and pin root leaves
+//! nothing behind, except what a previous run legitimately left pinned, and
+//! `hb-user status` then says plainly that hb-user is not running. The failure
+//! is a real kernel refusal: native XDP on a bridge, whose driver has none.
+
+use hb_tests::cluster::{hb_user_bin, test_lan, Cluster, BOUND, FAST, IFACE};
+use nix::sys::signal::Signal;
+use std::{path::Path, process::Command};
+
+/// A device without native XDP, in node 1, on a subnet of its own.
+const BRIDGE: &str = "br9";
+
+fn lan(tag: &str) -> (std::sync::MutexGuard<'static, ()>, Cluster) {
+    let (g, c) = test_lan(tag, &[100, 90], FAST, 1);
+    for cmd in [
+        vec!["ip", "link", "add", BRIDGE, "type", "bridge"],
+        vec!["ip", "addr", "add", "10.77.0.1/24", "dev", BRIDGE],
+        vec!["ip", "link", "set", BRIDGE, "up"],
+    ] {
+        c.exec(1, &cmd).unwrap();
+    }
+    (g, c)
+}
+
+/// Node 1's command line on `ifaces` in native XDP mode, with the flags in
+/// `set` given these values instead.
+fn run_args(c: &Cluster, ifaces: &[&str], set: &[(&str, &str)]) -> Vec<String> {
+    let base = c.args(1);
+    let mut args = vec!["run".to_string()];
+    // Every flag `Cluster::args` writes takes a value.
+    for pair in base[1..].chunks(2) {
+        let [flag, value] = pair else {
+            panic!("a flag without value in {base:?}")
+        };
+        if flag != "--iface" && !set.iter().any(|(f, _)| f == flag) {
+            args.extend([flag.clone(), value.clone()]);
+        }
+    }
+    for i in ifaces {
+        args.extend(["--iface".into(), i.to_string()]);
+    }
+    for (f, v) in set {
+        args.extend([f.to_string(), v.to_string()]);
+    }
+    args.extend(["--xdp-mode".into(), "native".into()]);
+    args
+}
+
+/// Only the bridge, with a VIP and a peer on its subnet.
+fn bridge_only(c: &Cluster, set: &[(&str, &str)]) -> Vec<String> {
+    let mut all = vec![("--vip", "10.77.0.100/24"), ("--peer", "2@10.77.0.2")];
+    all.extend_from_slice(set);
+    run_args(c, &[BRIDGE], &all)
+}
+
+/// Runs node 1's start and expects the kernel's refusal of native XDP on the
+/// bridge: exit code 1, the device and the way out named.
+fn expect_refused(c: &Cluster, args: &[String]) {
+    let (code, out, err) = c.run_as_node(1, args).unwrap();
+    assert_eq!(code, 1, "exit code of a refused start\n{out}{err}");
+    assert!(
+        err.contains("the driver of br9 has no native XDP: run with --xdp-mode auto or generic"),
+        "{err}"
+    );
+    assert!(!xdp_on(c, BRIDGE), "XDP left on {BRIDGE}");
+}
+
+fn xdp_on(c: &Cluster, dev: &str) -> bool {
+    c.exec(1, &["ip", "link", "show", dev])
+        .map(|o| o.contains("xdp"))
+        .unwrap_or(false)
+}
+
+/// `hb-user status` as a user runs it: (exit code, stdout + stderr).
+fn status(state_dir: &Path, pin_root: &Path, json: bool) -> (i32, String) {
+    let mut cmd = Command::new(hb_user_bin());
+    cmd.arg("status")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--pin-root")
+        .arg(pin_root);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Whether something is mounted on `path` in this mount namespace.
+fn mounted(path: &Path) -> bool {
+    let path = path.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(path))
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn this_kernel_has_everything_the_start_probes_for() {
+    hb_tests::require_root("probing the kernel's BPF features");
+    let found = hb_user::kernel::Features::probe().unwrap();
+    assert_eq!(found, hb_user::kernel::Features::ALL);
+    hb_user::kernel::check(&found, &hb_user::kernel::release()).unwrap();
+}
+
+#[test]
+fn a_refused_start_leaves_no_pins_no_state_and_status_says_not_running() {
+    let (_g, c) = lan("sfa");
+    let (state, pins) = (c.node(1).state_dir.clone(), c.pin_root(1));
+    assert!(!state.exists() && !pins.exists());
+    expect_refused(&c, &bridge_only(&c, &[]));
+    assert!(!state.exists(), "state dir {} left", state.display());
+    assert!(!pins.exists(), "pin root {} left", pins.display());
+
+    let (code, text) = status(&state, &pins, false);
+    assert_eq!(code, 3, "{text}");
+    assert_eq!(
+        text,
+        format!(
+            "hb-user is not running on this node: no status file in {} and nothing pinned under {}\n",
+            state.display(),
+            pins.display()
+        )
+    );
+    let (code, json) = status(&state, &pins, true);
+    assert_eq!(code, 3, "{json}");
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(j["running"], false, "{json}");
+    assert!(
+        j["not_running"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("hb-user is not running on this node")),
+        "{json}"
+    );
+}
+
+#[test]
+fn a_refused_start_unmounts_the_bpffs_it_mounted() {
+    let (_g, mut c) = lan("sfb");
+    // Not on a bpffs: hb-user mounts one on the pin root's parent.
+    let own = c.lab.scratch.join("own");
+    let mount_point = own.join("bpffs");
+    c.lab.track_mount(mount_point.clone());
+    let pins = mount_point.join("hb");
+    let pin_root = pins.to_str().unwrap().to_string();
+    expect_refused(&c, &bridge_only(&c, &[("--pin-root", &pin_root)]));
+    assert!(
+        !mounted(&mount_point),
+        "bpffs left on {}",
+        mount_point.display()
+    );
+    assert!(!own.exists(), "{} left", own.display());
+    assert!(!c.node(1).state_dir.exists());
+}
+
+#[test]
+fn a_refused_second_link_detaches_the_first() {
+    let (_g, c) = lan("sfc");
+    expect_refused(&c, &run_args(&c, &[IFACE, BRIDGE], &[]));
+    assert!(!c.xdp_attached(1), "XDP left on {IFACE}");
+    assert!(!c.pin_root(1).exists(), "{:?}", files_in(&c.pin_root(1)));
+    assert!(!c.node(1).state_dir.exists());
+}
+
+#[test]
+fn a_refused_start_leaves_a_crashed_runs_data_plane_pinned_and_attached() {
+    let (_g, mut c) = lan("sfd");
+    c.start(1).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.xdp_attached(1) && c.state_of(1).is_some()),
+        "{}",
+        c.logs()
+    );
+    c.signal(1, Signal::SIGKILL).unwrap();
+    let pins = c.pin_root(1).join(IFACE);
+    let pinned = files_in(&pins);
+    assert!(pinned.contains(&"link".to_string()), "{pinned:?}");
+    let status_file = c.node(1).state_dir.join("status.json");
+    let last_words = std::fs::read_to_string(&status_file).unwrap();
+
+    // The restart adopts eth0's data plane, then fails on the bridge.
+    expect_refused(&c, &run_args(&c, &[IFACE, BRIDGE], &[]));
+    assert!(
+        c.xdp_attached(1),
+        "the crashed run's XDP program was detached"
+    );
+    assert_eq!(files_in(&pins), pinned, "the crashed run's pins changed");
+    assert!(!c.pin_root(1).join(BRIDGE).exists());
+    assert_eq!(
+        std::fs::read_to_string(&status_file).unwrap(),
+        last_words,
+        "the crashed run's status file changed"
+    );
+    let text = c.status(1, false).unwrap();
+    assert!(
+        text.contains("is not running: this is the last state it wrote"),
+        "{text}"
+    );
+}

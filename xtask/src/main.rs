@@ -19,7 +19,8 @@ struct Cli {
 enum Task {
     /// Build the XDP object (installs rust-src and bpf-linker when missing).
     BuildEbpf,
-    /// Build everything and run every test (needs root: XDP, namespaces, iptables).
+    /// Build everything and run every test (needs root: XDP, namespaces, iptables),
+    /// then `vm-test --kernel all`.
     Test {
         /// Extra arguments for `cargo test`, e.g. a test name filter.
         #[arg(trailing_var_arg = true)]
@@ -122,7 +123,13 @@ fn main() -> Result<()> {
             )?;
             let mut cmd = std::process::Command::new(tools::cargo());
             cmd.args(["test", "--workspace", "--release"]).args(&args);
-            tools::run(&mut cmd, "cargo test")
+            tools::run(&mut cmd, "cargo test")?;
+            // The same data plane on the kernels users run; skipped only when the
+            // run was narrowed to some tests.
+            if args.is_empty() {
+                vm::run(&vm::Series::ALL)?;
+            }
+            Ok(())
         }
         Task::Lab { nodes } => {
             tools::ensure_system_packages()?;

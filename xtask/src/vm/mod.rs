@@ -27,6 +27,21 @@ use std::{
 /// step: (step name, test target, libtest arguments).
 const STEPS: &[(&str, &str, &[&str])] = &[
     ("xdp_test_run", "xdp_test_run", &[]),
+    // XDP on veth behind real iptables rules: the firewall incident.
+    ("xdp_netns", "xdp_netns", &["--test-threads=1"]),
+    // The kernel-feature probes pass here, and a refused start leaves nothing.
+    ("start_failure", "start_failure", &["--test-threads=1"]),
+    // Link pinning, adoption and the holder lease after a SIGKILL.
+    (
+        "data_plane",
+        "data_plane",
+        &[
+            "--exact",
+            "a_crashed_holder_stops_answering_for_the_vip",
+            "a_restarted_controller_adopts_the_pinned_program",
+            "--test-threads=1",
+        ],
+    ),
     (
         "failover",
         "failover",

@@ -98,8 +98,10 @@ pub fn boot(
         std::thread::sleep(Duration::from_millis(20));
     }
     let accel = if kvm_works() {
+        crate::tools::say(format!("{label}: KVM"));
         vec!["-accel", "kvm", "-cpu", "host"]
     } else {
+        crate::tools::say(format!("{label}: KVM does not work here, emulating (TCG)"));
         vec!["-accel", "tcg,thread=multi", "-cpu", "max"]
     };
     let mut cmd = Command::new("qemu-system-x86_64");

@@ -3,6 +3,7 @@
 //! interval, steps the election and moves the VIPs.
 
 use crate::{
+    beat::{Advert, Beat, BeatLink, BeatParams},
     bpffs::PinRoot,
     clock::monotonic,
     config::{ConfigError, RunConfig, Vip, XdpModeArg},
@@ -13,7 +14,7 @@ use crate::{
     loader::{DataPlane, Origin, Settings},
     netlink::{self, Netlink},
     pinger::Pinger,
-    sender::{LinkSender, Sequencer},
+    sender::{LinkSender, Sequencer, Targets},
     statedir::StateDir,
     status::StatusFile,
 };
@@ -53,16 +54,13 @@ struct Link {
     ifindex: u32,
     mac: [u8; 6],
     plane: DataPlane,
-    sender: LinkSender,
+    /// Peer addresses and next hops, shared with the sender thread.
+    targets: Targets,
     up: bool,
     /// The adopted data plane still held a valid lease: a previous run held the
     /// VIPs, and we keep answering for them until our first decision (a restart
     /// must not interrupt clients).
     inherited: bool,
-    /// A lease is set in this link's data plane (so withdrawing it is needed).
-    leased: bool,
-    /// When we last renewed it.
-    renewed: Option<Duration>,
 }
 
 /// A VIP and the link it lives on.
@@ -169,6 +167,8 @@ fn xdp_attach(plane: &mut DataPlane, iface: &str, mode: XdpModeArg) -> Result<&'
 struct Started {
     epoch: u32,
     links: Vec<Link>,
+    /// The sockets and lease maps the sender thread takes.
+    beat_links: Vec<BeatLink>,
     pinger: Option<Pinger>,
     ioctl_socket: std::net::UdpSocket,
 }
@@ -188,6 +188,7 @@ fn start(
 ) -> Result<Started, RunError> {
     let epoch = state_dir.next_epoch()?;
     let mut links = Vec::new();
+    let mut beat_links = Vec::new();
     for (i, ((iface, ifindex, mac, targets), fresh)) in planned.into_iter().zip(loaded).enumerate()
     {
         let settings = Settings {
@@ -230,17 +231,20 @@ fn start(
             warn!("the XDP link on {iface} could not be pinned: it will not outlive this process");
         }
         let inherited = origin != Origin::Fresh && plane.lease()? > monotonic();
-        let sender = LinkSender::new(&iface, ifindex, mac, &targets, cfg.port)?;
+        let (sender, targets) = LinkSender::new(&iface, ifindex, mac, &targets, cfg.port)?;
+        let lease = plane
+            .lease_map()
+            .map_err(|e| warn!("the sender cannot renew the lease on {iface}: {e:#}"))
+            .ok();
+        beat_links.push(BeatLink { sender, lease });
         links.push(Link {
             iface,
             ifindex,
             mac,
             plane,
-            sender,
+            targets,
             up: true,
             inherited,
-            leased: inherited,
-            renewed: None,
         });
     }
     let pinger = if cfg.ping.is_empty() {
@@ -253,6 +257,7 @@ fn start(
     Ok(Started {
         epoch,
         links,
+        beat_links,
         pinger,
         ioctl_socket,
     })
@@ -291,6 +296,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     let Started {
         epoch,
         mut links,
+        beat_links,
         pinger,
         ioctl_socket,
     } = match start(
@@ -307,6 +313,26 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     for l in &mut links {
         l.plane.started();
     }
+
+    // Heartbeats start now, on their own thread and clock.
+    let beat = Beat::spawn(
+        BeatParams {
+            interval: cfg.interval,
+            dead_after: cfg.dead_after,
+            realtime: cfg.realtime,
+            leave_copies: 3,
+        },
+        Sequencer::new(cfg.node_id, cfg.cluster_id, cfg.priority, epoch, key),
+        beat_links,
+        Advert {
+            state: NodeState::Init,
+            holds_vip: false,
+            reaches_ping: pinger.is_none(),
+            lease: links.iter().any(|l| l.inherited),
+            leaving: false,
+        },
+    )
+    .context("starting the heartbeat thread")?;
 
     let (fence_tx, mut fence_rx) = mpsc::unbounded_channel();
     let mut c = Controller {
@@ -337,7 +363,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         bursts: Vec::new(),
         ioctl_socket,
         hop_refreshes: 0,
-        seq: Sequencer::new(cfg.node_id, cfg.cluster_id, cfg.priority, epoch, key),
+        beat: Some(beat),
+        epoch,
         peer_ids,
         links,
         vips: plan.vips,
@@ -366,7 +393,9 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
 struct Controller {
     cfg: RunConfig,
     machine: Machine,
-    seq: Sequencer,
+    /// The sender thread; taken by the graceful stop.
+    beat: Option<Beat>,
+    epoch: u32,
     peer_ids: Vec<u32>,
     links: Vec<Link>,
     vips: Vec<PlacedVip>,
@@ -420,7 +449,8 @@ impl Controller {
                     self.refresh_links();
                     self.watch_conflicts();
                     if let Some(p) = &mut self.pinger { p.send(); }
-                    self.send(MsgType::Heartbeat).await;
+                    // Reachability may have changed; the thread sends on its own clock.
+                    self.advertise();
                 }
                 _ = poll.tick() => self.poll().await,
                 r = async { self.pinger.as_mut().expect("guarded").receive(monotonic).await }, if self.pinger.is_some() => {
@@ -451,12 +481,34 @@ impl Controller {
             .is_none_or(|p| p.reachable(monotonic(), self.cfg.dead_after))
     }
 
-    async fn send(&mut self, msg: MsgType) {
-        let payload = self
-            .seq
-            .next(msg, self.machine.state(), self.holds_vip(), self.reach());
+    /// Tells the sender thread what heartbeats say now (it sends at once when
+    /// that changed), and whether they renew the holder lease.
+    fn advertise(&mut self) {
+        let state = self.machine.state();
+        let holding = self.holds_vip() && !self.vips.is_empty();
         for l in &mut self.links {
-            l.sender.send(&payload).await;
+            l.inherited &= state == NodeState::Init;
+        }
+        let a = Advert {
+            state,
+            holds_vip: self.holds_vip(),
+            reaches_ping: self.reach(),
+            lease: holding || self.links.iter().any(|l| l.inherited),
+            leaving: false,
+        };
+        if let Some(b) = &self.beat {
+            b.advertise(a);
+        }
+    }
+
+    /// Sets the lease in every link's data plane from here (the sender thread
+    /// renews it with each heartbeat while it holds): before an announcement, so
+    /// XDP lets the VIPs' traffic in, and at once on a release.
+    fn set_lease(&mut self, until: Duration) {
+        for l in &mut self.links {
+            if let Err(e) = l.plane.set_lease(until) {
+                warn!("setting the holder lease on {}: {e:#}", l.iface);
+            }
         }
     }
 
@@ -535,7 +587,6 @@ impl Controller {
         for ev in events {
             self.apply(ev).await;
         }
-        self.renew_lease(monotonic());
         self.watch_rivals(&views);
     }
 
@@ -543,35 +594,6 @@ impl Controller {
     /// while we hold the VIPs (or, still in INIT, hold what a previous run held),
     /// withdrawn otherwise. Should this loop stop, the lease runs out and XDP stops
     /// answering for the VIPs within dead-after.
-    fn renew_lease(&mut self, now: Duration) {
-        let holding = self.holds_vip() && !self.vips.is_empty();
-        let init = self.machine.state() == NodeState::Init;
-        // Renewed every quarter dead-after, not every poll: the lease still covers
-        // us until the next renewal, and a dead controller still loses it within
-        // dead-after.
-        let every = self.cfg.dead_after / 4;
-        for l in &mut self.links {
-            l.inherited &= init;
-            let want = holding || l.inherited;
-            let fresh = l.renewed.is_some_and(|t| now.saturating_sub(t) < every);
-            if want == l.leased && (!want || fresh) {
-                continue;
-            }
-            let until = if want {
-                now + self.cfg.dead_after
-            } else {
-                Duration::ZERO
-            };
-            match l.plane.set_lease(until) {
-                Ok(()) => {
-                    l.leased = want;
-                    l.renewed = want.then_some(now);
-                }
-                Err(e) => warn!("setting the holder lease on {}: {e:#}", l.iface),
-            }
-        }
-    }
-
     /// Next hops of the IPv4 peers, for the packet-socket transmit path: the MAC
     /// from the neighbour table, and our address in the peer's subnet (not a VIP).
     /// A missing entry is asked for (the kernel sends ARP), so the next refresh
@@ -583,7 +605,7 @@ impl Controller {
         self.hop_refreshes += 1;
         for l in &mut self.links {
             let targets: Vec<Ipv4Addr> = l
-                .sender
+                .targets
                 .paths()
                 .into_iter()
                 .filter_map(|(ip, path)| match ip {
@@ -616,7 +638,7 @@ impl Controller {
                         Err(e) => warn!("{e:#}"),
                     }
                 }
-                if let Some(path) = l.sender.set_next_hop(dst, hop) {
+                if let Some(path) = l.targets.set_next_hop(dst, hop) {
                     info!("heartbeats to {dst} on {}: {}", l.iface, path.name());
                 }
             }
@@ -764,18 +786,24 @@ impl Controller {
                     });
                 }
                 if to == NodeState::Master {
-                    // The lease first: XDP must let the VIP's traffic in before we announce it.
-                    self.renew_lease(monotonic());
+                    // The lease first: XDP must let the VIP's traffic in before we
+                    // announce it. Peers learn the change at once from the sender.
+                    if !self.vips.is_empty() {
+                        self.set_lease(monotonic() + self.cfg.dead_after);
+                    }
+                    self.advertise();
                     self.take_vips().await;
                     // Let the announcement tasks send their first round now, before
-                    // the heartbeat, hooks and status below.
+                    // the hooks and status below.
                     tokio::task::yield_now().await;
                 } else {
+                    // The advert first: the sender stops renewing, then the lease goes.
+                    self.advertise();
                     self.release_vips().await;
-                    self.renew_lease(monotonic());
+                    if !self.links.iter().any(|l| l.inherited) {
+                        self.set_lease(Duration::ZERO);
+                    }
                 }
-                // Peers learn the change now, not at the next tick.
-                self.send(MsgType::Heartbeat).await;
                 self.write_status();
             }
         }
@@ -867,7 +895,7 @@ impl Controller {
             pid: std::process::id(),
             node_id: self.cfg.node_id,
             priority: self.cfg.priority,
-            epoch: self.seq.epoch,
+            epoch: self.epoch,
             state: self.machine.state().name().to_string(),
             since_unix_ms: self.since_unix_ms,
             ifaces: self.cfg.ifaces.clone(),
@@ -885,7 +913,7 @@ impl Controller {
                 .links
                 .iter()
                 .flat_map(|l| {
-                    l.sender
+                    l.targets
                         .paths()
                         .into_iter()
                         .map(move |(ip, path)| format!("{ip} via {}: {}", l.iface, path.name()))
@@ -910,17 +938,13 @@ impl Controller {
         for l in &mut self.links {
             l.inherited = false;
         }
-        self.renew_lease(monotonic());
-        // A few copies: one lost leave only costs dead-after, but it need not.
-        for _ in 0..3 {
-            let payload = self
-                .seq
-                .next(MsgType::Leave, NodeState::Backup, false, self.reach());
-            for l in &mut self.links {
-                l.sender.send(&payload).await;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        // Leave messages (a few copies, 1 ms apart) and the lease withdrawn by the
+        // sender thread, which then ends.
+        let reach = self.reach();
+        if let Some(b) = self.beat.take() {
+            let _ = tokio::task::spawn_blocking(move || b.leave(reach)).await;
         }
+        self.set_lease(Duration::ZERO);
         let _ = std::fs::remove_file(self.state_dir.path().join(crate::status::STATUS_FILE));
         // The last transitions' hooks still run (bounded), in order.
         if let Some(n) = self.notifier.take() {

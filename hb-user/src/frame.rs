@@ -3,6 +3,7 @@
 //! way, heartbeats do not cross netfilter's OUTPUT hook, so a firewall rule there
 //! cannot silence the node (XDP already makes INPUT rules harmless).
 
+use hb_common::wire::WIRE_LEN;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{IpProto, Ipv4Hdr},
@@ -38,8 +39,12 @@ fn bytes_of<T>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
-/// A complete frame carrying `payload`; `id` is the IPv4 identification.
-pub fn udp_frame(e: &Ends, id: u16, payload: &[u8]) -> Vec<u8> {
+/// Bytes of a heartbeat frame: Ethernet, IPv4, UDP, payload.
+pub const FRAME_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN + UdpHdr::LEN + WIRE_LEN;
+
+/// A complete frame carrying `payload`; `id` is the IPv4 identification. Built
+/// on the stack: the sender thread allocates nothing per beat.
+pub fn udp_frame(e: &Ends, id: u16, payload: &[u8; WIRE_LEN]) -> [u8; FRAME_LEN] {
     let udp_len = (UdpHdr::LEN + payload.len()) as u16;
     let eth = EthHdr::new(e.dst_mac, e.src_mac, EtherType::Ipv4);
 
@@ -75,11 +80,14 @@ pub fn udp_frame(e: &Ends, id: u16, payload: &[u8]) -> Vec<u8> {
     };
     udp.set_checksum(check);
 
-    let mut f = Vec::with_capacity(EthHdr::LEN + Ipv4Hdr::LEN + udp_len as usize);
-    f.extend_from_slice(bytes_of(&eth));
-    f.extend_from_slice(bytes_of(&ip));
-    f.extend_from_slice(bytes_of(&udp));
-    f.extend_from_slice(payload);
+    let mut f = [0u8; FRAME_LEN];
+    let (l2, rest) = f.split_at_mut(EthHdr::LEN);
+    let (l3, rest) = rest.split_at_mut(Ipv4Hdr::LEN);
+    let (l4, data) = rest.split_at_mut(UdpHdr::LEN);
+    l2.copy_from_slice(bytes_of(&eth));
+    l3.copy_from_slice(bytes_of(&ip));
+    l4.copy_from_slice(bytes_of(&udp));
+    data.copy_from_slice(payload);
     f
 }
 

@@ -1,6 +1,7 @@
 //! hb's controller side. `loader` owns the XDP program and its maps; the
 //! controller modules build on it.
 
+pub mod beat;
 pub mod bpffs;
 pub mod cleanup;
 pub mod clock;

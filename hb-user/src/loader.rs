@@ -361,6 +361,16 @@ impl DataPlane {
         Ok(())
     }
 
+    /// A second handle on the lease map, for the sender thread, which renews
+    /// the lease with every heartbeat that claims the VIPs.
+    pub fn lease_map(&self) -> Result<Array<MapData, Lease>> {
+        let Map::Array(data) = self.map(names::LEASE)? else {
+            bail!("map {} is not an array", names::LEASE);
+        };
+        let fd = std::os::fd::AsFd::as_fd(data.fd()).try_clone_to_owned()?;
+        Ok(Array::try_from(Map::Array(MapData::from_fd(fd)?))?)
+    }
+
     /// The lease's expiry (CLOCK_MONOTONIC), zero when none.
     pub fn lease(&self) -> Result<Duration> {
         let l = Array::<_, Lease>::try_from(self.map(names::LEASE)?)?.get(&0, 0)?;

@@ -1,17 +1,18 @@
-//! Sends heartbeats, unicast to every peer (no multicast, which clouds drop), one
-//! sender per link. IPv4 heartbeats to a peer whose next-hop MAC is known go out
+//! Heartbeat sockets, unicast to every peer (no multicast, which clouds drop), one
+//! `LinkSender` per link, driven by the sender thread (`beat.rs`). IPv4 heartbeats to a peer whose next-hop MAC is known go out
 //! through a packet socket as complete frames (`frame.rs`), so no OUTPUT firewall
 //! rule can silence the node; otherwise, and for IPv6, through a kernel UDP socket
 //! bound to the interface.
 
 use crate::frame::{udp_frame, Ends};
 use anyhow::{Context, Result};
-use hb_common::{Heartbeat, Key, MsgType, NodeState};
+use arc_swap::ArcSwap;
+use hb_common::{wire::WIRE_LEN, Heartbeat, Key, MsgType, NodeState};
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::Arc,
 };
-use tokio::net::UdpSocket;
 
 /// How heartbeats reach one peer address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,37 +32,47 @@ impl Path {
     }
 }
 
+#[derive(Clone)]
 struct Target {
     addr: SocketAddr,
     /// Frame addresses when the packet-socket path can be used.
     ends: Option<Ends>,
 }
 
-/// One link's sockets and the peer addresses it sends to.
+/// One link's sockets, used by the sender thread only.
 pub struct LinkSender {
-    pub iface: String,
     ifindex: u32,
-    mac: [u8; 6],
     v4: Option<UdpSocket>,
     v6: Option<UdpSocket>,
     /// AF_PACKET socket on the interface; None when it could not be opened.
     packet: Option<OwnedFd>,
-    targets: Vec<Target>,
+    targets: Arc<ArcSwap<Vec<Target>>>,
     ip_id: u16,
 }
 
-/// A UDP socket on `unspecified` (0.0.0.0 or ::), bound to `iface`.
+/// The controller's side of a link's peer addresses: it learns next hops and
+/// publishes them; the sender thread reads them without a lock.
+pub struct Targets {
+    pub iface: String,
+    mac: [u8; 6],
+    src_port: u16,
+    /// A packet socket is open, so frames can be sent.
+    usable: bool,
+    targets: Arc<ArcSwap<Vec<Target>>>,
+}
+
+/// A UDP socket on `unspecified` (0.0.0.0 or ::), bound to `iface`, non-blocking
+/// so that a full buffer costs a heartbeat, never a stall.
 fn socket_on(iface: &str, unspecified: IpAddr) -> Result<UdpSocket> {
-    let std =
-        std::net::UdpSocket::bind((unspecified, 0)).context("binding the heartbeat socket")?;
+    let s = UdpSocket::bind((unspecified, 0)).context("binding the heartbeat socket")?;
     nix::sys::socket::setsockopt(
-        &std,
+        &s,
         nix::sys::socket::sockopt::BindToDevice,
         &std::ffi::OsString::from(iface),
     )
     .with_context(|| format!("binding the heartbeat socket to {iface}"))?;
-    std.set_nonblocking(true)?;
-    Ok(UdpSocket::from_std(std)?)
+    s.set_nonblocking(true)?;
+    Ok(s)
 }
 
 /// A send-only AF_PACKET socket bound to `ifindex`.
@@ -93,14 +104,15 @@ fn packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
 }
 
 impl LinkSender {
-    /// Sockets on `iface` (index `ifindex`, MAC `mac`) sending to `targets` on `port`.
+    /// Sockets on `iface` (index `ifindex`, MAC `mac`) sending to `targets` on
+    /// `port`, and the handle that publishes their next hops.
     pub fn new(
         iface: &str,
         ifindex: u32,
         mac: [u8; 6],
         targets: &[IpAddr],
         port: u16,
-    ) -> Result<Self> {
+    ) -> Result<(Self, Targets)> {
         let want = |v6: bool| targets.iter().any(|t| t.is_ipv6() == v6);
         let packet = match packet_socket(ifindex) {
             Ok(fd) => Some(fd),
@@ -111,53 +123,87 @@ impl LinkSender {
                 None
             }
         };
-        Ok(Self {
-            iface: iface.to_string(),
-            ifindex,
-            mac,
-            v4: want(false)
-                .then(|| socket_on(iface, Ipv4Addr::UNSPECIFIED.into()))
-                .transpose()?,
-            v6: want(true)
-                .then(|| socket_on(iface, Ipv6Addr::UNSPECIFIED.into()))
-                .transpose()?,
-            packet,
-            targets: targets
+        let v4 = want(false)
+            .then(|| socket_on(iface, Ipv4Addr::UNSPECIFIED.into()))
+            .transpose()?;
+        let v6 = want(true)
+            .then(|| socket_on(iface, Ipv6Addr::UNSPECIFIED.into()))
+            .transpose()?;
+        let src_port = v4
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        let shared = Arc::new(ArcSwap::from_pointee(
+            targets
                 .iter()
                 .map(|a| Target {
                     addr: SocketAddr::new(*a, port),
                     ends: None,
                 })
-                .collect(),
-            ip_id: 0,
-        })
+                .collect::<Vec<_>>(),
+        ));
+        let handle = Targets {
+            iface: iface.to_string(),
+            mac,
+            src_port,
+            usable: packet.is_some(),
+            targets: shared.clone(),
+        };
+        Ok((
+            Self {
+                ifindex,
+                v4,
+                v6,
+                packet,
+                targets: shared,
+                ip_id: 0,
+            },
+            handle,
+        ))
     }
 
+    /// Sends one encoded message to every target. A failed send (link down, no
+    /// route, neighbour not resolved yet, a full buffer) is returned as a count,
+    /// not an error: the next beat tries again, and silence is what peers act on.
+    pub fn send(&mut self, payload: &[u8; WIRE_LEN]) -> usize {
+        let mut failed = 0;
+        let targets = self.targets.load();
+        for t in targets.iter() {
+            if let (Some(ends), Some(fd)) = (t.ends, &self.packet) {
+                self.ip_id = self.ip_id.wrapping_add(1);
+                let frame = udp_frame(&ends, self.ip_id, payload);
+                if send_frame(fd, self.ifindex, &ends.dst_mac, &frame) {
+                    continue;
+                }
+                // The packet socket failed (buffer full, say): the kernel path still may not.
+            }
+            let socket = if t.addr.is_ipv6() { &self.v6 } else { &self.v4 };
+            let Some(socket) = socket else { continue };
+            if socket.send_to(payload, t.addr).is_err() {
+                failed += 1;
+            }
+        }
+        failed
+    }
+}
+
+impl Targets {
     /// Sets (or, with `None`, clears) the next hop of `dst`: its MAC and our source
     /// address towards it. Returns the path `dst` now takes when it changed.
-    pub fn set_next_hop(
-        &mut self,
-        dst: Ipv4Addr,
-        hop: Option<([u8; 6], Ipv4Addr)>,
-    ) -> Option<Path> {
-        let src_port = self
-            .v4
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
-            .map(|a| a.port())
-            .unwrap_or(0);
-        let usable = self.packet.is_some();
-        let mut changed = None;
-        for t in &mut self.targets {
+    pub fn set_next_hop(&self, dst: Ipv4Addr, hop: Option<([u8; 6], Ipv4Addr)>) -> Option<Path> {
+        let mut next: Vec<Target> = self.targets.load().as_ref().clone();
+        let (mut changed, mut dirty) = (None, false);
+        for t in &mut next {
             if t.addr.ip() != IpAddr::V4(dst) {
                 continue;
             }
-            let ends = hop.filter(|_| usable).map(|(dst_mac, src_ip)| Ends {
+            let ends = hop.filter(|_| self.usable).map(|(dst_mac, src_ip)| Ends {
                 src_mac: self.mac,
                 dst_mac,
                 src_ip,
                 dst_ip: dst,
-                src_port,
+                src_port: self.src_port,
                 dst_port: t.addr.port(),
             });
             if ends.is_some() != t.ends.is_some() {
@@ -167,7 +213,12 @@ impl LinkSender {
                     Path::Kernel
                 });
             }
+            dirty |= ends != t.ends;
             t.ends = ends;
+        }
+        // Published only on a change: the sender thread's view is swapped, never locked.
+        if dirty {
+            self.targets.store(Arc::new(next));
         }
         changed
     }
@@ -175,6 +226,7 @@ impl LinkSender {
     /// Each target and the path its heartbeats take.
     pub fn paths(&self) -> Vec<(IpAddr, Path)> {
         self.targets
+            .load()
             .iter()
             .map(|t| {
                 (
@@ -187,30 +239,6 @@ impl LinkSender {
                 )
             })
             .collect()
-    }
-
-    /// Sends one encoded message to every target. A failed send (link down, no
-    /// route, neighbour not resolved yet) is returned as a count, not an error: the
-    /// next tick tries again, and silence is what peers act on.
-    pub async fn send(&mut self, payload: &[u8]) -> usize {
-        let mut failed = 0;
-        for i in 0..self.targets.len() {
-            if let (Some(ends), Some(fd)) = (self.targets[i].ends, &self.packet) {
-                self.ip_id = self.ip_id.wrapping_add(1);
-                let frame = udp_frame(&ends, self.ip_id, payload);
-                if send_frame(fd, self.ifindex, &ends.dst_mac, &frame) {
-                    continue;
-                }
-                // The packet socket failed (buffer full, say): the kernel path still may not.
-            }
-            let t = self.targets[i].addr;
-            let socket = if t.is_ipv6() { &self.v6 } else { &self.v4 };
-            let Some(socket) = socket else { continue };
-            if socket.send_to(payload, t).await.is_err() {
-                failed += 1;
-            }
-        }
-        failed
     }
 }
 

@@ -69,6 +69,17 @@ struct Cell {
     /// CLOCK_MONOTONIC ns of the last send, and sends so far (for status).
     last_sent_ns: AtomicU64,
     sent: AtomicU64,
+    /// CLOCK_MONOTONIC ns when the controller's loop last ran (see `touch`).
+    touched_ns: AtomicU64,
+}
+
+/// How long the controller's loop may stall before the thread stops sending: a
+/// hung controller must look dead to its peers, as a crashed one does, instead of
+/// claiming the VIPs forever. Longer than dead-after at fast settings, so that a
+/// brief stall of the controller (the thing this thread exists to survive) does
+/// not silence the node.
+pub fn watchdog(dead_after: Duration) -> Duration {
+    dead_after.max(Duration::from_millis(250))
 }
 
 /// One link as the thread sees it.
@@ -87,6 +98,8 @@ pub struct BeatParams {
     pub realtime: bool,
     /// Leave messages sent on a graceful stop.
     pub leave_copies: u32,
+    /// See [`watchdog`].
+    pub watchdog: Duration,
 }
 
 /// The running thread, owned by the controller.
@@ -111,6 +124,7 @@ impl Beat {
             wake: Futex::new(0),
             last_sent_ns: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            touched_ns: AtomicU64::new(monotonic().as_nanos() as u64),
         });
         let c = cell.clone();
         let thread = std::thread::Builder::new()
@@ -129,6 +143,13 @@ impl Beat {
             self.cell.wake.value.fetch_add(1, SeqCst);
             self.cell.wake.wake(1);
         }
+    }
+
+    /// The controller's loop is alive; called every poll.
+    pub fn touch(&self) {
+        self.cell
+            .touched_ns
+            .store(monotonic().as_nanos() as u64, SeqCst);
     }
 
     pub fn advert(&self) -> Advert {
@@ -207,11 +228,17 @@ impl Clock {
 
     /// One message to every peer address on every link, then the lease.
     fn beat(&mut self, msg: MsgType, a: Advert) {
+        // Read before sending: a peer hears this heartbeat after `now`, so a lease
+        // ending at now + dead-after ends before that peer can declare us dead.
+        let now = monotonic();
+        let touched = Duration::from_nanos(self.cell.touched_ns.load(SeqCst));
+        if msg == MsgType::Heartbeat && now.saturating_sub(touched) > self.p.watchdog {
+            return;
+        }
         let payload = self.seq.next(msg, a.state, a.holds_vip, a.reaches_ping);
         for l in &mut self.links {
             l.sender.send(&payload);
         }
-        let now = monotonic();
         self.cell.last_sent_ns.store(now.as_nanos() as u64, SeqCst);
         self.cell.sent.fetch_add(1, SeqCst);
         if a.lease {

@@ -321,6 +321,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             dead_after: cfg.dead_after,
             realtime: cfg.realtime,
             leave_copies: 3,
+            watchdog: crate::beat::watchdog(cfg.dead_after),
         },
         Sequencer::new(cfg.node_id, cfg.cluster_id, cfg.priority, epoch, key),
         beat_links,
@@ -579,6 +580,9 @@ impl Controller {
     }
 
     async fn poll(&mut self) {
+        if let Some(b) = &self.beat {
+            b.touch();
+        }
         let now = monotonic();
         let views = self.peer_views(now);
         let link_up = self.links.iter().any(|l| l.up);

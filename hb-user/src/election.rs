@@ -79,6 +79,11 @@ pub enum Reason {
         rank: Rank,
         holds_vip: bool,
     },
+    /// We outrank the live holder, which yields when it hears us: break before
+    /// make, so the VIP is never on both.
+    AwaitingRelease {
+        by: u32,
+    },
 }
 
 /// The peer event that led to a takeover.
@@ -323,10 +328,18 @@ impl Machine {
             .iter()
             .filter(|v| self.is_alive(v.id) && v.state != NodeState::Fault);
         let mut best_higher: Option<&PeerView> = None;
+        // The same among peers past INIT: the ones a holder yields to.
+        let mut best_higher_ready: Option<&PeerView> = None;
         let mut holder: Option<&PeerView> = None;
         for v in live {
             if v.rank() > me && best_higher.is_none_or(|b| v.rank() > b.rank()) {
                 best_higher = Some(v);
+            }
+            if v.rank() > me
+                && v.state != NodeState::Init
+                && best_higher_ready.is_none_or(|b| v.rank() > b.rank())
+            {
+                best_higher_ready = Some(v);
             }
             if v.holds_vip && holder.is_none_or(|h| v.rank() > h.rank()) {
                 holder = Some(v);
@@ -344,10 +357,22 @@ impl Machine {
         };
         let holding = self.state == NodeState::Master;
         if self.p.preempt {
-            // The best live node holds the VIP; a higher one still in INIT counts, since
-            // it takes over as soon as it has heard its peers.
-            if let Some(v) = best_higher {
+            // The best live node holds the VIP. A higher one still in INIT keeps a
+            // node that does not hold it from taking it; the holder keeps it until
+            // that node is past INIT (it asks for it by waiting, below), so a
+            // higher node crash-looping in INIT causes no outage at each restart.
+            let yield_to = if holding {
+                best_higher_ready
+            } else {
+                best_higher
+            };
+            if let Some(v) = yield_to {
                 return outranked(v);
+            }
+            if !holding {
+                if let Some(h) = holder.filter(|h| h.rank() < me) {
+                    return (NodeState::Backup, Reason::AwaitingRelease { by: h.id });
+                }
             }
         } else if holding {
             // Keep it, unless a higher node also claims it (a healed partition).
@@ -381,6 +406,10 @@ impl fmt::Display for Reason {
             Reason::Isolated => write!(f, "isolated: no peer heard and no ping target answers"),
             Reason::Reconnected => write!(f, "link up and not isolated"),
             Reason::Elected { after: None } => write!(f, "no live peer outranks us"),
+            Reason::AwaitingRelease { by } => write!(
+                f,
+                "we outrank peer {by}, which holds the VIP: waiting for it to release it"
+            ),
             Reason::Elected { after: Some(c) } => write!(f, "{c}"),
             Reason::Outranked {
                 by,
@@ -553,14 +582,52 @@ mod tests {
         let mut m = Machine::new(params(2, 90, &[1]), Duration::ZERO);
         m.step(2000 * MS, true, true, &[silent(1, 100)]);
         assert_eq!(m.state(), Master);
-        // Node 1 restarts: INIT, not holding; it outranks us, so we release.
+        // Node 1 restarts: while it is in INIT we keep the VIP; once it waits for
+        // it (BACKUP, not holding) it outranks us, so we release.
         let ev = m.step(3000 * MS, true, true, &[peer(1, 100, 2990, Init)]);
+        assert!(transitions(&ev).is_empty());
+        let ev = m.step(3010 * MS, true, true, &[peer(1, 100, 3005, Backup)]);
         assert_eq!(transitions(&ev), [(Master, Backup)]);
         assert!(
             reason(&ev).contains("peer 1 (priority 100, id 1) outranks us"),
             "{}",
             reason(&ev)
         );
+    }
+
+    #[test]
+    fn a_returning_higher_node_waits_for_the_holder_to_release() {
+        let mut m = Machine::new(params(1, 100, &[2]), Duration::ZERO);
+        // Break before make: node 2 holds the VIP, so we wait rather than add it too.
+        let ev = m.step(10 * MS, true, true, &[peer(2, 90, 5, Master)]);
+        assert_eq!(transitions(&ev), [(Init, Backup)]);
+        assert!(
+            reason(&ev).contains("waiting for it to release"),
+            "{}",
+            reason(&ev)
+        );
+        let ev = m.step(20 * MS, true, true, &[peer(2, 90, 15, Master)]);
+        assert!(transitions(&ev).is_empty());
+        // Its first heartbeat after releasing says so: we take it at once.
+        let ev = m.step(30 * MS, true, true, &[peer(2, 90, 25, Backup)]);
+        assert_eq!(transitions(&ev), [(Backup, Master)]);
+        // Had it died instead, dead-after would have let us take over.
+        let mut m = Machine::new(params(1, 100, &[2]), Duration::ZERO);
+        m.step(10 * MS, true, true, &[peer(2, 90, 5, Master)]);
+        let ev = m.step(400 * MS, true, true, &[peer(2, 90, 5, Master)]);
+        assert_eq!(transitions(&ev), [(Backup, Master)]);
+    }
+
+    #[test]
+    fn a_holder_keeps_the_vip_while_a_higher_node_crash_loops_in_init() {
+        let mut m = Machine::new(params(2, 90, &[1]), Duration::ZERO);
+        m.step(2000 * MS, true, true, &[silent(1, 100)]);
+        for t in (2010..4000).step_by(10) {
+            // Node 1 keeps restarting: heard only in INIT.
+            let ev = m.step(t * MS, true, true, &[peer(1, 100, t - 5, Init)]);
+            assert!(transitions(&ev).is_empty(), "at {t} ms: {ev:?}");
+        }
+        assert_eq!(m.state(), Master);
     }
 
     #[test]
@@ -630,9 +697,12 @@ mod tests {
         assert_eq!(m.state(), Fault);
         let ev = m.step(1010 * MS, true, true, &[peer(2, 90, 15, Master)]);
         assert_eq!(transitions(&ev), [(Fault, Init)]);
-        // Hearing the peer (now the holder, lower but holding) ends INIT.
+        // Hearing the peer (now the holder, lower but holding) ends INIT; we wait
+        // for it to release before taking the VIP back.
         let ev = m.step(1020 * MS, true, true, &[peer(2, 90, 1015, Master)]);
-        assert_eq!(transitions(&ev), [(Init, Master)]);
+        assert_eq!(transitions(&ev), [(Init, Backup)]);
+        let ev = m.step(1030 * MS, true, true, &[peer(2, 90, 1025, Backup)]);
+        assert_eq!(transitions(&ev), [(Backup, Master)]);
     }
 
     #[test]
@@ -815,7 +885,8 @@ mod tests {
         m.fence_done(&[1], true, 410 * MS);
         m.step(420 * MS, true, true, &[peer(1, 100, 5, Master)]);
         assert_eq!(m.state(), Master);
-        m.step(500 * MS, true, true, &[peer(1, 100, 495, Init)]);
+        // Back, past INIT and waiting for the VIP: we yield.
+        m.step(500 * MS, true, true, &[peer(1, 100, 495, Backup)]);
         assert_eq!(m.state(), Backup);
         let ev = m.step(900 * MS, true, true, &[peer(1, 100, 495, Master)]);
         assert!(

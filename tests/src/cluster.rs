@@ -27,6 +27,16 @@ pub const FAST: &[&str] = &[
 ];
 
 /// How long a test waits for anything to happen.
+/// hb's fastest setting, which must be stable: 2 ms heartbeats, 8 ms dead-after.
+pub const FASTEST: &[&str] = &[
+    "--interval",
+    "2ms",
+    "--dead-after",
+    "8ms",
+    "--init-dead",
+    "1s",
+];
+
 pub const BOUND: Duration = Duration::from_secs(5);
 
 /// A test's LAN with `links` links, nothing started: held for the test's duration

@@ -5,22 +5,12 @@
 //! transition time each node writes to its status file, so even one shorter
 //! than the sampling period counts.
 
-use hb_tests::cluster::{test_lan, Cluster, BOUND};
+use hb_tests::cluster::{test_lan, Cluster, BOUND, FASTEST};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
 };
 use std::time::{Duration, Instant};
-
-/// hb's fastest setting the issue asks to be stable: 2 ms heartbeats, 8 ms dead-after.
-const FASTEST: &[&str] = &[
-    "--interval",
-    "2ms",
-    "--dead-after",
-    "8ms",
-    "--init-dead",
-    "1s",
-];
 
 /// (state, since_unix_ms) of node `id` from its status file.
 fn transition_of(c: &Cluster, id: u32) -> Option<(String, u64)> {

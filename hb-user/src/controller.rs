@@ -12,7 +12,7 @@ use crate::{
     hooks::{self, FenceOutcome, Notifier},
     kernel, keyfile,
     loader::{DataPlane, Origin, Settings},
-    netlink::{self, Netlink},
+    netlink::{self, LinkEvent, LinkEvents, Netlink},
     pinger::Pinger,
     sender::{LinkSender, Sequencer, Targets},
     statedir::StateDir,
@@ -170,7 +170,6 @@ struct Started {
     /// The sockets and lease maps the sender thread takes.
     beat_links: Vec<BeatLink>,
     pinger: Option<Pinger>,
-    ioctl_socket: std::net::UdpSocket,
 }
 
 /// The start's steps after the state dir and pin root: the epoch, a data plane
@@ -252,14 +251,11 @@ fn start(
     } else {
         Some(Pinger::new(&cfg.ping)?)
     };
-    let ioctl_socket =
-        std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("opening an ioctl socket")?;
     Ok(Started {
         epoch,
         links,
         beat_links,
         pinger,
-        ioctl_socket,
     })
 }
 
@@ -298,7 +294,6 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         mut links,
         beat_links,
         pinger,
-        ioctl_socket,
     } = match start(
         &cfg, &state_dir, key, &peer_ids, plan.links, &plan.vips, loaded,
     ) {
@@ -312,6 +307,11 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     };
     for l in &mut links {
         l.plane.started();
+    }
+    // Subscribed before the links are read, so no change falls between the two.
+    let link_events = LinkEvents::subscribe()?;
+    for l in &mut links {
+        l.up = nl.link_by_index(l.ifindex).await?.is_some_and(|i| i.up);
     }
 
     // Heartbeats start now, on their own thread and clock.
@@ -362,7 +362,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         conflicts: BTreeMap::new(),
         conflict_announced: None,
         bursts: Vec::new(),
-        ioctl_socket,
+        link_events,
         hop_refreshes: 0,
         beat: Some(beat),
         epoch,
@@ -419,8 +419,8 @@ struct Controller {
     conflict_announced: Option<Duration>,
     /// Gratuitous ARP bursts in flight, aborted when we release the VIP.
     bursts: Vec<tokio::task::JoinHandle<()>>,
-    /// A datagram socket for interface-flag ioctls (in our network namespace).
-    ioctl_socket: std::net::UdpSocket,
+    /// The kernel's announcements of link changes: the truth about link state.
+    link_events: LinkEvents,
     /// Counts next-hop refreshes: unresolved peers every time, all every tenth.
     hop_refreshes: u64,
 }
@@ -446,8 +446,16 @@ impl Controller {
         status.set_missed_tick_behavior(Skip);
         loop {
             tokio::select! {
+                ev = self.link_events.next() => {
+                    let Some(ev) = ev else {
+                        anyhow::bail!("the link event socket closed");
+                    };
+                    // A link going down is acted on now, not at the next poll.
+                    if self.link_changed(ev) {
+                        self.poll().await;
+                    }
+                }
                 _ = beat.tick() => {
-                    self.refresh_links();
                     self.watch_conflicts();
                     if let Some(p) = &mut self.pinger { p.send(); }
                     // Reachability may have changed; the thread sends on its own clock.
@@ -513,16 +521,26 @@ impl Controller {
         }
     }
 
-    /// Link state at the heartbeat cadence: one netlink query per link.
-    /// Link state at the heartbeat cadence: one SIOCGIFFLAGS ioctl per link, far
-    /// cheaper than a netlink round trip at 100 checks a second.
-    fn refresh_links(&mut self) {
-        for l in &mut self.links {
-            match netlink::oper_up(&self.ioctl_socket, &l.iface) {
-                Ok(up) => l.up = up,
-                Err(e) => warn!("reading the state of {}: {e:#}", l.iface),
-            }
+    /// Applies a link change the kernel announced; true when one of our links
+    /// went up or down.
+    fn link_changed(&mut self, ev: LinkEvent) -> bool {
+        let (ifindex, up) = match ev {
+            LinkEvent::Changed(info) => (info.ifindex, info.up),
+            LinkEvent::Removed { ifindex } => (ifindex, false),
+        };
+        let Some(l) = self.links.iter_mut().find(|l| l.ifindex == ifindex) else {
+            return false;
+        };
+        if l.up == up {
+            return false;
         }
+        l.up = up;
+        if up {
+            info!("link {} up", l.iface);
+        } else {
+            warn!("link {} down", l.iface);
+        }
+        true
     }
 
     /// What the XDP programs saw of each peer, merged over links: the freshest

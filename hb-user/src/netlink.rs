@@ -295,30 +295,71 @@ impl Netlink {
     }
 }
 
-/// Whether `iface` is up with a carrier (IFF_UP and IFF_RUNNING), read with the
-/// SIOCGIFFLAGS ioctl on `socket`, which must live in the interface's namespace.
-pub fn oper_up(socket: &std::net::UdpSocket, iface: &str) -> Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: ifreq zeroed, name copied within bounds (IFNAMSIZ, NUL kept), ioctl
-    // fills the flags of the union.
-    unsafe {
-        let mut req: libc::ifreq = std::mem::zeroed();
-        let name = iface.as_bytes();
-        if name.len() >= req.ifr_name.len() {
-            bail!("interface name {iface} is too long");
-        }
-        for (d, s) in req.ifr_name.iter_mut().zip(name) {
-            *d = *s as libc::c_char;
-        }
-        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENODEV) {
-                return Ok(false);
+/// Link changes as the kernel announces them (RTMGRP_LINK): the controller learns
+/// that a link went down or came back the moment it happens, without asking.
+pub struct LinkEvents {
+    rx: futures_channel::mpsc::UnboundedReceiver<(
+        rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+    task: JoinHandle<()>,
+}
+
+/// One announced change of an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// New or changed (flags, name, address).
+    Changed(LinkInfo),
+    /// Deleted.
+    Removed { ifindex: u32 },
+}
+
+impl LinkEvents {
+    /// Subscribes in the calling thread's network namespace. Subscribe before
+    /// reading the links' state, so that no change falls between the two.
+    pub fn subscribe() -> Result<Self> {
+        use rtnetlink::sys::AsyncSocket;
+        let runtime = tokio::runtime::Handle::try_current()
+            .context("LinkEvents::subscribe needs to run inside a tokio runtime")?;
+        let (mut conn, _handle, rx) =
+            rtnetlink::new_connection().context("opening a NETLINK_ROUTE socket")?;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&rtnetlink::sys::SocketAddr::new(
+                0,
+                rtnetlink::constants::RTMGRP_LINK,
+            ))
+            .context("subscribing to link changes (RTMGRP_LINK)")?;
+        Ok(Self {
+            rx,
+            task: runtime.spawn(conn),
+        })
+    }
+
+    /// The next link change; None when the socket closed.
+    pub async fn next(&mut self) -> Option<LinkEvent> {
+        use futures_util::StreamExt;
+        use rtnetlink::{packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage};
+        while let Some((msg, _)) = self.rx.next().await {
+            match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    return Some(LinkEvent::Changed(link_info(&l)))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+                    return Some(LinkEvent::Removed {
+                        ifindex: l.header.index,
+                    })
+                }
+                _ => {}
             }
-            return Err(e).with_context(|| format!("SIOCGIFFLAGS on {iface}"));
         }
-        let flags = req.ifr_ifru.ifru_flags as libc::c_int;
-        Ok(flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0)
+        None
+    }
+}
+
+impl Drop for LinkEvents {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -7,12 +7,13 @@ use crate::{
     bpffs::PinRoot,
     clock::monotonic,
     config::{ConfigError, RunConfig, Vip, XdpModeArg},
-    election::{Event, Machine, Params, PeerView},
+    election::Params,
     garp,
     hooks::{self, FenceOutcome, Notifier},
     kernel, keyfile,
     loader::{DataPlane, Origin, Settings},
     netlink::{self, LinkEvent, LinkEvents, Netlink},
+    node::{Action, Claim, Input, Level, Node, NodeParams, Sample},
     pinger::Pinger,
     sender::{LinkSender, Sequencer, Targets},
     statedir::StateDir,
@@ -26,7 +27,7 @@ use hb_common::{
     MsgType, NodeState, PeerState,
 };
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     time::Duration,
 };
@@ -337,17 +338,23 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
 
     let (fence_tx, mut fence_rx) = mpsc::unbounded_channel();
     let mut c = Controller {
-        machine: Machine::new(
-            Params {
-                node_id: cfg.node_id,
-                priority: cfg.priority,
-                preempt: cfg.preempt,
-                dead_after: cfg.dead_after,
-                init_dead: cfg.init_dead,
-                peers: peer_ids.clone(),
-                ping_quorum: !cfg.ping.is_empty(),
-                fencing: cfg.fence_cmd.is_some(),
-                fence_retry: Duration::from_secs(1),
+        node: Node::new(
+            NodeParams {
+                machine: Params {
+                    node_id: cfg.node_id,
+                    priority: cfg.priority,
+                    preempt: cfg.preempt,
+                    dead_after: cfg.dead_after,
+                    init_dead: cfg.init_dead,
+                    peers: peer_ids.clone(),
+                    ping_quorum: !cfg.ping.is_empty(),
+                    fencing: cfg.fence_cmd.is_some(),
+                    fence_retry: Duration::from_secs(1),
+                },
+                has_vips: !plan.vips.is_empty(),
+                links: links.iter().map(|l| l.iface.clone()).collect(),
+                vip_list: vip_list(&plan.vips, &links),
+                inherited_lease: links.iter().any(|l| l.inherited),
             },
             monotonic(),
         ),
@@ -357,10 +364,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             .clone()
             .map(|cmd| Notifier::spawn(cmd, cfg.notify_timeout)),
         fence_tx,
-        link_alive: BTreeMap::new(),
-        rival_holders: BTreeSet::new(),
         conflicts: BTreeMap::new(),
-        conflict_announced: None,
         bursts: Vec::new(),
         link_events,
         hop_refreshes: 0,
@@ -393,7 +397,8 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
 
 struct Controller {
     cfg: RunConfig,
-    machine: Machine,
+    /// Every decision (node.rs); this file performs them.
+    node: Node,
     /// The sender thread; taken by the graceful stop.
     beat: Option<Beat>,
     epoch: u32,
@@ -407,16 +412,8 @@ struct Controller {
     notifier: Option<Notifier>,
     /// Fencing results come back through here, so the loop never waits on a command.
     fence_tx: mpsc::UnboundedSender<(Vec<u32>, FenceOutcome)>,
-    /// (peer, link index) -> heard within dead-after on that link.
-    link_alive: BTreeMap<(u32, usize), bool>,
-    /// Lower-ranked peers seen claiming the VIP while we hold it (a healed partition),
-    /// so that each episode gets one fresh announcement.
-    rival_holders: BTreeSet<u32>,
     /// (link index, VIP, claiming MAC) -> ARP claims the XDP program counted, as last read.
     conflicts: BTreeMap<(usize, Ipv4Addr, [u8; 6]), u64>,
-    /// Last re-announcement caused by a conflict: two holders that hear each other's
-    /// ARP but not each other's heartbeats must not answer each burst with a burst.
-    conflict_announced: Option<Duration>,
     /// Gratuitous ARP bursts in flight, aborted when we release the VIP.
     bursts: Vec<tokio::task::JoinHandle<()>>,
     /// The kernel's announcements of link changes: the truth about link state.
@@ -456,16 +453,15 @@ impl Controller {
                     }
                 }
                 _ = beat.tick() => {
-                    self.watch_conflicts();
+                    let actions = self.watch_conflicts();
+                    self.perform(actions).await;
                     if let Some(p) = &mut self.pinger { p.send(); }
-                    // Reachability may have changed; the thread sends on its own clock.
-                    self.advertise();
                 }
                 _ = poll.tick() => self.poll().await,
                 r = async { self.pinger.as_mut().expect("guarded").receive(monotonic).await }, if self.pinger.is_some() => {
                     if let Err(e) = r { warn!("ping socket: {e:#}"); }
                 }
-                Some((peers, outcome)) = fence_rx.recv() => self.fenced(peers, outcome),
+                Some((peers, outcome)) = fence_rx.recv() => self.fenced(peers, outcome).await,
                 _ = status.tick() => {
                     self.refresh_next_hops().await;
                     self.write_status();
@@ -480,7 +476,7 @@ impl Controller {
     }
 
     fn holds_vip(&self) -> bool {
-        self.machine.state() == NodeState::Master
+        self.node.holds_vip()
     }
 
     /// Whether we reach a ping target (true when none is configured).
@@ -488,26 +484,6 @@ impl Controller {
         self.pinger
             .as_ref()
             .is_none_or(|p| p.reachable(monotonic(), self.cfg.dead_after))
-    }
-
-    /// Tells the sender thread what heartbeats say now (it sends at once when
-    /// that changed), and whether they renew the holder lease.
-    fn advertise(&mut self) {
-        let state = self.machine.state();
-        let holding = self.holds_vip() && !self.vips.is_empty();
-        for l in &mut self.links {
-            l.inherited &= state == NodeState::Init;
-        }
-        let a = Advert {
-            state,
-            holds_vip: self.holds_vip(),
-            reaches_ping: self.reach(),
-            lease: holding || self.links.iter().any(|l| l.inherited),
-            leaving: false,
-        };
-        if let Some(b) = &self.beat {
-            b.advertise(a);
-        }
     }
 
     /// Sets the lease in every link's data plane from here (the sender thread
@@ -543,79 +519,35 @@ impl Controller {
         true
     }
 
-    /// What the XDP programs saw of each peer, merged over links: the freshest
-    /// entry wins, so a peer is silent only when it is silent on every link. With
-    /// several links, a link falling silent or coming back is logged on its own.
-    fn peer_views(&mut self, now: Duration) -> Vec<PeerView> {
-        let dead_after = self.cfg.dead_after;
-        let mut views = Vec::with_capacity(self.peer_ids.len());
-        for &id in &self.peer_ids {
-            let entries: Vec<PeerState> = self
-                .links
-                .iter()
-                .map(|l| l.plane.peer(id).ok().flatten().unwrap_or_default())
-                .collect();
-            if self.links.len() > 1 {
-                let alive: Vec<bool> = entries
+    /// What each link's XDP program recorded of each peer.
+    fn samples(&self) -> BTreeMap<u32, Vec<Sample>> {
+        self.peer_ids
+            .iter()
+            .map(|&id| {
+                let per_link = self
+                    .links
                     .iter()
-                    .map(|p| {
-                        p.last_seen_ns != 0
-                            && now.saturating_sub(Duration::from_nanos(p.last_seen_ns))
-                                <= dead_after
-                    })
+                    .map(|l| sample(&l.plane.peer(id).ok().flatten().unwrap_or_default()))
                     .collect();
-                for (i, &a) in alive.iter().enumerate() {
-                    let was = self.link_alive.insert((id, i), a);
-                    if was == Some(true) && !a {
-                        let others: Vec<&str> = (0..alive.len())
-                            .filter(|&j| alive[j])
-                            .map(|j| self.links[j].iface.as_str())
-                            .collect();
-                        if others.is_empty() {
-                            warn!(
-                                "peer {id}: link {} silent, and every other link too",
-                                self.links[i].iface
-                            );
-                        } else {
-                            warn!(
-                                "peer {id}: link {} silent, {} alive: no failover",
-                                self.links[i].iface,
-                                others.join(", ")
-                            );
-                        }
-                    } else if was == Some(false) && a {
-                        info!("peer {id}: link {} alive again", self.links[i].iface);
-                    }
-                }
-            }
-            let freshest = entries
-                .into_iter()
-                .max_by_key(|p| p.last_seen_ns)
-                .unwrap_or_default();
-            views.push(view(id, &freshest));
-        }
-        views
+                (id, per_link)
+            })
+            .collect()
     }
 
     async fn poll(&mut self) {
         if let Some(b) = &self.beat {
             b.touch();
         }
-        let now = monotonic();
-        let views = self.peer_views(now);
-        let link_up = self.links.iter().any(|l| l.up);
-        let reach = self.reach();
-        let events = self.machine.step(now, link_up, reach, &views);
-        for ev in events {
-            self.apply(ev).await;
-        }
-        self.watch_rivals(&views);
+        let input = Input::Observe {
+            now: monotonic(),
+            link_up: self.links.iter().any(|l| l.up),
+            reach: self.reach(),
+            peers: self.samples(),
+        };
+        let actions = self.node.handle(input);
+        self.perform(actions).await;
     }
 
-    /// The holder lease in every link's data plane: renewed to now + dead-after
-    /// while we hold the VIPs (or, still in INIT, hold what a previous run held),
-    /// withdrawn otherwise. Should this loop stop, the lease runs out and XDP stops
-    /// answering for the VIPs within dead-after.
     /// Next hops of the IPv4 peers, for the packet-socket transmit path: the MAC
     /// from the neighbour table, and our address in the peer's subnet (not a VIP).
     /// A missing entry is asked for (the kernel sends ARP), so the next refresh
@@ -667,29 +599,11 @@ impl Controller {
         }
     }
 
-    /// A healed partition: a lower-ranked peer still claims the VIP we hold. It yields
-    /// as soon as it hears us; we re-announce at once so caches point here again.
-    fn watch_rivals(&mut self, views: &[PeerView]) {
-        if !self.holds_vip() {
-            self.rival_holders.clear();
-            return;
-        }
-        for v in views {
-            let rival = v.holds_vip && self.machine.is_alive(v.id);
-            if rival && self.rival_holders.insert(v.id) {
-                warn!("peer {} also holds the VIP (partition healed?): it ranks lower and will yield; re-announcing", v.id);
-                self.announce("split brain");
-            } else if !rival {
-                self.rival_holders.remove(&v.id);
-            }
-        }
-    }
-
     /// ARP claims for our VIPs from foreign MACs, as counted by XDP. A peer's
     /// announcement after it took over is reported quietly; an unknown MAC is a
     /// conflict, and while we hold the VIP it is a split-brain signal: re-announce
     /// (the election itself runs on every poll).
-    fn watch_conflicts(&mut self) {
+    fn watch_conflicts(&mut self) -> Vec<Action> {
         let mut fresh = Vec::new();
         for (i, l) in self.links.iter().enumerate() {
             let Ok(entries) = l.plane.vip_watch() else {
@@ -699,144 +613,105 @@ impl Controller {
                 for c in w.claimants.iter().filter(|c| c.count != 0) {
                     let seen = self.conflicts.insert((i, vip, c.mac), c.count).unwrap_or(0);
                     if c.count > seen {
-                        fresh.push((l.iface.clone(), vip, c.mac, c.count - seen));
+                        fresh.push((i, vip, c.mac, c.count - seen));
                     }
                 }
             }
         }
-        let now = monotonic();
-        let mut reannounce = false;
-        for (iface, vip, mac, n) in fresh {
-            let m = mac.map(|b| format!("{b:02x}")).join(":");
-            let peer = self.peer_ids.iter().copied().find(|&id| {
-                self.links.iter().any(|l| {
-                    l.plane
-                        .peer(id)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|p| p.src_mac == mac)
-                })
-            });
-            match (peer, self.holds_vip()) {
-                (Some(id), false) => info!("VIP {vip} announced on {iface} by peer {id} ({m})"),
-                (Some(id), true) => {
-                    warn!("VIP conflict on {iface}: peer {id} ({m}) claims {vip} ({n} ARP) while we hold it: re-announcing");
-                    reannounce = true;
-                }
-                (None, false) => warn!("VIP conflict on {iface}: {vip} claimed by foreign MAC {m} ({n} ARP); we do not hold it"),
-                (None, true) => {
-                    warn!("VIP conflict on {iface}: {vip} claimed by foreign MAC {m} ({n} ARP) while we hold it: re-announcing");
-                    reannounce = true;
-                }
-            }
-        }
-        let quiet = self
-            .conflict_announced
-            .is_some_and(|t| now.saturating_sub(t) < Duration::from_secs(1));
-        if reannounce && !quiet {
-            self.conflict_announced = Some(now);
-            self.announce("conflict");
-        }
+        let claims = fresh
+            .into_iter()
+            .map(|(link, vip, mac, count)| Claim {
+                link,
+                vip: vip.to_string(),
+                mac: mac.map(|b| format!("{b:02x}")).join(":"),
+                count,
+                peer: self.peer_ids.iter().copied().find(|&id| {
+                    self.links.iter().any(|l| {
+                        l.plane
+                            .peer(id)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|p| p.src_mac == mac)
+                    })
+                }),
+            })
+            .collect();
+        self.node.handle(Input::Claims {
+            now: monotonic(),
+            claims,
+        })
     }
 
     /// A fencing command finished.
-    fn fenced(&mut self, peers: Vec<u32>, outcome: FenceOutcome) {
-        let list = peers
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+    async fn fenced(&mut self, peers: Vec<u32>, outcome: FenceOutcome) {
         let ok = outcome == FenceOutcome::Fenced;
-        if ok {
-            info!("fenced peer(s) {list}: taking over");
-        } else {
-            warn!("fencing peer(s) {list} failed ({outcome:?}): staying BACKUP, retrying in 1 s");
+        if !ok {
+            warn!("fencing command for {peers:?}: {outcome:?}");
         }
-        self.machine.fence_done(&peers, ok, monotonic());
+        let actions = self.node.handle(Input::FenceDone {
+            now: monotonic(),
+            peers,
+            ok,
+        });
+        self.perform(actions).await;
     }
 
-    async fn apply(&mut self, ev: Event) {
-        match ev {
-            Event::PeerUp { peer } => {
-                info!("peer {peer} up");
-                // Back from a partition, it may have taken the VIP meanwhile and
-                // turned caches towards it; it yields when it hears us, and caches
-                // must follow us again.
-                if self.holds_vip() && !self.vips.is_empty() {
-                    info!("peer {peer} rejoined while we hold the VIP: re-announcing");
-                    self.announce("peer rejoined");
-                }
-            }
-            Event::PeerDown { peer, silence } => {
-                warn!(
-                    "peer {peer} down: silent {} ms > dead-after {} ms",
-                    silence.as_millis(),
-                    self.cfg.dead_after.as_millis()
-                )
-            }
-            Event::PeerLeft { peer } => info!("peer {peer} left (graceful stop)"),
-            Event::FenceNeeded { peers } => {
-                let cmd = self.cfg.fence_cmd.clone().unwrap_or_default();
-                let (tx, node, timeout) = (
-                    self.fence_tx.clone(),
-                    self.cfg.node_id,
-                    self.cfg.fence_timeout,
-                );
-                warn!("fencing silent peer(s) {peers:?} before taking over");
-                tokio::spawn(async move {
-                    let outcome = hooks::fence(&cmd, node, &peers, timeout).await;
-                    let _ = tx.send((peers, outcome));
-                });
-            }
-            Event::Transition { from, to, reason } => {
-                let vips = self.vip_list();
-                match (to, vips.is_empty()) {
-                    (NodeState::Master, false) => warn!("{reason}: taking {vips}"),
-                    (_, false) if from == NodeState::Master => {
-                        warn!("{reason}: releasing {vips} ({})", to.name())
+    /// Performs the core's actions, in order.
+    async fn perform(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Log {
+                    level: Level::Info,
+                    msg,
+                } => info!("{msg}"),
+                Action::Log {
+                    level: Level::Warn,
+                    msg,
+                } => warn!("{msg}"),
+                Action::SetLease { until } => self.set_lease(until),
+                Action::Advertise { .. } => {
+                    if let (Some(b), Some(adv)) = (&self.beat, a.advert()) {
+                        b.advertise(adv);
                     }
-                    _ => info!("{} -> {}: {reason}", from.name(), to.name()),
                 }
-                self.since_unix_ms = unix_ms();
-                if let Some(n) = &self.notifier {
-                    n.send(hooks::Transition {
-                        new_state: to.name().into(),
-                        old_state: from.name().into(),
-                        vip: vips.clone(),
-                        iface: self.cfg.ifaces.join(","),
-                        reason: reason.to_string(),
+                Action::TakeVips => self.take_vips().await,
+                Action::ReleaseVips => self.release_vips().await,
+                Action::Announce { why } => {
+                    self.announce(&why);
+                    // Let the burst's first round go now, before the hooks and status.
+                    tokio::task::yield_now().await;
+                }
+                Action::Fence { peers } => {
+                    let cmd = self.cfg.fence_cmd.clone().unwrap_or_default();
+                    let (tx, node, timeout) = (
+                        self.fence_tx.clone(),
+                        self.cfg.node_id,
+                        self.cfg.fence_timeout,
+                    );
+                    tokio::spawn(async move {
+                        let outcome = hooks::fence(&cmd, node, &peers, timeout).await;
+                        let _ = tx.send((peers, outcome));
                     });
                 }
-                if to == NodeState::Master {
-                    // The lease first: XDP must let the VIP's traffic in before we
-                    // announce it. Peers learn the change at once from the sender.
-                    if !self.vips.is_empty() {
-                        self.set_lease(monotonic() + self.cfg.dead_after);
-                    }
-                    self.advertise();
-                    self.take_vips().await;
-                    // Let the announcement tasks send their first round now, before
-                    // the hooks and status below.
-                    tokio::task::yield_now().await;
-                } else {
-                    // The advert first: the sender stops renewing, then the lease goes.
-                    self.advertise();
-                    self.release_vips().await;
-                    if !self.links.iter().any(|l| l.inherited) {
-                        self.set_lease(Duration::ZERO);
+                Action::Notify { from, to, reason } => {
+                    self.since_unix_ms = unix_ms();
+                    if let Some(n) = &self.notifier {
+                        n.send(hooks::Transition {
+                            new_state: to,
+                            old_state: from,
+                            vip: self.vip_list(),
+                            iface: self.cfg.ifaces.join(","),
+                            reason,
+                        });
                     }
                 }
-                self.write_status();
+                Action::WriteStatus => self.write_status(),
             }
         }
     }
 
     fn vip_list(&self) -> String {
-        self.vips
-            .iter()
-            .map(|v| format!("{} on {}", v.vip, self.links[v.link].iface))
-            .collect::<Vec<_>>()
-            .join(", ")
+        vip_list(&self.vips, &self.links)
     }
 
     async fn take_vips(&mut self) {
@@ -851,16 +726,16 @@ impl Controller {
                 }
             }
         }
-        self.announce("takeover");
     }
 
     /// A gratuitous ARP burst for every VIP, in the background: the burst's spacing
     /// must not delay polling.
-    fn announce(&mut self, why: &'static str) {
+    fn announce(&mut self, why: &str) {
         self.bursts.retain(|t| !t.is_finished());
         for v in &self.vips {
             let l = &self.links[v.link];
             let (ifindex, mac, iface, vip) = (l.ifindex, l.mac, l.iface.clone(), v.vip);
+            let why = why.to_string();
             let (count, spacing) = (self.cfg.garp_count, self.cfg.garp_spacing);
             self.bursts.push(tokio::spawn(async move {
                 if let Err(e) = garp::announce_ip(ifindex, mac, vip.addr, count, spacing).await {
@@ -918,7 +793,7 @@ impl Controller {
             node_id: self.cfg.node_id,
             priority: self.cfg.priority,
             epoch: self.epoch,
-            state: self.machine.state().name().to_string(),
+            state: self.node.state().name().to_string(),
             since_unix_ms: self.since_unix_ms,
             ifaces: self.cfg.ifaces.clone(),
             pin_root: self.cfg.pin_root.clone(),
@@ -978,9 +853,16 @@ impl Controller {
     }
 }
 
-fn view(id: u32, p: &PeerState) -> PeerView {
-    PeerView {
-        id,
+/// "10.0.0.100/24 on eth0, ..." for log lines and hooks.
+fn vip_list(vips: &[PlacedVip], links: &[Link]) -> String {
+    vips.iter()
+        .map(|v| format!("{} on {}", v.vip, links[v.link].iface))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn sample(p: &PeerState) -> Sample {
+    Sample {
         last_seen: (p.last_seen_ns != 0).then(|| Duration::from_nanos(p.last_seen_ns)),
         left: p.msg_type == MsgType::Leave as u8,
         priority: p.priority,

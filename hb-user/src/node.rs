@@ -1,0 +1,552 @@
+//! The controller's decisions, apart from its I/O: typed inputs in, typed actions
+//! out, time passed in. `controller.rs` turns what it reads (peer maps, link
+//! events, ARP conflict counts, fencing outcomes) into [`Input`]s and performs
+//! the [`Action`]s; everything it used to decide inline lives here: merging the
+//! links into one view per peer, the election (`election.rs`), what a
+//! transition does and in which order, the holder lease policy, rival holders
+//! after a healed partition, and the conflict re-announcement rate limit.
+//!
+//! Tested from data (tests/cases/*.jsonl, see `cases.rs`) and by a property test.
+
+use crate::{
+    beat::Advert,
+    election::{Event, Machine, Params, PeerView},
+};
+use hb_common::NodeState;
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+/// What one link's data plane last recorded of one peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// CLOCK_MONOTONIC of its last accepted message; None: never heard here.
+    #[serde(default, with = "opt_ms")]
+    pub last_seen: Option<Duration>,
+    #[serde(default)]
+    pub left: bool,
+    #[serde(default)]
+    pub priority: u8,
+    #[serde(default = "init_state", with = "state_name")]
+    pub state: NodeState,
+    #[serde(default)]
+    pub holds_vip: bool,
+    #[serde(default = "yes")]
+    pub reaches_ping: bool,
+}
+
+impl Default for Sample {
+    /// Never heard.
+    fn default() -> Self {
+        Self {
+            last_seen: None,
+            left: false,
+            priority: 0,
+            state: NodeState::Init,
+            holds_vip: false,
+            reaches_ping: true,
+        }
+    }
+}
+
+fn init_state() -> NodeState {
+    NodeState::Init
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An ARP claim for one of our VIPs from a MAC other than ours, newly counted by
+/// XDP on one link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub link: usize,
+    pub vip: String,
+    pub mac: String,
+    /// New claims since the last read.
+    pub count: u64,
+    /// The claiming MAC is a peer's (the source of its heartbeats).
+    pub peer: Option<u32>,
+}
+
+/// Everything that reaches the core.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    /// The data planes' view of every peer, per link (`peers[id] = [sample per
+    /// link]`), whether any of our links is up and whether we reach a ping target.
+    Observe {
+        #[serde(with = "ms")]
+        now: Duration,
+        link_up: bool,
+        reach: bool,
+        peers: BTreeMap<u32, Vec<Sample>>,
+    },
+    /// ARP claims counted since the last read.
+    Claims {
+        #[serde(with = "ms")]
+        now: Duration,
+        claims: Vec<Claim>,
+    },
+    /// The fencing command for `peers` finished.
+    FenceDone {
+        #[serde(with = "ms")]
+        now: Duration,
+        peers: Vec<u32>,
+        ok: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Info,
+    Warn,
+}
+
+/// What the core asks the executor to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Log {
+        level: Level,
+        msg: String,
+    },
+    /// Set the holder lease in every link's data plane until this time
+    /// (CLOCK_MONOTONIC); zero withdraws it.
+    SetLease {
+        #[serde(with = "ms")]
+        until: Duration,
+    },
+    /// Tell the sender thread what heartbeats say now.
+    Advertise {
+        state: String,
+        holds_vip: bool,
+        reaches_ping: bool,
+        lease: bool,
+    },
+    /// Add every VIP (netlink).
+    TakeVips,
+    /// Stop announcing and remove every VIP.
+    ReleaseVips,
+    /// A gratuitous ARP / unsolicited NA burst for every VIP.
+    Announce {
+        why: String,
+    },
+    /// Run the fencing command for these silent peers; answer with
+    /// [`Input::FenceDone`].
+    Fence {
+        peers: Vec<u32>,
+    },
+    /// Run the notify hook for a transition.
+    Notify {
+        from: String,
+        to: String,
+        reason: String,
+    },
+    WriteStatus,
+}
+
+impl Action {
+    /// The advert this action carries, for the sender thread.
+    pub fn advert(&self) -> Option<Advert> {
+        match self {
+            Action::Advertise {
+                state,
+                holds_vip,
+                reaches_ping,
+                lease,
+            } => Some(Advert {
+                state: state_from_name(state),
+                holds_vip: *holds_vip,
+                reaches_ping: *reaches_ping,
+                lease: *lease,
+                leaving: false,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The core's settings beyond the election's.
+#[derive(Clone, Debug)]
+pub struct NodeParams {
+    pub machine: Params,
+    /// At least one VIP is configured (without, hb is a failure detector).
+    pub has_vips: bool,
+    /// Interface names, by link index, for log lines.
+    pub links: Vec<String>,
+    /// How the VIPs are listed in log lines ("10.0.0.100/24 on eth0").
+    pub vip_list: String,
+    /// The data plane we adopted still held a valid lease: a previous run held
+    /// the VIPs, and we keep answering for them until our first decision.
+    pub inherited_lease: bool,
+}
+
+pub struct Node {
+    p: NodeParams,
+    machine: Machine,
+    inherited: bool,
+    /// (peer, link index) -> heard within dead-after on that link.
+    link_alive: BTreeMap<(u32, usize), bool>,
+    /// Lower-ranked peers seen claiming the VIP while we hold it (a healed
+    /// partition), so that each episode gets one fresh announcement.
+    rival_holders: BTreeSet<u32>,
+    /// Last re-announcement caused by a conflict: two holders that hear each
+    /// other's ARP but not each other's heartbeats must not answer each burst
+    /// with a burst.
+    conflict_announced: Option<Duration>,
+    reach: bool,
+}
+
+/// Re-announcements for ARP conflicts: at most one per this period.
+const CONFLICT_QUIET: Duration = Duration::from_secs(1);
+
+impl Node {
+    pub fn new(p: NodeParams, now: Duration) -> Self {
+        Self {
+            machine: Machine::new(p.machine.clone(), now),
+            inherited: p.inherited_lease,
+            link_alive: BTreeMap::new(),
+            rival_holders: BTreeSet::new(),
+            conflict_announced: None,
+            reach: !p.machine.ping_quorum,
+            p,
+        }
+    }
+
+    pub fn state(&self) -> NodeState {
+        self.machine.state()
+    }
+
+    pub fn holds_vip(&self) -> bool {
+        self.machine.state() == NodeState::Master
+    }
+
+    /// The advert the node starts with.
+    pub fn advert(&self) -> Action {
+        let holding = self.holds_vip() && self.p.has_vips;
+        Action::Advertise {
+            state: self.state().name().into(),
+            holds_vip: self.holds_vip(),
+            reaches_ping: self.reach,
+            lease: holding || self.inherited,
+        }
+    }
+
+    pub fn handle(&mut self, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Observe {
+                now,
+                link_up,
+                reach,
+                peers,
+            } => self.observe(now, link_up, reach, &peers, &mut out),
+            Input::Claims { now, claims } => self.claims(now, &claims, &mut out),
+            Input::FenceDone { now, peers, ok } => {
+                let list = peers
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if ok {
+                    info(&mut out, format!("fenced peer(s) {list}: taking over"));
+                } else {
+                    warn(
+                        &mut out,
+                        format!("fencing peer(s) {list} failed: staying BACKUP, retrying in 1 s"),
+                    );
+                }
+                self.machine.fence_done(&peers, ok, now);
+            }
+        }
+        out
+    }
+
+    fn observe(
+        &mut self,
+        now: Duration,
+        link_up: bool,
+        reach: bool,
+        peers: &BTreeMap<u32, Vec<Sample>>,
+        out: &mut Vec<Action>,
+    ) {
+        self.reach = reach;
+        let views = self.merge(now, peers, out);
+        for ev in self.machine.step(now, link_up, reach, &views) {
+            self.apply(now, ev, out);
+        }
+        self.watch_rivals(&views, out);
+        out.push(self.advert());
+    }
+
+    /// One view per peer, merged over links: the freshest entry wins, so a peer
+    /// is silent only when it is silent on every link. With several links, a
+    /// link falling silent or coming back is logged on its own.
+    fn merge(
+        &mut self,
+        now: Duration,
+        peers: &BTreeMap<u32, Vec<Sample>>,
+        out: &mut Vec<Action>,
+    ) -> Vec<PeerView> {
+        let dead_after = self.p.machine.dead_after;
+        let mut views = Vec::with_capacity(peers.len());
+        for (&id, samples) in peers {
+            if samples.len() > 1 {
+                let alive: Vec<bool> = samples
+                    .iter()
+                    .map(|s| {
+                        s.last_seen
+                            .is_some_and(|t| now.saturating_sub(t) <= dead_after)
+                    })
+                    .collect();
+                for (i, &a) in alive.iter().enumerate() {
+                    let was = self.link_alive.insert((id, i), a);
+                    let name = |j: usize| self.p.links.get(j).cloned().unwrap_or_default();
+                    if was == Some(true) && !a {
+                        let others: Vec<String> =
+                            (0..alive.len()).filter(|&j| alive[j]).map(name).collect();
+                        if others.is_empty() {
+                            warn(
+                                out,
+                                format!(
+                                    "peer {id}: link {} silent, and every other link too",
+                                    name(i)
+                                ),
+                            );
+                        } else {
+                            warn(
+                                out,
+                                format!(
+                                    "peer {id}: link {} silent, {} alive: no failover",
+                                    name(i),
+                                    others.join(", ")
+                                ),
+                            );
+                        }
+                    } else if was == Some(false) && a {
+                        info(out, format!("peer {id}: link {} alive again", name(i)));
+                    }
+                }
+            }
+            let freshest = samples
+                .iter()
+                .copied()
+                .max_by_key(|s| s.last_seen)
+                .unwrap_or_default();
+            views.push(PeerView {
+                id,
+                last_seen: freshest.last_seen,
+                left: freshest.left,
+                priority: freshest.priority,
+                state: freshest.state,
+                holds_vip: freshest.holds_vip,
+                reaches_ping: freshest.reaches_ping,
+            });
+        }
+        views
+    }
+
+    fn apply(&mut self, now: Duration, ev: Event, out: &mut Vec<Action>) {
+        match ev {
+            Event::PeerUp { peer } => {
+                info(out, format!("peer {peer} up"));
+                // Back from a partition, it may have taken the VIP meanwhile and
+                // turned caches towards it; it yields when it hears us, and caches
+                // must follow us again.
+                if self.holds_vip() && self.p.has_vips {
+                    info(
+                        out,
+                        format!("peer {peer} rejoined while we hold the VIP: re-announcing"),
+                    );
+                    out.push(announce("peer rejoined"));
+                }
+            }
+            Event::PeerDown { peer, silence } => warn(
+                out,
+                format!(
+                    "peer {peer} down: silent {} ms > dead-after {} ms",
+                    silence.as_millis(),
+                    self.p.machine.dead_after.as_millis()
+                ),
+            ),
+            Event::PeerLeft { peer } => info(out, format!("peer {peer} left (graceful stop)")),
+            Event::FenceNeeded { peers } => {
+                warn(
+                    out,
+                    format!("fencing silent peer(s) {peers:?} before taking over"),
+                );
+                out.push(Action::Fence { peers });
+            }
+            Event::Transition { from, to, reason } => {
+                let vips = &self.p.vip_list;
+                match (to, self.p.has_vips) {
+                    (NodeState::Master, true) => warn(out, format!("{reason}: taking {vips}")),
+                    (_, true) if from == NodeState::Master => {
+                        warn(out, format!("{reason}: releasing {vips} ({})", to.name()))
+                    }
+                    _ => info(out, format!("{} -> {}: {reason}", from.name(), to.name())),
+                }
+                out.push(Action::Notify {
+                    from: from.name().into(),
+                    to: to.name().into(),
+                    reason: reason.to_string(),
+                });
+                if to != NodeState::Init {
+                    self.inherited = false;
+                }
+                if to == NodeState::Master {
+                    // The lease first: XDP must let the VIPs' traffic in before we
+                    // announce them. Peers learn the change at once from the sender.
+                    if self.p.has_vips {
+                        out.push(Action::SetLease {
+                            until: now + self.p.machine.dead_after,
+                        });
+                    }
+                    out.push(self.advert());
+                    out.push(Action::TakeVips);
+                    out.push(announce("takeover"));
+                } else {
+                    // The advert first: the sender stops renewing, then the lease goes.
+                    out.push(self.advert());
+                    out.push(Action::ReleaseVips);
+                    if !self.inherited {
+                        out.push(Action::SetLease {
+                            until: Duration::ZERO,
+                        });
+                    }
+                }
+                out.push(Action::WriteStatus);
+            }
+        }
+    }
+
+    /// A healed partition: a lower-ranked peer still claims the VIP we hold. It
+    /// yields as soon as it hears us; we re-announce at once so caches point here
+    /// again.
+    fn watch_rivals(&mut self, views: &[PeerView], out: &mut Vec<Action>) {
+        if !self.holds_vip() {
+            self.rival_holders.clear();
+            return;
+        }
+        for v in views {
+            let rival = v.holds_vip && self.machine.is_alive(v.id);
+            if rival && self.rival_holders.insert(v.id) {
+                warn(out, format!("peer {} also holds the VIP (partition healed?): it ranks lower and will yield; re-announcing", v.id));
+                out.push(announce("split brain"));
+            } else if !rival {
+                self.rival_holders.remove(&v.id);
+            }
+        }
+    }
+
+    /// ARP claims for our VIPs from foreign MACs. A peer's announcement after it
+    /// took over is reported quietly; an unknown MAC is a conflict, and while we
+    /// hold the VIP it is a split-brain signal: re-announce (at most once a second).
+    fn claims(&mut self, now: Duration, claims: &[Claim], out: &mut Vec<Action>) {
+        let mut reannounce = false;
+        for c in claims {
+            let iface = self.p.links.get(c.link).cloned().unwrap_or_default();
+            let (vip, m, n) = (&c.vip, &c.mac, c.count);
+            match (c.peer, self.holds_vip()) {
+                (Some(id), false) => {
+                    info(out, format!("VIP {vip} announced on {iface} by peer {id} ({m})"))
+                }
+                (Some(id), true) => {
+                    warn(out, format!("VIP conflict on {iface}: peer {id} ({m}) claims {vip} ({n} ARP) while we hold it: re-announcing"));
+                    reannounce = true;
+                }
+                (None, false) => warn(out, format!("VIP conflict on {iface}: {vip} claimed by foreign MAC {m} ({n} ARP); we do not hold it")),
+                (None, true) => {
+                    warn(out, format!("VIP conflict on {iface}: {vip} claimed by foreign MAC {m} ({n} ARP) while we hold it: re-announcing"));
+                    reannounce = true;
+                }
+            }
+        }
+        let quiet = self
+            .conflict_announced
+            .is_some_and(|t| now.saturating_sub(t) < CONFLICT_QUIET);
+        if reannounce && !quiet {
+            self.conflict_announced = Some(now);
+            out.push(announce("conflict"));
+        }
+    }
+}
+
+fn info(out: &mut Vec<Action>, msg: String) {
+    out.push(Action::Log {
+        level: Level::Info,
+        msg,
+    });
+}
+
+fn warn(out: &mut Vec<Action>, msg: String) {
+    out.push(Action::Log {
+        level: Level::Warn,
+        msg,
+    });
+}
+
+fn announce(why: &str) -> Action {
+    Action::Announce { why: why.into() }
+}
+
+fn state_from_name(name: &str) -> NodeState {
+    [
+        NodeState::Init,
+        NodeState::Backup,
+        NodeState::Master,
+        NodeState::Fault,
+    ]
+    .into_iter()
+    .find(|s| s.name() == name)
+    .unwrap_or(NodeState::Init)
+}
+
+/// Durations as integer milliseconds in case files.
+mod ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod opt_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// States by name ("MASTER") in case files.
+mod state_name {
+    use hb_common::NodeState;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(st: &NodeState, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(st.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeState, D::Error> {
+        Ok(super::state_from_name(&String::deserialize(d)?))
+    }
+}

@@ -277,8 +277,11 @@ impl Node {
     ) {
         self.reach = reach;
         let views = self.merge(now, peers, out);
+        // Peer events are about the state before this step: a peer heard while we
+        // were taking over is not one that rejoined while we held the VIPs.
+        let held = self.holds_vip();
         for ev in self.machine.step(now, link_up, reach, &views) {
-            self.apply(now, ev, out);
+            self.apply(now, held, ev, out);
         }
         self.watch_rivals(&views, out);
         out.push(self.advert());
@@ -351,14 +354,14 @@ impl Node {
         views
     }
 
-    fn apply(&mut self, now: Duration, ev: Event, out: &mut Vec<Action>) {
+    fn apply(&mut self, now: Duration, held: bool, ev: Event, out: &mut Vec<Action>) {
         match ev {
             Event::PeerUp { peer } => {
                 info(out, format!("peer {peer} up"));
                 // Back from a partition, it may have taken the VIP meanwhile and
                 // turned caches towards it; it yields when it hears us, and caches
                 // must follow us again.
-                if self.holds_vip() && self.p.has_vips {
+                if held && self.p.has_vips {
                     info(
                         out,
                         format!("peer {peer} rejoined while we hold the VIP: re-announcing"),
@@ -548,5 +551,99 @@ mod state_name {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeState, D::Error> {
         Ok(super::state_from_name(&String::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DEAD_AFTER: Duration = Duration::from_millis(300);
+
+    fn node(id: u32, priority: u8, peers: &[u32], preempt: bool) -> Node {
+        Node::new(
+            NodeParams {
+                machine: Params {
+                    node_id: id,
+                    priority,
+                    preempt,
+                    dead_after: DEAD_AFTER,
+                    init_dead: Duration::from_millis(1000),
+                    peers: peers.to_vec(),
+                    ping_quorum: false,
+                    fencing: false,
+                    fence_retry: Duration::from_secs(1),
+                },
+                has_vips: true,
+                links: vec!["eth0".into(), "eth1".into()],
+                vip_list: "10.0.0.100/24 on eth0".into(),
+                inherited_lease: false,
+            },
+            Duration::ZERO,
+        )
+    }
+
+    /// One peer sample: heard `ago` ms before now (None: never), its priority,
+    /// state and claim.
+    fn sample_strategy() -> impl Strategy<Value = (Option<u64>, bool, u8, u8, bool)> {
+        (
+            proptest::option::of(0u64..600),
+            proptest::bool::weighted(0.1),
+            prop_oneof![Just(50u8), Just(100), Just(150)],
+            0u8..4,
+            any::<bool>(),
+        )
+    }
+
+    proptest! {
+        /// Over any sequence of observations: VIPs are never added twice without
+        /// a removal between, the lease is set before every add, and we never
+        /// add them while a live higher-ranked peer says it holds them.
+        #[test]
+        fn never_two_adds_and_never_over_a_live_higher_holder(
+            preempt in any::<bool>(),
+            steps in proptest::collection::vec(
+                (1u64..200, any::<bool>(), proptest::collection::vec(sample_strategy(), 2)),
+                1..60,
+            ),
+        ) {
+            let mut n = node(2, 100, &[1, 3], preempt);
+            let mut now = Duration::ZERO;
+            let mut holding = false;
+            for (dt, link_up, samples) in steps {
+                now += Duration::from_millis(dt);
+                let mut peers = BTreeMap::new();
+                let mut live_higher_holder = false;
+                for (id, (ago, left, priority, state, holds)) in [1u32, 3].into_iter().zip(samples) {
+                    let state = NodeState::from_u8(state).unwrap();
+                    let last_seen = ago.map(|a| now.saturating_sub(Duration::from_millis(a)));
+                    let live = ago.is_some_and(|a| Duration::from_millis(a) <= DEAD_AFTER && a <= now.as_millis() as u64)
+                        && !left && state != NodeState::Fault;
+                    if live && holds && (priority, id) > (100, 2) {
+                        live_higher_holder = true;
+                    }
+                    let s = Sample { last_seen, left, priority, state, holds_vip: holds, reaches_ping: true };
+                    // The second link heard nothing: the merge must still see the peer.
+                    peers.insert(id, vec![s, Sample::default()]);
+                }
+                let actions = n.handle(Input::Observe { now, link_up, reach: true, peers });
+                let mut leased = false;
+                for a in &actions {
+                    match a {
+                        Action::SetLease { until } => leased = *until > Duration::ZERO,
+                        Action::TakeVips => {
+                            prop_assert!(!holding, "two adds without a removal: {actions:?}");
+                            prop_assert!(leased, "VIPs added before the lease: {actions:?}");
+                            prop_assert!(!live_higher_holder, "took over a live higher holder: {actions:?}");
+                            holding = true;
+                        }
+                        Action::ReleaseVips => holding = false,
+                        _ => {}
+                    }
+                }
+                prop_assert_eq!(holding, n.holds_vip());
+            }
+        }
     }
 }

@@ -30,7 +30,16 @@ const STEPS: &[(&str, &str, &[&str])] = &[
     // XDP on veth behind real iptables rules: the firewall incident.
     ("xdp_netns", "xdp_netns", &["--test-threads=1"]),
     // The kernel-feature probes pass here, and a refused start leaves nothing.
-    ("start_failure", "start_failure", &["--test-threads=1"]),
+    (
+        "start_failure",
+        "start_failure",
+        &[
+            "--exact",
+            "this_kernel_has_everything_the_start_probes_for",
+            "a_refused_start_leaves_no_pins_no_state_and_status_says_not_running",
+            "--test-threads=1",
+        ],
+    ),
     // Link pinning, adoption and the holder lease after a SIGKILL.
     (
         "data_plane",

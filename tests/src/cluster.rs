@@ -39,6 +39,18 @@ pub const FASTEST: &[&str] = &[
 
 pub const BOUND: Duration = Duration::from_secs(5);
 
+/// How much longer than on real hardware the waits for a cluster to settle may
+/// take: `HB_TEST_TIME_SCALE` (default 1). `cargo xtask vm-test` sets it, since
+/// an emulated guest (TCG) runs every command several times slower; the bounds
+/// stay generous bounds, never timings.
+pub fn time_scale() -> u32 {
+    std::env::var("HB_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
 /// A test's LAN with `links` links, nothing started: held for the test's duration
 /// (see [`exclusive`]), failing with a clear message without root.
 pub fn test_lan(
@@ -506,9 +518,10 @@ impl Cluster {
             .collect()
     }
 
-    /// Polls `cond` every 20 ms until it holds or `timeout` passes.
+    /// Polls `cond` every 20 ms until it holds or `timeout` (times
+    /// `HB_TEST_TIME_SCALE`, see [`time_scale`]) passes.
     pub fn wait_for(&self, timeout: Duration, mut cond: impl FnMut(&Self) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout * time_scale();
         loop {
             if cond(self) {
                 return true;

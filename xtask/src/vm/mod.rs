@@ -137,6 +137,9 @@ fn plan(k: &kernel::Kernel, modules: &[String]) -> String {
     p += &format!("cwd\t{}\n", tools::workspace_root().join("tests").display());
     p += "env\tHB_USER_BIN=/hb/bin/hb-user\n";
     p += "env\tRUST_BACKTRACE=1\n";
+    // Emulated CPUs (TCG) run every command several times slower: settle waits
+    // get four times their bound (tests/src/cluster.rs `time_scale`).
+    p += "env\tHB_TEST_TIME_SCALE=4\n";
     for (name, target, args) in STEPS {
         p += &format!("step\t{name}\t/hb/bin/{target}\t--color=never");
         for a in *args {

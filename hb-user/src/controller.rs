@@ -13,6 +13,7 @@ use crate::{
     kernel, keyfile,
     loader::{DataPlane, Origin, Settings},
     netlink::{self, Netlink},
+    notice,
     pinger::Pinger,
     sender::{LinkSender, Sequencer, Targets},
     statedir::StateDir,
@@ -236,7 +237,15 @@ fn start(
             .lease_map()
             .map_err(|e| warn!("the sender cannot renew the lease on {iface}: {e:#}"))
             .ok();
-        beat_links.push(BeatLink { sender, lease });
+        let sent = plane
+            .sent_map()
+            .map_err(|e| warn!("death notices from peers on {iface} will be refused: {e:#}"))
+            .ok();
+        beat_links.push(BeatLink {
+            sender,
+            lease,
+            sent,
+        });
         links.push(Link {
             iface,
             ifindex,
@@ -311,7 +320,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         }
     };
     for l in &mut links {
-        l.plane.started();
+        l.plane.started(cfg.node_id, epoch);
     }
 
     // Heartbeats start now, on their own thread and clock.
@@ -363,6 +372,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         bursts: Vec::new(),
         ioctl_socket,
         hop_refreshes: 0,
+        replays: notice::Replays::default(),
         beat: Some(beat),
         epoch,
         peer_ids,
@@ -422,6 +432,8 @@ struct Controller {
     ioctl_socket: std::net::UdpSocket,
     /// Counts next-hop refreshes: unresolved peers every time, all every tenth.
     hop_refreshes: u64,
+    /// Death notices refused as replays, as last counted.
+    replays: notice::Replays,
 }
 
 impl Controller {
@@ -448,6 +460,7 @@ impl Controller {
                 _ = beat.tick() => {
                     self.refresh_links();
                     self.watch_conflicts();
+                    self.replays.watch(self.links.iter().map(|l| (l.iface.as_str(), &l.plane)));
                     if let Some(p) = &mut self.pinger { p.send(); }
                     // Reachability may have changed; the thread sends on its own clock.
                     self.advertise();
@@ -569,11 +582,15 @@ impl Controller {
                     }
                 }
             }
+            let gone = notice::gone(&entries);
             let freshest = entries
                 .into_iter()
                 .max_by_key(|p| p.last_seen_ns)
                 .unwrap_or_default();
-            views.push(view(id, &freshest));
+            views.push(PeerView {
+                gone,
+                ..view(id, &freshest)
+            });
         }
         views
     }
@@ -753,6 +770,9 @@ impl Controller {
                 )
             }
             Event::PeerLeft { peer } => info!("peer {peer} left (graceful stop)"),
+            Event::PeerGone { peer } => {
+                warn!("peer {peer}: controller gone (death notice from its kernel)")
+            }
             Event::FenceNeeded { peers } => {
                 let cmd = self.cfg.fence_cmd.clone().unwrap_or_default();
                 let (tx, node, timeout) = (
@@ -961,6 +981,7 @@ fn view(id: u32, p: &PeerState) -> PeerView {
         id,
         last_seen: (p.last_seen_ns != 0).then(|| Duration::from_nanos(p.last_seen_ns)),
         left: p.msg_type == MsgType::Leave as u8,
+        gone: p.gone(),
         priority: p.priority,
         state: NodeState::from_u8(p.state).unwrap_or(NodeState::Init),
         holds_vip: p.flags & FLAG_HOLDS_VIP != 0,

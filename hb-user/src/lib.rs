@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod keyfile;
 pub mod loader;
 pub mod netlink;
+pub mod notice;
 pub mod pinger;
 pub mod sender;
 pub mod statedir;

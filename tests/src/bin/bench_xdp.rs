@@ -13,21 +13,35 @@ use hb_tests::frames::{self, arp, arp_request, heartbeat, key, Ipv4Frame, Ipv6Fr
 use hb_user::loader::{DataPlane, Settings};
 use std::{net::Ipv4Addr, path::PathBuf};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 11;
 
-/// Median over ROUNDS of the kernel's per-run average, in ns.
-fn ns_per_run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
-    let mut v = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        };
-        v.push(prog.test_run(opts)?.duration.as_nanos() as f64);
-    }
+/// The kernel's per-run average for one test run of `repeat` runs, in ns.
+fn ns_once(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    };
+    Ok(prog.test_run(opts)?.duration.as_nanos() as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    Ok(v[ROUNDS / 2])
+    v[v.len() / 2]
+}
+
+/// Median ns per run of `prog` and the median of its ratio to the empty program,
+/// each round running the empty program right before it: on a shared machine the
+/// speed drifts between rounds, and a ratio within one round cancels the drift.
+fn ns_paired(prog: &Xdp, empty: &Xdp, frame: &[u8], repeat: u32) -> Result<(f64, f64)> {
+    let (mut ns, mut ratio) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let base = ns_once(empty, frame, repeat)?;
+        let t = ns_once(prog, frame, repeat)?;
+        ns.push(t);
+        ratio.push(t / base.max(1.0));
+    }
+    Ok((median(ns), median(ratio)))
 }
 
 /// Mean of `n` single runs, each with its own frame (so each can be accepted).
@@ -96,8 +110,13 @@ fn main() -> Result<()> {
     let arp_other = arp_request();
     let arp_conflict = arp(1, [0x02, 0, 0, 0, 0, 0x66], vip.octets(), frames::DST_IP);
 
-    let base = ns_per_run(empty_prog, &udp, repeat)?;
-    let mut rows: Vec<(&str, f64, f64)> = vec![("empty XDP program (baseline)", base, base)];
+    let base = median(
+        (0..ROUNDS)
+            .map(|_| ns_once(empty_prog, &udp, repeat))
+            .collect::<Result<_>>()?,
+    );
+    // (name, ns per packet, ratio to the empty program)
+    let mut rows: Vec<(&str, f64, f64)> = vec![("empty XDP program (baseline)", base, 1.0)];
     eprintln!("bench-xdp: {repeat} runs x {ROUNDS} rounds per case");
     for (name, frame) in [
         ("non-IP frame (ARP)", &arp_other),
@@ -109,7 +128,8 @@ fn main() -> Result<()> {
         ("forged heartbeat over IPv6 (bad MAC)", &forged6),
         ("replayed heartbeat (MAC ok, seq old)", &valid(1)),
     ] {
-        rows.push((name, ns_per_run(hb, frame, repeat)?, base));
+        let (ns, ratio) = ns_paired(hb, empty_prog, frame, repeat)?;
+        rows.push((name, ns, ratio));
     }
     let replayed_repeat = rows.last().expect("rows").1;
     // Accepted heartbeats need a fresh seq each run, so they are run one at a time.
@@ -121,25 +141,30 @@ fn main() -> Result<()> {
     let single_base = ns_single_runs(empty_prog, &vec![udp.clone(); n as usize])?;
     let accepted = ns_single_runs(hb, &fresh)?;
     let replayed = ns_single_runs(hb, &fresh)?;
-    rows.push(("empty XDP program (single runs)", single_base, single_base));
+    rows.push(("empty XDP program (single runs)", single_base, 1.0));
     rows.push((
         "valid heartbeat, accepted (single runs)",
         accepted,
-        single_base,
+        accepted / single_base,
     ));
-    rows.push(("same frames replayed (single runs)", replayed, single_base));
+    rows.push((
+        "same frames replayed (single runs)",
+        replayed,
+        replayed / single_base,
+    ));
+    let update = replayed_repeat + (accepted - replayed);
     rows.push((
         "valid heartbeat, accepted (replayed + cost of the update)",
-        replayed_repeat + (accepted - replayed),
-        base,
+        update,
+        update / base,
     ));
 
     let mut table = String::from("| traffic | ns/packet | x empty |\n|---|---:|---:|\n");
-    for (name, ns, b) in &rows {
-        table += &format!("| {name} | {ns:.1} | {:.2} |\n", ns / b);
+    for (name, ns, ratio) in &rows {
+        table += &format!("| {name} | {ns:.1} | {ratio:.2} |\n");
     }
     let header = format!(
-        "Measured by `cargo xtask bench-xdp` on {} ({repeat} runs x {ROUNDS} rounds, median; accepted heartbeats: {n} single runs, mean).\n\n",
+        "Measured by `cargo xtask bench-xdp` on {} ({repeat} runs x {ROUNDS} rounds, each against the empty program run just before it; medians of ns and of the ratio; accepted heartbeats: {n} single runs, mean).\n\n",
         hb_tests::bench::host::machine()
     );
     print!("{header}{table}");

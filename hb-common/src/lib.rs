@@ -7,5 +7,5 @@ pub mod maps;
 pub mod siphash;
 pub mod wire;
 
-pub use maps::{Config, Key, Outcome, PeerState, Stats};
-pub use wire::{Heartbeat, MsgType, NodeState, Refusal};
+pub use maps::{Config, Key, Outcome, Owner, PeerState, Sent, Stats};
+pub use wire::{Gone, Heartbeat, MsgType, NodeState, Refusal};

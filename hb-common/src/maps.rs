@@ -16,17 +16,27 @@ pub mod names {
     pub const VIPS: &str = "VIPS";
     /// Object name of the holder lease map (BTF array of one [`super::Lease`]).
     pub const LEASE: &str = "LEASE";
+    /// Object name of the controller watch (BTF array of one [`super::Owner`]).
+    pub const OWNER: &str = "OWNER";
+    /// Object name of the last heartbeat sent (BTF array of one [`super::Sent`]).
+    pub const SENT: &str = "SENT";
     /// Pinned file names, one per map above, in the same order.
-    pub const PINNED: [(&str, &str); 6] = [
+    pub const PINNED: [(&str, &str); 8] = [
         (PEERS, "peers"),
         (STATS, "stats"),
         (CONFIG, "config"),
         (KEY, "key"),
         (VIPS, "vips"),
         (LEASE, "lease"),
+        (OWNER, "owner"),
+        (SENT, "sent"),
     ];
     /// The XDP entry point.
     pub const PROGRAM: &str = "hb_xdp";
+    /// The raw tracepoint program that sees the controller die.
+    pub const EXIT_PROGRAM: &str = "hb_exit";
+    /// The raw tracepoint it is attached to.
+    pub const EXIT_TRACEPOINT: &str = "sched_process_exit";
 }
 
 /// Most peers one node tracks.
@@ -124,6 +134,27 @@ pub struct PeerState {
     /// Last message's type (`wire::MsgType`): a leave shows the peer stopped on purpose.
     pub msg_type: u8,
     pub _pad: [u8; 2],
+    /// `bpf_ktime_get_ns()` of the last fresh death notice from this peer (its
+    /// kernel saw its controller die); 0 = none. Kept apart from the heartbeat
+    /// fields above: a notice carries our numbers, not the peer's, so it must not
+    /// move the peer's anti-replay state.
+    pub gone_ns: u64,
+    /// Epoch of the peer's controller that died, from that notice.
+    pub gone_epoch: u32,
+    pub _pad2: u32,
+    /// Our sequence number the notice echoed (the heartbeat it answered).
+    pub gone_seq: u64,
+}
+
+impl PeerState {
+    /// The peer's controller is gone: a fresh death notice was recorded for an
+    /// epoch at least as new as its last accepted heartbeat's. A restarted
+    /// controller's first heartbeat (a newer epoch) ends it, whatever order
+    /// late notices and heartbeats arrive in.
+    #[inline(always)]
+    pub fn gone(&self) -> bool {
+        self.gone_ns != 0 && self.gone_epoch >= self.epoch
+    }
 }
 
 /// What the XDP program saw of ARP claiming one of this node's IPv4 VIPs from
@@ -156,6 +187,11 @@ pub struct Claimant {
     pub count: u64,
 }
 
+/// `BPF_F_MMAPABLE`: the lease and the last-sent record are arrays the sender
+/// thread maps into its memory and writes with plain stores, so a heartbeat
+/// costs no map-update syscall.
+pub const MAP_MMAPABLE: usize = 1 << 10;
+
 /// The holder lease (single entry at index 0): while `until_ns` is in the future
 /// (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`), this node may answer for its VIPs.
 /// The controller renews it every quarter of dead-after while it holds the VIPs; when it stops
@@ -165,6 +201,42 @@ pub struct Claimant {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lease {
     pub until_ns: u64,
+}
+
+/// Who owns this data plane (single entry at index 0), for the death notice.
+/// The controller writes its process id (as its own pid namespace sees it, with
+/// that namespace's device and inode, so the check works in a container), node
+/// id and epoch once its start went through; the `sched_process_exit` program
+/// sets `dead_ns` when that process's main thread exits. A graceful stop clears
+/// `pid` first. While `dead_ns` is set, XDP answers accepted heartbeats with a
+/// death notice, and withdraws the holder lease on a heartbeat from a peer that
+/// claims the VIPs (it took over).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// Thread-group id of the controller in its pid namespace; 0 = none.
+    pub pid: u32,
+    /// The controller's node id and epoch, which the death notice carries.
+    pub node_id: u32,
+    pub epoch: u32,
+    pub _pad: u32,
+    /// The kernel `dev_t` (MKDEV(major, minor)) and inode of the controller's
+    /// pid namespace, as `bpf_get_ns_current_pid_tgid` wants them.
+    pub pidns_dev: u64,
+    pub pidns_ino: u64,
+    /// `bpf_ktime_get_ns()` when the controller was seen to die; 0 = alive.
+    pub dead_ns: u64,
+}
+
+/// The last heartbeat this node sent (single entry at index 0), written by the
+/// sender thread before each send: a death notice from a peer must echo one of
+/// the last few of these (`wire::Gone::echoes`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub epoch: u32,
+    pub _pad: u32,
+    pub seq: u64,
 }
 
 /// Outcome of one packet, and index of its counter in [`Stats`].
@@ -188,6 +260,13 @@ pub enum Outcome {
     FencedArp,
     /// Dropped by the self-fence: IPv4 to a VIP while we hold no lease.
     FencedIp,
+    /// A heartbeat accepted while our controller is dead, answered with a death
+    /// notice (XDP_TX) instead of being dropped.
+    GoneSent,
+    /// A fresh death notice from a peer: recorded in its entry.
+    Gone,
+    /// A death notice that echoes none of our recent sequence numbers (a replay).
+    GoneReplayed,
 }
 
 impl Outcome {
@@ -206,6 +285,9 @@ impl Outcome {
         Outcome::ArpConflict,
         Outcome::FencedArp,
         Outcome::FencedIp,
+        Outcome::GoneSent,
+        Outcome::Gone,
+        Outcome::GoneReplayed,
     ];
 }
 
@@ -222,6 +304,7 @@ impl From<crate::wire::Refusal> for Outcome {
             R::UnknownNode => Self::UnknownNode,
             R::BadMac => Self::BadMac,
             R::Replayed => Self::Replayed,
+            R::GoneReplayed => Self::GoneReplayed,
         }
     }
 }
@@ -244,11 +327,14 @@ pub struct Stats {
     pub arp_conflict: u64,
     pub fenced_arp: u64,
     pub fenced_ip: u64,
+    pub gone_sent: u64,
+    pub gone: u64,
+    pub gone_replayed: u64,
 }
 
 impl Stats {
     /// Number of counters, the length of [`Stats::FIELDS`].
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 16;
     /// Counter names, in [`Outcome`] order.
     pub const FIELDS: [&'static str; Self::COUNT] = [
         "passed",
@@ -264,6 +350,9 @@ impl Stats {
         "arp_conflict",
         "fenced_arp",
         "fenced_ip",
+        "gone_sent",
+        "gone",
+        "gone_replayed",
     ];
 
     pub fn as_array(&self) -> [u64; Self::COUNT] {
@@ -281,6 +370,9 @@ impl Stats {
             self.arp_conflict,
             self.fenced_arp,
             self.fenced_ip,
+            self.gone_sent,
+            self.gone,
+            self.gone_replayed,
         ]
     }
 
@@ -296,7 +388,7 @@ impl Stats {
                 *acc += v;
             }
         }
-        let [passed, accepted, bad_length, bad_magic, bad_version, bad_type, wrong_cluster, unknown_node, bad_mac, replayed, arp_conflict, fenced_arp, fenced_ip] =
+        let [passed, accepted, bad_length, bad_magic, bad_version, bad_type, wrong_cluster, unknown_node, bad_mac, replayed, arp_conflict, fenced_arp, fenced_ip, gone_sent, gone, gone_replayed] =
             t;
         Stats {
             passed,
@@ -312,17 +404,22 @@ impl Stats {
             arp_conflict,
             fenced_arp,
             fenced_ip,
+            gone_sent,
+            gone,
+            gone_replayed,
         }
     }
 }
 
 // Both sides rely on these sizes; a change here is a change of the map ABI.
-const _: () = assert!(core::mem::size_of::<PeerState>() == 64);
+const _: () = assert!(core::mem::size_of::<PeerState>() == 88);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
 const _: () = assert!(core::mem::size_of::<Config>() == 24);
 const _: () = assert!(core::mem::size_of::<VipWatch>() == 24 + 16 * CLAIMANTS);
-const _: () = assert!(Outcome::FencedIp as usize + 1 == Stats::COUNT);
+const _: () = assert!(Outcome::GoneReplayed as usize + 1 == Stats::COUNT);
 const _: () = assert!(core::mem::size_of::<Lease>() == 8);
+const _: () = assert!(core::mem::size_of::<Owner>() == 40);
+const _: () = assert!(core::mem::size_of::<Sent>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -334,6 +431,8 @@ mod pod {
     unsafe impl aya::Pod for super::Stats {}
     unsafe impl aya::Pod for super::VipWatch {}
     unsafe impl aya::Pod for super::Lease {}
+    unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::Sent {}
 }
 
 #[cfg(test)]
@@ -365,6 +464,39 @@ mod tests {
         assert_eq!(
             Stats::FIELDS[Outcome::WrongCluster as usize],
             "wrong_cluster"
+        );
+    }
+
+    #[test]
+    fn gone_needs_a_notice_at_least_as_new_as_the_last_heartbeat() {
+        let p = PeerState {
+            epoch: 4,
+            ..Default::default()
+        };
+        assert!(!p.gone(), "no notice");
+        let notice = PeerState {
+            gone_ns: 1,
+            gone_epoch: 4,
+            ..p
+        };
+        assert!(
+            notice.gone(),
+            "a late heartbeat of the dead epoch does not undo it"
+        );
+        let restarted = PeerState { epoch: 5, ..notice };
+        assert!(!restarted.gone(), "a heartbeat of a newer epoch ends it");
+        assert!(
+            PeerState {
+                gone_ns: 1,
+                gone_epoch: 1,
+                ..Default::default()
+            }
+            .gone(),
+            "a notice from a peer never heard"
+        );
+        assert_eq!(
+            Stats::FIELDS[Outcome::GoneReplayed as usize],
+            "gone_replayed"
         );
     }
 

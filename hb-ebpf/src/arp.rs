@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use hb_common::maps::{
-    vip_filter_bit, Claimant, Config, Lease, Outcome, VipWatch, CLAIMANTS, MAX_VIPS,
+    vip_filter_bit, Claimant, Config, Lease, Outcome, VipWatch, CLAIMANTS, MAP_MMAPABLE, MAX_VIPS,
 };
 use network_types::arp::ArpHdr;
 
@@ -26,7 +26,7 @@ pub fn inspect(
     off: usize,
     config: &Array<Config, 1>,
     vips: &HashMap<[u8; 4], VipWatch, { MAX_VIPS as usize }>,
-    lease: &Array<Lease, 1>,
+    lease: &Array<Lease, 1, MAP_MMAPABLE>,
 ) -> (Outcome, u32) {
     let outcome = watch(ctx, off, config, vips);
     if let (Some(arp), Some(cfg)) = (ptr_at::<ArpHdr>(ctx, off), config.get(0)) {

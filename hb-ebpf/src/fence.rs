@@ -8,7 +8,7 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap},
     helpers::bpf_ktime_get_ns,
 };
-use hb_common::maps::{vip_filter_bit, Config, Lease, VipWatch, MAX_VIPS};
+use hb_common::maps::{vip_filter_bit, Config, Lease, VipWatch, MAP_MMAPABLE, MAX_VIPS};
 
 /// True when traffic for `ip` must be dropped: it is one of our VIPs and we hold
 /// no valid lease. Non-VIP traffic pays one bit test.
@@ -17,7 +17,7 @@ pub fn blocks(
     ip: [u8; 4],
     cfg: &Config,
     vips: &HashMap<[u8; 4], VipWatch, { MAX_VIPS as usize }>,
-    lease: &Array<Lease, 1>,
+    lease: &Array<Lease, 1, MAP_MMAPABLE>,
 ) -> bool {
     if cfg.vip_filter & vip_filter_bit(ip) == 0 || vips.get_ptr(ip).is_none() {
         return false;

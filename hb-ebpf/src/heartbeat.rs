@@ -1,5 +1,6 @@
 //! The checks a heartbeat-port payload goes through, in the order of
-//! docs/PROTOCOL.md, and the peer record a valid one updates.
+//! docs/PROTOCOL.md, and the peer record a valid one updates. A death notice
+//! shares checks 1-7 and then takes its own path (`gone.rs`).
 
 use aya_ebpf::{
     btf_maps::{Array, HashMap},
@@ -7,13 +8,21 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use hb_common::{
-    maps::{Config, Key, PeerState, MAX_PEERS},
-    wire::{self, Heartbeat, Refusal, WIRE_LEN},
+    maps::{Config, Key, PeerState, Sent, MAP_MMAPABLE, MAX_PEERS},
+    wire::{self, Heartbeat, MsgType, Refusal, WIRE_LEN},
 };
 
 use crate::parse::{ptr_at_bounded, Src, Udp, ETH_SRC_OFF};
 
 const UDP_LEN: u16 = (8 + WIRE_LEN) as u16;
+
+/// What an authenticated message was.
+pub enum Received {
+    /// A heartbeat or leave, recorded in the peer's entry.
+    Heartbeat(Heartbeat),
+    /// A fresh death notice, recorded in the peer's entry.
+    Gone,
+}
 
 #[inline(always)]
 pub fn receive(
@@ -22,7 +31,8 @@ pub fn receive(
     cfg: &Config,
     peers: &HashMap<u32, PeerState, { MAX_PEERS as usize }>,
     key: &Array<Key, 1>,
-) -> Result<(), Refusal> {
+    sent: &Array<Sent, 1, MAP_MMAPABLE>,
+) -> Result<Received, Refusal> {
     // 1. Lengths: the UDP length field, the IPv4 total length or IPv6 payload
     //    length, and the frame itself.
     if udp.udp_len != UDP_LEN || udp.ip_room < UDP_LEN {
@@ -45,11 +55,16 @@ pub fn receive(
     if !wire::mac_ok(&buf, key) {
         return Err(Refusal::BadMac);
     }
-    // 8. Anti-replay: strictly after the last accepted (epoch, seq).
     // SAFETY: a hash map value; only this program writes it after the controller
     // created it. Two CPUs racing on one peer can at worst both accept the same
     // fresh heartbeat, never an old one.
     let p = unsafe { &mut *peer };
+    // 8'. A death notice: fresh when it echoes one of our recent heartbeats.
+    if hb.msg_type == MsgType::Gone {
+        crate::gone::record(p, &buf, sent)?;
+        return Ok(Received::Gone);
+    }
+    // 8. Anti-replay: strictly after the last accepted (epoch, seq).
     if !hb.is_after(p.epoch, p.seq) {
         return Err(Refusal::Replayed);
     }
@@ -72,7 +87,7 @@ pub fn receive(
     p.priority = hb.priority;
     p.state = hb.state;
     p.msg_type = hb.msg_type as u8;
-    Ok(())
+    Ok(Received::Heartbeat(hb))
 }
 
 #[inline(always)]

@@ -2,15 +2,22 @@
 //! socket layer see them, drops forged and replayed ones, passes everything else.
 //!
 //! Also watches ARP for other hosts claiming this node's IPv4 VIPs (and lets that
-//! ARP pass). This file holds the maps and the entry point only; parsing is in
-//! `parse.rs`, heartbeat checks in `heartbeat.rs`, the ARP watch in `arp.rs`.
+//! ARP pass), and, once the controller has died, answers peers' heartbeats with
+//! a death notice. This file holds the maps and the XDP entry point only; parsing
+//! is in `parse.rs`, heartbeat checks in `heartbeat.rs`, the ARP watch in
+//! `arp.rs`, the death notice in `gone.rs` and the exit watch (a second program,
+//! on the `sched_process_exit` raw tracepoint) in `exit.rs`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
 mod arp;
 #[cfg(target_arch = "bpf")]
+mod exit;
+#[cfg(target_arch = "bpf")]
 mod fence;
+#[cfg(target_arch = "bpf")]
+mod gone;
 #[cfg(target_arch = "bpf")]
 mod heartbeat;
 #[cfg(target_arch = "bpf")]
@@ -24,13 +31,17 @@ mod prog {
         macros::{btf_map, xdp},
         programs::XdpContext,
     };
-    use hb_common::maps::{
-        Config, Key, Lease, Outcome, PeerState, Stats, VipWatch, CONFIG_PASS_HEARTBEATS, MAX_PEERS,
-        MAX_VIPS,
+    use hb_common::{
+        maps::{
+            Config, Key, Lease, Outcome, Owner, PeerState, Sent, Stats, VipWatch,
+            CONFIG_PASS_HEARTBEATS, MAP_MMAPABLE, MAX_PEERS, MAX_VIPS,
+        },
+        MsgType,
     };
 
     use crate::{
-        arp, fence, heartbeat,
+        arp, fence, gone,
+        heartbeat::{self, Received},
         parse::{self, Frame, Udp},
     };
 
@@ -59,7 +70,17 @@ mod prog {
     /// The holder lease at index 0, renewed by the controller while it holds the
     /// VIPs; see `fence.rs`.
     #[btf_map]
-    pub static LEASE: Array<Lease, 1> = Array::new();
+    pub static LEASE: Array<Lease, 1, MAP_MMAPABLE> = Array::new();
+
+    /// The controller's pid, node id and epoch at index 0, and whether it died:
+    /// written by the controller, marked dead by `exit.rs`.
+    #[btf_map]
+    pub static OWNER: Array<Owner, 1> = Array::new();
+
+    /// Our last heartbeat's (epoch, seq) at index 0, written by the sender thread:
+    /// what a peer's death notice must echo.
+    #[btf_map]
+    pub static SENT: Array<Sent, 1, MAP_MMAPABLE> = Array::new();
 
     #[xdp]
     pub fn hb_xdp(ctx: XdpContext) -> u32 {
@@ -105,8 +126,30 @@ mod prog {
             count(Outcome::Passed);
             return xdp_action::XDP_PASS;
         }
-        let outcome = match heartbeat::receive(ctx, &udp, cfg, &PEERS, &KEY) {
-            Ok(()) => Outcome::Accepted,
+        let outcome = match heartbeat::receive(ctx, &udp, cfg, &PEERS, &KEY, &SENT) {
+            Ok(Received::Heartbeat(hb)) => {
+                // The death check, on this path only: other traffic never pays for it.
+                if hb.msg_type == MsgType::Heartbeat {
+                    if let Some(owner) = OWNER.get(0).filter(|o| o.dead_ns != 0) {
+                        // A peer that claims the VIPs took over (after our notice):
+                        // it answers for them now, so we stop. Until then a dead
+                        // controller's lease runs on, and a quick restart adopts
+                        // it without a gap for clients.
+                        if hb.holds_vip() {
+                            if let Some(lease) = LEASE.get_ptr_mut(0) {
+                                // SAFETY: an array value, written whole.
+                                unsafe { (*lease).until_ns = 0 };
+                            }
+                        }
+                        if gone::answer(ctx, &udp, cfg.port, &hb, owner, &KEY) {
+                            count(Outcome::GoneSent);
+                            return xdp_action::XDP_TX;
+                        }
+                    }
+                }
+                Outcome::Accepted
+            }
+            Ok(Received::Gone) => Outcome::Gone,
             Err(refusal) => refusal.into(),
         };
         count(outcome);

@@ -4,8 +4,10 @@
 //! advertise), encodes and signs into stack buffers, makes one `sendto` per peer
 //! address and, while the node holds its VIPs, one map write that renews the
 //! holder lease: the lease is tied to what was actually sent, so it never runs
-//! longer than dead-after past the last heartbeat that claimed the VIPs. No
-//! allocation, lock or log line on that path.
+//! longer than dead-after past the last heartbeat that claimed the VIPs. Before
+//! each send it also records the message's (epoch, seq) in the link's `sent`
+//! map, which a peer's death notice must echo. No allocation, lock or log line
+//! on that path.
 //!
 //! The controller changes what is advertised with [`Beat::advertise`], which
 //! wakes the thread at once: peers learn a transition immediately, not at the
@@ -13,10 +15,13 @@
 
 use crate::{
     clock::monotonic,
+    mapped::MapCell,
     sender::{LinkSender, Sequencer},
 };
-use aya::maps::{Array, MapData};
-use hb_common::{maps::Lease, MsgType, NodeState};
+use hb_common::{
+    maps::{Lease, Sent},
+    MsgType, NodeState,
+};
 use linux_futex::{Futex, Private, TimedWaitError};
 use std::{
     sync::{
@@ -87,7 +92,10 @@ pub struct BeatLink {
     pub sender: LinkSender,
     /// The link's holder lease map; None when it could not be opened (the
     /// controller logs that).
-    pub lease: Option<Array<MapData, Lease>>,
+    pub lease: Option<MapCell<Lease>>,
+    /// The link's record of the last heartbeat sent; None when it could not be
+    /// opened (peers' death notices are then refused as replays).
+    pub sent: Option<MapCell<Sent>>,
 }
 
 /// Timing and identity of the thread.
@@ -236,7 +244,16 @@ impl Clock {
             return;
         }
         let payload = self.seq.next(msg, a.state, a.holds_vip, a.reaches_ping);
+        let sent = Sent {
+            epoch: self.seq.epoch,
+            _pad: 0,
+            seq: self.seq.seq(),
+        };
         for l in &mut self.links {
+            // Before the send: the answer to it may come back at once.
+            if let Some(m) = &mut l.sent {
+                m.set(sent);
+            }
             l.sender.send(&payload);
         }
         self.cell.last_sent_ns.store(now.as_nanos() as u64, SeqCst);
@@ -260,8 +277,7 @@ impl Clock {
         };
         for l in &mut self.links {
             if let Some(m) = &mut l.lease {
-                // A failed write leaves the old lease to run out: the safe side.
-                let _ = m.set(0, lease, 0);
+                m.set(lease);
             }
         }
         self.leased = until != Duration::ZERO;

@@ -14,6 +14,7 @@ use crate::{
     loader::{DataPlane, Origin, Settings},
     netlink::{self, LinkEvent, LinkEvents, Netlink},
     node::{Action, Claim, Input, Level, Node, NodeParams, Sample},
+    notice,
     pinger::Pinger,
     sender::{LinkSender, Sequencer, Targets},
     statedir::StateDir,
@@ -236,7 +237,20 @@ fn start(
             .lease_map()
             .map_err(|e| warn!("the sender cannot renew the lease on {iface}: {e:#}"))
             .ok();
-        beat_links.push(BeatLink { sender, lease });
+        let sent = plane
+            .sent_map()
+            .map_err(|e| warn!("death notices from peers on {iface} will be refused: {e:#}"))
+            .ok();
+        let unmapped = lease.as_ref().is_some_and(|c| !c.is_mapped())
+            || sent.as_ref().is_some_and(|c| !c.is_mapped());
+        if unmapped {
+            warn!("the lease or sent map on {iface} cannot be mapped into memory: each heartbeat costs map update syscalls");
+        }
+        beat_links.push(BeatLink {
+            sender,
+            lease,
+            sent,
+        });
         links.push(Link {
             iface,
             ifindex,
@@ -307,7 +321,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         }
     };
     for l in &mut links {
-        l.plane.started();
+        l.plane.started(cfg.node_id, epoch);
     }
     // Subscribed before the links are read, so no change falls between the two.
     let link_events = LinkEvents::subscribe()?;
@@ -368,6 +382,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         bursts: Vec::new(),
         link_events,
         hop_refreshes: 0,
+        replays: notice::Replays::default(),
         beat: Some(beat),
         epoch,
         peer_ids,
@@ -420,6 +435,8 @@ struct Controller {
     link_events: LinkEvents,
     /// Counts next-hop refreshes: unresolved peers every time, all every tenth.
     hop_refreshes: u64,
+    /// Death notices refused as replays, as last counted.
+    replays: notice::Replays,
 }
 
 impl Controller {
@@ -455,6 +472,7 @@ impl Controller {
                 _ = beat.tick() => {
                     let actions = self.watch_conflicts();
                     self.perform(actions).await;
+                    self.replays.watch(self.links.iter().map(|l| (l.iface.as_str(), &l.plane)));
                     if let Some(p) = &mut self.pinger { p.send(); }
                 }
                 _ = poll.tick() => self.poll().await,
@@ -865,6 +883,8 @@ fn sample(p: &PeerState) -> Sample {
     Sample {
         last_seen: (p.last_seen_ns != 0).then(|| Duration::from_nanos(p.last_seen_ns)),
         left: p.msg_type == MsgType::Leave as u8,
+        epoch: p.epoch,
+        gone_epoch: (p.gone_ns != 0).then_some(p.gone_epoch),
         priority: p.priority,
         state: NodeState::from_u8(p.state).unwrap_or(NodeState::Init),
         holds_vip: p.flags & FLAG_HOLDS_VIP != 0,

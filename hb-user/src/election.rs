@@ -41,6 +41,10 @@ pub struct PeerView {
     pub last_seen: Option<Duration>,
     /// Its last message was a leave: it stopped on purpose.
     pub left: bool,
+    /// Its kernel sent a fresh death notice: its controller died. Handled as a
+    /// leave: the kernel that sent it drops VIP traffic (the notice voids its
+    /// holder lease), so nobody else answers for the VIP.
+    pub gone: bool,
     pub priority: u8,
     pub state: NodeState,
     pub holds_vip: bool,
@@ -97,6 +101,9 @@ pub enum Change {
     Left {
         peer: u32,
     },
+    Gone {
+        peer: u32,
+    },
 }
 
 /// What the machine reports to the controller.
@@ -110,6 +117,10 @@ pub enum Event {
         silence: Duration,
     },
     PeerLeft {
+        peer: u32,
+    },
+    /// Its controller died: a death notice from its kernel.
+    PeerGone {
         peer: u32,
     },
     Transition {
@@ -189,7 +200,7 @@ impl Machine {
         // Peer liveness first: it feeds the election and the up/down log lines.
         for v in peers {
             let heard_recently = v.last_seen.is_some() && self.silence(v, now) <= self.p.dead_after;
-            let alive = heard_recently && !v.left;
+            let alive = heard_recently && !v.left && !v.gone;
             let was = self.alive.insert(v.id, alive).unwrap_or(false);
             if alive {
                 // Heard again: a later silence needs fencing again.
@@ -198,7 +209,10 @@ impl Machine {
             if alive && !was {
                 events.push(Event::PeerUp { peer: v.id });
             } else if !alive && was {
-                if v.left {
+                if v.gone {
+                    events.push(Event::PeerGone { peer: v.id });
+                    self.last_change = Some(Change::Gone { peer: v.id });
+                } else if v.left {
                     events.push(Event::PeerLeft { peer: v.id });
                     self.last_change = Some(Change::Left { peer: v.id });
                 } else {
@@ -244,11 +258,12 @@ impl Machine {
         if !self.p.fencing {
             return true;
         }
-        // A peer that said it left gave the VIP up itself: nothing to fence.
+        // A peer that said it left gave the VIP up itself, and one whose kernel
+        // sent a death notice has fenced itself: nothing to fence.
         let need: Vec<u32> = peers
             .iter()
             .filter(|v| {
-                let left = v.left && v.last_seen.is_some();
+                let left = (v.left && v.last_seen.is_some()) || v.gone;
                 !(self.is_alive(v.id) || left || self.fenced.contains(&v.id))
             })
             .map(|v| v.id)
@@ -295,12 +310,13 @@ impl Machine {
             Fault => return (Init, Reason::Reconnected),
             Init => {
                 let waited = now.saturating_sub(self.init_since);
-                // A peer that said it left is accounted for as much as a live one.
+                // A peer that said it left, or whose kernel said its controller
+                // died, is accounted for as much as a live one.
                 let all_heard = self.alive.iter().all(|(id, &alive)| {
                     alive
                         || peers
                             .iter()
-                            .any(|v| v.id == *id && v.left && v.last_seen.is_some())
+                            .any(|v| v.id == *id && ((v.left && v.last_seen.is_some()) || v.gone))
                 });
                 if !all_heard && waited < self.p.init_dead {
                     return (Init, Reason::Reconnected); // no transition, so no reason is shown
@@ -444,6 +460,10 @@ impl fmt::Display for Change {
                 dead_after.as_millis()
             ),
             Change::Left { peer } => write!(f, "peer {peer} left"),
+            Change::Gone { peer } => write!(
+                f,
+                "peer {peer}: controller gone (death notice from its kernel)"
+            ),
         }
     }
 }
@@ -475,6 +495,7 @@ mod tests {
             id,
             last_seen: Some(at * MS),
             left: false,
+            gone: false,
             priority,
             state,
             holds_vip: state == Master,
@@ -575,6 +596,44 @@ mod tests {
         assert_eq!(ev[0], Event::PeerLeft { peer: 1 });
         assert_eq!(transitions(&ev), [(Backup, Master)]);
         assert_eq!(reason(&ev), "peer 1 left");
+    }
+
+    #[test]
+    fn a_death_notice_hands_over_at_once_and_a_restart_ends_it() {
+        let mut m = Machine::new(fencing(2, 90, &[1]), Duration::ZERO);
+        m.step(10 * MS, true, true, &[peer(1, 100, 10, Master)]);
+        // Heard 5 ms ago, still holding as far as its last heartbeat says: the
+        // notice alone moves the VIP, and needs no fencing.
+        let gone = PeerView {
+            gone: true,
+            ..peer(1, 100, 20, Master)
+        };
+        let ev = m.step(25 * MS, true, true, &[gone]);
+        assert_eq!(ev[0], Event::PeerGone { peer: 1 });
+        assert_eq!(transitions(&ev), [(Backup, Master)]);
+        assert_eq!(
+            reason(&ev),
+            "peer 1: controller gone (death notice from its kernel)"
+        );
+        assert!(m.step(30 * MS, true, true, &[gone]).is_empty(), "once");
+        // Its restarted controller is heard: up again. It outranks us, and we
+        // yield once it is past INIT.
+        let ev = m.step(60 * MS, true, true, &[peer(1, 100, 60, Init)]);
+        assert_eq!(ev[0], Event::PeerUp { peer: 1 });
+        assert!(transitions(&ev).is_empty(), "not to a node in INIT");
+        let ev = m.step(70 * MS, true, true, &[peer(1, 100, 70, Backup)]);
+        assert_eq!(transitions(&ev), [(Master, Backup)]);
+    }
+
+    #[test]
+    fn a_gone_peer_counts_as_heard_in_init() {
+        let mut m = Machine::new(params(2, 90, &[1]), Duration::ZERO);
+        let gone = PeerView {
+            gone: true,
+            ..silent(1, 100)
+        };
+        let ev = m.step(10 * MS, true, true, &[gone]);
+        assert_eq!(transitions(&ev), [(Init, Master)], "no wait for init-dead");
     }
 
     #[test]

@@ -6,26 +6,37 @@
 //! `hb-user` adopts what is pinned, or swaps a different program into the same
 //! link atomically; a graceful stop removes the pins, which detaches it. A
 //! failed start removes only what it pinned itself.
+//!
+//! The same object holds the exit watch (`hb_exit`, on the `sched_process_exit`
+//! raw tracepoint), attached and pinned beside the XDP link so that it outlives
+//! the controller too: once the start went through, the controller registers its
+//! pid in `owner`, and should it die without a graceful stop the data plane
+//! answers peers' heartbeats with a death notice.
 
-use crate::{bpffs, kernel, verifier};
+use crate::{bpffs, kernel, mapped::MapCell, verifier};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
+        raw_trace_point::RawTracePointLinkId,
         xdp::{XdpLink, XdpLinkId},
-        ProgramError, ProgramInfo, Xdp, XdpMode,
+        ProgramError, ProgramInfo, RawTracePoint, Xdp, XdpMode,
     },
     Ebpf,
 };
-use hb_common::maps::{names, vip_filter_bit, Config, Key, Lease, PeerState, Stats, VipWatch};
+use hb_common::maps::{
+    names, vip_filter_bit, Config, Key, Lease, Owner, PeerState, Sent, Stats, VipWatch,
+};
 use std::{
     collections::{BTreeMap, HashSet},
     fs::File,
     net::Ipv4Addr,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::Duration,
 };
+use tracing::{info, warn};
 
 /// The compiled XDP object, embedded at build time (see build.rs).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("HB_BPF_OBJECT"));
@@ -54,6 +65,8 @@ pub struct Settings {
 /// Pin file names besides the maps'.
 const PROG_PIN: &str = "prog";
 const LINK_PIN: &str = "link";
+const EXIT_PROG_PIN: &str = "exit_prog";
+const EXIT_LINK_PIN: &str = "exit_link";
 
 /// How the data plane on an interface came to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +92,10 @@ pub struct DataPlane {
     link: Option<PinnedLink>,
     /// The link made by `attach` (or the swap), until `pin_objects` pins it.
     attached: Option<XdpLinkId>,
+    /// The exit watch's link once pinned (or adopted): the death notice is armed.
+    exit_link: Option<PinnedLink>,
+    /// The exit watch's link made by `attach_exit`, until `pin_objects` pins it.
+    exit_attached: Option<RawTracePointLinkId>,
     origin: Origin,
     /// The pin directory was made by this process.
     made_dir: bool,
@@ -126,11 +143,12 @@ fn lock_pin_dir(root: &Path, iface: &str) -> Result<(PathBuf, File, bool)> {
 
 fn remove_pins(dir: &Path) -> bool {
     let mut removed = false;
-    for file in names::PINNED
-        .iter()
-        .map(|(_, f)| *f)
-        .chain([PROG_PIN, LINK_PIN])
-    {
+    for file in names::PINNED.iter().map(|(_, f)| *f).chain([
+        PROG_PIN,
+        LINK_PIN,
+        EXIT_PROG_PIN,
+        EXIT_LINK_PIN,
+    ]) {
         removed |= std::fs::remove_file(dir.join(file)).is_ok();
     }
     removed
@@ -145,17 +163,11 @@ impl DataPlane {
             .program_mut(names::PROGRAM)
             .ok_or_else(|| anyhow!("program {} missing from the object", names::PROGRAM))?
             .try_into()?;
-        prog.load().map_err(|e| match e {
-            ProgramError::LoadError {
-                io_error,
-                verifier_log,
-            } => anyhow!(verifier::refusal(
-                &kernel::release(),
-                &io_error,
-                &verifier_log.to_string()
-            )),
-            e => anyhow::Error::new(e).context("verifying the XDP program"),
-        })?;
+        prog.load()
+            .map_err(|e| refused(e, "verifying the XDP program"))?;
+        exit_program(&mut ebpf)?
+            .load()
+            .map_err(|e| refused(e, "verifying the exit watch program"))?;
         let mut maps = BTreeMap::new();
         for (name, _) in names::PINNED {
             let map = ebpf
@@ -169,6 +181,8 @@ impl DataPlane {
             pinned: None,
             link: None,
             attached: None,
+            exit_link: None,
+            exit_attached: None,
             origin: Origin::Fresh,
             made_dir: false,
             started: false,
@@ -206,10 +220,13 @@ impl DataPlane {
                         pinned: None,
                         link: Some(old),
                         attached: None,
+                        exit_link: PinnedLink::from_pin(dir.join(EXIT_LINK_PIN)).ok(),
+                        exit_attached: None,
                         origin: Origin::Adopted,
                         made_dir: false,
                         started: false,
                     };
+                    fresh.report_dead_owner()?;
                     Origin::Adopted
                 } else {
                     fresh.carry_peers_from(&dir);
@@ -221,6 +238,7 @@ impl DataPlane {
                         .attach_to_link(xdp_link)
                         .context("replacing the program in the pinned link")?;
                     fresh.attached = Some(id);
+                    fresh.arm_exit_watch();
                     Origin::Replaced
                 }
             }
@@ -233,6 +251,7 @@ impl DataPlane {
                     }
                     return Err(e);
                 }
+                fresh.arm_exit_watch();
                 Origin::Fresh
             }
         };
@@ -248,9 +267,87 @@ impl DataPlane {
     }
 
     /// The start went through: from now on dropping this data plane is a
-    /// graceful stop, which removes the pins whatever their origin.
-    pub fn started(&mut self) {
+    /// graceful stop, which removes the pins whatever their origin, and a death
+    /// of this process without one is reported to peers (the death notice), as
+    /// node `node_id` of `epoch`. Registering clears a previous run's death mark:
+    /// call it before the first heartbeat leaves.
+    pub fn started(&mut self, node_id: u32, epoch: u32) {
         self.started = true;
+        if let Err(e) = self.set_owner(node_id, epoch, std::process::id()) {
+            warn!("no death notice: registering this process with the exit watch: {e:#}");
+        } else if !self.death_notice_armed() {
+            warn!("no death notice: the exit watch is not attached, so peers wait dead-after if this process dies");
+        }
+    }
+
+    /// Attaches the exit watch where the kernel allows it. Without it hb works
+    /// as before: a dead controller is noticed by its silence, after dead-after.
+    fn arm_exit_watch(&mut self) {
+        if let Err(e) = self.attach_exit() {
+            warn!("the exit watch cannot attach ({e:#}): peers will notice a crash of this controller after dead-after only");
+        }
+    }
+
+    /// Attaches the exit watch (`sched_process_exit`); pinned with the rest.
+    pub fn attach_exit(&mut self) -> Result<()> {
+        let prog = exit_program(self.ebpf_mut()?)?;
+        let id = prog.attach(names::EXIT_TRACEPOINT).with_context(|| {
+            format!("attaching to the raw tracepoint {}", names::EXIT_TRACEPOINT)
+        })?;
+        self.exit_attached = Some(id);
+        Ok(())
+    }
+
+    /// Whether the exit watch is attached (and, once pinned, outlives us).
+    pub fn death_notice_armed(&self) -> bool {
+        self.exit_link.is_some() || self.exit_attached.is_some()
+    }
+
+    /// Registers process `pid` (in our pid namespace) as this data plane's
+    /// controller, node `node_id` of `epoch`, alive: a death mark is cleared.
+    pub fn set_owner(&mut self, node_id: u32, epoch: u32, pid: u32) -> Result<()> {
+        let ns = std::fs::metadata("/proc/self/ns/pid").context("reading /proc/self/ns/pid")?;
+        // The helper compares the kernel's dev_t, MKDEV(major, minor), not the
+        // encoding stat(2) returns.
+        let dev = ns.dev();
+        self.write_owner(Owner {
+            pid,
+            node_id,
+            epoch,
+            _pad: 0,
+            pidns_dev: (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev)),
+            pidns_ino: ns.ino(),
+            dead_ns: 0,
+        })
+    }
+
+    /// Writes the owner entry as given (`Owner::default()` unregisters).
+    pub fn write_owner(&mut self, owner: Owner) -> Result<()> {
+        Array::<_, Owner>::try_from(self.map_mut(names::OWNER)?)?.set(0, owner, 0)?;
+        Ok(())
+    }
+
+    /// The registered controller and its death mark.
+    pub fn owner(&self) -> Result<Owner> {
+        Ok(Array::<_, Owner>::try_from(self.map(names::OWNER)?)?.get(&0, 0)?)
+    }
+
+    /// Says so when an adopted data plane saw its controller die. Its lease
+    /// needs nothing here: XDP withdrew it when a peer took over after the
+    /// notice, and otherwise a quick restart keeps it, as after any crash.
+    fn report_dead_owner(&self) -> Result<()> {
+        let o = self.owner()?;
+        if o.dead_ns == 0 {
+            return Ok(());
+        }
+        let ago = crate::clock::monotonic().saturating_sub(Duration::from_nanos(o.dead_ns));
+        info!(
+            "the previous controller (pid {}, epoch {}) died {} ms ago; its data plane has been answering peers' heartbeats with death notices since",
+            o.pid,
+            o.epoch,
+            ago.as_millis()
+        );
+        Ok(())
     }
 
     /// Copies peer entries (anti-replay state, last seen) from a previous run's
@@ -293,6 +390,22 @@ impl DataPlane {
         self.program_mut()?
             .pin(&prog_path)
             .with_context(|| format!("pinning {}", prog_path.display()))?;
+        if let Some(id) = self.exit_attached.take() {
+            let exit_prog = dir.join(EXIT_PROG_PIN);
+            let exit_link = dir.join(EXIT_LINK_PIN);
+            let _ = std::fs::remove_file(&exit_prog);
+            let prog = exit_program(self.ebpf_mut()?)?;
+            prog.pin(&exit_prog)
+                .with_context(|| format!("pinning {}", exit_prog.display()))?;
+            let fd_link: FdLink = prog.take_link(id)?.into();
+            // Replacing a previous run's pin detaches its watch (it wrote its own maps).
+            let _ = std::fs::remove_file(&exit_link);
+            self.exit_link = Some(
+                fd_link
+                    .pin(&exit_link)
+                    .with_context(|| format!("pinning {}", exit_link.display()))?,
+            );
+        }
         // The link: taken from the program, so that only its pin keeps it attached.
         let link_path = dir.join(LINK_PIN);
         if let Some(id) = self.attached.take() {
@@ -319,6 +432,9 @@ impl DataPlane {
             .attach(iface, mode)
             .with_context(|| format!("attaching XDP to {iface} ({mode:?})"))?;
         self.attached = Some(id);
+        if mode == XdpMode::Driver && driver(iface).as_deref() == Some("veth") {
+            warn!("{iface} is a veth in native XDP mode: death notices (XDP_TX) reach the other end only if an XDP program is attached there; run with --xdp-mode generic on veth");
+        }
         Ok(())
     }
 
@@ -363,12 +479,23 @@ impl DataPlane {
 
     /// A second handle on the lease map, for the sender thread, which renews
     /// the lease with every heartbeat that claims the VIPs.
-    pub fn lease_map(&self) -> Result<Array<MapData, Lease>> {
-        let Map::Array(data) = self.map(names::LEASE)? else {
-            bail!("map {} is not an array", names::LEASE);
+    pub fn lease_map(&self) -> Result<MapCell<Lease>> {
+        self.array_handle(names::LEASE).map(MapCell::new)
+    }
+
+    /// A second handle on the array map `name`, for another thread.
+    fn array_handle<V: aya::Pod>(&self, name: &str) -> Result<Array<MapData, V>> {
+        let Map::Array(data) = self.map(name)? else {
+            bail!("map {name} is not an array");
         };
         let fd = std::os::fd::AsFd::as_fd(data.fd()).try_clone_to_owned()?;
         Ok(Array::try_from(Map::Array(MapData::from_fd(fd)?))?)
+    }
+
+    /// A second handle on the map of the last heartbeat sent, for the sender
+    /// thread, which writes it before every send.
+    pub fn sent_map(&self) -> Result<MapCell<Sent>> {
+        self.array_handle(names::SENT).map(MapCell::new)
     }
 
     /// The lease's expiry (CLOCK_MONOTONIC), zero when none.
@@ -439,12 +566,15 @@ impl DataPlane {
             .try_into()?)
     }
 
-    fn program_mut(&mut self) -> Result<&mut Xdp> {
-        let ebpf = self
-            .ebpf
+    fn ebpf_mut(&mut self) -> Result<&mut Ebpf> {
+        self.ebpf
             .as_mut()
-            .ok_or_else(|| anyhow!("adopted: no program object"))?;
-        Ok(ebpf
+            .ok_or_else(|| anyhow!("adopted: no program object"))
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf_mut()?
             .program_mut(names::PROGRAM)
             .ok_or_else(|| anyhow!("no program"))?
             .try_into()?)
@@ -491,6 +621,71 @@ impl DataPlane {
     }
 }
 
+/// The exit watch program of `ebpf`.
+fn exit_program(ebpf: &mut Ebpf) -> Result<&mut RawTracePoint> {
+    Ok(ebpf
+        .program_mut(names::EXIT_PROGRAM)
+        .ok_or_else(|| anyhow!("program {} missing from the object", names::EXIT_PROGRAM))?
+        .try_into()?)
+}
+
+/// A load error, with the verifier's refusal spelled out when it is one.
+fn refused(e: ProgramError, what: &str) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => anyhow!(verifier::refusal(
+            &kernel::release(),
+            &io_error,
+            &verifier_log.to_string()
+        )),
+        e => anyhow::Error::new(e).context(what.to_string()),
+    }
+}
+
+/// The driver of `iface` (ETHTOOL_GDRVINFO), e.g. "veth"; None when unknown.
+fn driver(iface: &str) -> Option<String> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    /// struct ethtool_drvinfo: cmd, then driver[32] and fields hb does not read.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 160],
+    };
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    // SAFETY: an ifreq naming `iface` and pointing at `info`, which is larger
+    // than the kernel's struct ethtool_drvinfo; both outlive the call.
+    let r = unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, b) in ifr
+            .ifr_name
+            .iter_mut()
+            .zip(iface.bytes().take(libc::IFNAMSIZ - 1))
+        {
+            *d = b as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            SIOCETHTOOL,
+            &mut ifr,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
 /// The peers and summed counters of a pinned map directory (for `status`).
 pub fn pinned_maps(dir: &Path) -> Result<(Vec<(u32, PeerState)>, Stats)> {
     let open = |file: &str| -> Result<aya::maps::Map> {
@@ -517,6 +712,17 @@ pub fn pinned_lease(dir: &Path) -> Result<(u64, bool)> {
         0
     };
     Ok((until, dir.join(LINK_PIN).exists()))
+}
+
+/// The registered controller of a pinned map directory and whether the exit
+/// watch is pinned there (for `status`); None for a version without it.
+pub fn pinned_owner(dir: &Path) -> Result<Option<(Owner, bool)>> {
+    if !dir.join("owner").exists() {
+        return Ok(None);
+    }
+    let map = pinned_map(dir, "owner")?;
+    let o = Array::<_, Owner>::try_from(&map)?.get(&0, 0)?;
+    Ok(Some((o, dir.join(EXIT_LINK_PIN).exists())))
 }
 
 /// The watched VIPs of a pinned map directory (for `status`); empty when the
@@ -556,6 +762,10 @@ impl Drop for DataPlane {
         let Some((dir, _lock)) = self.pinned.take() else {
             return;
         };
+        // Not a death: unregistered before the watch goes with the pins.
+        if self.started {
+            let _ = self.write_owner(Owner::default());
+        }
         if self.started || self.origin == Origin::Fresh {
             remove_pins(&dir);
             if self.started || self.made_dir {

@@ -27,6 +27,12 @@ pub struct Sample {
     pub last_seen: Option<Duration>,
     #[serde(default)]
     pub left: bool,
+    /// Epoch of its last accepted heartbeat.
+    #[serde(default)]
+    pub epoch: u32,
+    /// The epoch a fresh death notice from its kernel named, if one came.
+    #[serde(default)]
+    pub gone_epoch: Option<u32>,
     #[serde(default)]
     pub priority: u8,
     #[serde(default = "init_state", with = "state_name")]
@@ -43,6 +49,8 @@ impl Default for Sample {
         Self {
             last_seen: None,
             left: false,
+            epoch: 0,
+            gone_epoch: None,
             priority: 0,
             state: NodeState::Init,
             holds_vip: false,
@@ -341,10 +349,19 @@ impl Node {
                 .copied()
                 .max_by_key(|s| s.last_seen)
                 .unwrap_or_default();
+            // Its controller is gone when a death notice on any link names an
+            // epoch at least as new as the newest heartbeat on any link: a notice
+            // that reached one link counts, a restarted controller's heartbeat
+            // on any link ends it.
+            let newest = samples.iter().map(|s| s.epoch).max().unwrap_or(0);
+            let gone = samples
+                .iter()
+                .any(|s| s.gone_epoch.is_some_and(|e| e >= newest));
             views.push(PeerView {
                 id,
                 last_seen: freshest.last_seen,
                 left: freshest.left,
+                gone,
                 priority: freshest.priority,
                 state: freshest.state,
                 holds_vip: freshest.holds_vip,
@@ -378,6 +395,10 @@ impl Node {
                 ),
             ),
             Event::PeerLeft { peer } => info(out, format!("peer {peer} left (graceful stop)")),
+            Event::PeerGone { peer } => warn(
+                out,
+                format!("peer {peer}: controller gone (death notice from its kernel)"),
+            ),
             Event::FenceNeeded { peers } => {
                 warn(
                     out,
@@ -623,7 +644,7 @@ mod tests {
                     if live && holds && (priority, id) > (100, 2) {
                         live_higher_holder = true;
                     }
-                    let s = Sample { last_seen, left, priority, state, holds_vip: holds, reaches_ping: true };
+                    let s = Sample { last_seen, left, priority, state, holds_vip: holds, reaches_ping: true, ..Sample::default() };
                     // The second link heard nothing: the merge must still see the peer.
                     peers.insert(id, vec![s, Sample::default()]);
                 }

@@ -1,7 +1,7 @@
 //! `hb-user status`: what a node's controller and XDP program know, read from the
 //! controller's status file and the pinned maps (so it works from any shell).
 
-use crate::loader::{pinned_lease, pinned_maps, pinned_vips};
+use crate::loader::{pinned_lease, pinned_maps, pinned_owner, pinned_vips};
 use anyhow::{Context, Result};
 use hb_common::{wire::FLAG_HOLDS_VIP, MsgType, NodeState, PeerState, Stats};
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,13 @@ pub struct PeerRow {
     pub priority: u8,
     pub holds_vip: bool,
     pub left: bool,
+    /// Its kernel sent a fresh death notice: its controller died (see `gone_*`).
+    pub gone: bool,
+    /// The last death notice: how long ago (None: never), the epoch of the
+    /// controller it reported dead, and our sequence number it echoed.
+    pub gone_ms_ago: Option<u64>,
+    pub gone_epoch: u32,
+    pub gone_seq: u64,
     /// Source address of its last accepted heartbeat (IPv4 or IPv6).
     pub src: String,
 }
@@ -87,6 +94,13 @@ pub struct LinkPlane {
     pub pinned: bool,
     /// Time left on the holder lease; None: no valid lease (XDP self-fences the VIPs).
     pub lease_ms_left: Option<u64>,
+    /// The exit watch is pinned: peers get a death notice if the controller dies.
+    pub death_notice_armed: bool,
+    /// The registered controller's pid; None: none (a graceful stop unregisters).
+    pub owner_pid: Option<u32>,
+    /// Since when the exit watch saw that controller die (None: it did not):
+    /// the data plane answers heartbeats with death notices meanwhile.
+    pub owner_dead_ms_ago: Option<u64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -173,10 +187,15 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
     let mut planes = Vec::new();
     for link in &links {
         let (until, pinned) = pinned_lease(&pin_root.join(link))?;
+        let (owner, armed) = pinned_owner(&pin_root.join(link))?.unwrap_or_default();
+        let dead = owner.dead_ns != 0;
         planes.push(LinkPlane {
             link: link.clone(),
             pinned,
             lease_ms_left: (until > now).then(|| (until - now) / 1_000_000),
+            death_notice_armed: armed,
+            owner_pid: (owner.pid != 0).then_some(owner.pid),
+            owner_dead_ms_ago: dead.then(|| now.saturating_sub(owner.dead_ns) / 1_000_000),
         });
         if !has_pins(&pin_root.join(link)) {
             continue;
@@ -228,11 +247,12 @@ fn has_pins(dir: &Path) -> bool {
 fn row(id: u32, link: &str, p: &PeerState, now: u64, dead_after_ns: u64) -> PeerRow {
     let ago = (p.last_seen_ns != 0).then(|| now.saturating_sub(p.last_seen_ns));
     let left = p.msg_type == MsgType::Leave as u8;
+    let gone = p.gone();
     PeerRow {
         peer: id,
         link: link.to_string(),
         last_seen_ms_ago: ago.map(|ns| ns / 1_000_000),
-        alive: ago.is_some_and(|ns| ns <= dead_after_ns) && !left,
+        alive: ago.is_some_and(|ns| ns <= dead_after_ns) && !left && !gone,
         epoch: p.epoch,
         seq: p.seq,
         accepted: p.accepted,
@@ -242,6 +262,10 @@ fn row(id: u32, link: &str, p: &PeerState, now: u64, dead_after_ns: u64) -> Peer
         priority: p.priority,
         holds_vip: p.flags & FLAG_HOLDS_VIP != 0,
         left,
+        gone,
+        gone_ms_ago: (p.gone_ns != 0).then(|| now.saturating_sub(p.gone_ns) / 1_000_000),
+        gone_epoch: p.gone_epoch,
+        gone_seq: p.gone_seq,
         src: if p.src_ipv6 != [0; 16] {
             std::net::Ipv6Addr::from(p.src_ipv6).to_string()
         } else {
@@ -318,10 +342,11 @@ pub fn render(r: &Report) -> String {
     }
     out += "\nPEER  LINK        LAST SEEN     EPOCH/SEQ        STATE    PRIO  VIP  ACCEPTED\n";
     for p in &r.peers {
-        let seen = match (p.last_seen_ms_ago, p.left) {
-            (None, _) => "never".to_string(),
-            (Some(ms), true) => format!("{ms} ms (left)"),
-            (Some(ms), false) => format!("{ms} ms{}", if p.alive { "" } else { " DEAD" }),
+        let seen = match (p.last_seen_ms_ago, p.left, p.gone) {
+            (_, _, true) => "GONE".to_string(),
+            (None, _, _) => "never".to_string(),
+            (Some(ms), true, _) => format!("{ms} ms (left)"),
+            (Some(ms), false, _) => format!("{ms} ms{}", if p.alive { "" } else { " DEAD" }),
         };
         out += &format!(
             "{:<5} {:<11} {:<13} {:<16} {:<8} {:<5} {:<4} {}\n",
@@ -335,14 +360,31 @@ pub fn render(r: &Report) -> String {
             p.accepted
         );
     }
+    for p in r.peers.iter().filter(|p| p.gone) {
+        out += &format!(
+            "peer {} on {}: controller gone (death notice from its kernel {} ms ago: epoch {} died)\n",
+            p.peer,
+            p.link,
+            p.gone_ms_ago.unwrap_or(0),
+            p.gone_epoch
+        );
+    }
     out += "\n";
     for p in &r.planes {
         let lease = match p.lease_ms_left {
             Some(ms) => format!("lease held, expires in {ms} ms"),
             None => "no lease: XDP drops ARP and IPv4 for the VIPs (self-fence)".into(),
         };
+        let notice = match (p.owner_dead_ms_ago, p.death_notice_armed) {
+            (Some(ms), _) => format!(
+                "controller (pid {}) died {ms} ms ago: answering heartbeats with death notices",
+                p.owner_pid.unwrap_or(0)
+            ),
+            (None, true) => "death notice armed".into(),
+            (None, false) => "no death notice (exit watch not pinned)".into(),
+        };
         out += &format!(
-            "data plane on {}: {}; {lease}\n",
+            "data plane on {}: {}; {lease}; {notice}\n",
             p.link,
             if p.pinned {
                 "program pinned (outlives the controller)"

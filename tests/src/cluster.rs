@@ -178,6 +178,8 @@ pub struct Cluster {
     pub common: Vec<String>,
     key_file: PathBuf,
     bpffs: PathBuf,
+    /// Pass programs on the bridge ends (see `enable_xdp_tx`).
+    xdp_tx: Option<aya::Ebpf>,
 }
 
 impl Cluster {
@@ -261,6 +263,7 @@ impl Cluster {
             common: common.iter().map(|s| s.to_string()).collect(),
             key_file,
             bpffs,
+            xdp_tx: None,
         })
     }
 
@@ -626,6 +629,36 @@ impl Cluster {
         self.lab
             .exec(&self.sw, &["nft", "-f", path.to_str().expect("utf-8 path")])
             .map(|_| ())
+    }
+
+    /// Attaches an XDP program that passes everything (the benchmark's empty
+    /// program) to the bridge end of every node's veth. A native XDP program's
+    /// XDP_TX on a veth (the death notice) reaches the other end only when an
+    /// XDP program runs there: the kernel queues the frame for the peer's NAPI
+    /// but schedules that only for a peer with XDP, so without one the frame
+    /// waits for unrelated traffic, then drops. Real NICs need nothing.
+    pub fn enable_xdp_tx(&mut self) -> Result<()> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bpf/empty.bpf.o");
+        let mut obj = aya::Ebpf::load_file(path)
+            .with_context(|| format!("{path}: run cargo xtask build-ebpf"))?;
+        let prog: &mut aya::programs::Xdp = obj
+            .program_mut("empty")
+            .context("no program empty")?
+            .try_into()?;
+        prog.load()?;
+        for n in &self.nodes {
+            for k in 0..self.links {
+                let port = format!("n{}e{k}", n.id);
+                self.lab
+                    .in_netns(&self.sw, || {
+                        prog.attach(&port, aya::programs::XdpMode::Driver)
+                    })?
+                    .with_context(|| format!("XDP on {port}"))?;
+            }
+        }
+        // Attached for as long as the object lives.
+        self.xdp_tx = Some(obj);
+        Ok(())
     }
 
     /// Removes the partition.

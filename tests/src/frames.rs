@@ -261,8 +261,9 @@ impl Ipv6Frame {
     }
 }
 
-/// The IPv6 pseudo-header of an upper-layer checksum (RFC 8200 8.1).
-fn pseudo_header(proto: u8, len: usize) -> Vec<u8> {
+/// The IPv6 pseudo-header of an upper-layer checksum (RFC 8200 8.1) between
+/// SRC_IP6 and DST_IP6, either way (the sum does not depend on their order).
+pub fn pseudo_header(proto: u8, len: usize) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend_from_slice(&SRC_IP6);
     p.extend_from_slice(&DST_IP6);

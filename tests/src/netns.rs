@@ -2,7 +2,12 @@
 //! deleted on drop (so also when the test panics).
 
 use anyhow::{bail, Context, Result};
-use std::{fs::File, path::PathBuf, process::Command};
+use std::{
+    fs::File,
+    os::fd::{AsRawFd, FromRawFd},
+    path::PathBuf,
+    process::Command,
+};
 
 /// "02:00:00:00:00:01".
 pub fn mac_str(m: [u8; 6]) -> String {
@@ -161,6 +166,64 @@ impl Lab {
                 }
                 libc::close(fd);
                 result
+            }
+        })?
+    }
+
+    /// The first frame seen on `dev` in `ns` (either direction) for which `want`
+    /// holds, within `timeout`: an AF_PACKET capture, opened at once, so call it
+    /// on a thread before causing the frame.
+    pub fn capture(
+        &self,
+        ns: &str,
+        dev: &str,
+        timeout: std::time::Duration,
+        want: impl Fn(&[u8]) -> bool + Send + Sync,
+    ) -> Result<Option<Vec<u8>>> {
+        let dev = std::ffi::CString::new(dev)?;
+        self.in_netns(ns, || -> Result<Option<Vec<u8>>> {
+            let deadline = std::time::Instant::now() + timeout;
+            // SAFETY: plain libc calls on a socket we own for the scope of this closure.
+            unsafe {
+                let ifindex = libc::if_nametoindex(dev.as_ptr());
+                anyhow::ensure!(ifindex != 0, "no such interface");
+                let all = (libc::ETH_P_ALL as u16).to_be();
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all));
+                anyhow::ensure!(
+                    fd >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
+                let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_protocol = all;
+                sll.sll_ifindex = ifindex as i32;
+                let bound = libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                anyhow::ensure!(bound == 0, "bind: {}", std::io::Error::last_os_error());
+                let tick = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 20_000,
+                };
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tick as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                let mut buf = vec![0u8; 2048];
+                while std::time::Instant::now() < deadline {
+                    let n = libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0);
+                    if n > 0 && want(&buf[..n as usize]) {
+                        return Ok(Some(buf[..n as usize].to_vec()));
+                    }
+                }
+                Ok(None)
             }
         })?
     }

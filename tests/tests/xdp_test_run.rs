@@ -2,12 +2,15 @@
 //! class, over IPv4 and IPv6; each case asserts the XDP action, the counter that
 //! moved, and the peer entry (changed for an accepted heartbeat, untouched
 //! otherwise). ARP claiming a VIP from a foreign MAC is counted and passes.
+//! With the controller marked dead, an accepted heartbeat comes back as a death
+//! notice (XDP_TX), byte for byte; a peer's notice is recorded only when it
+//! echoes one of our recent heartbeats.
 
 use aya::programs::{TestRun, TestRunOptions};
 use hb_common::{
-    maps::{Outcome, PeerState, Stats, VipWatch},
-    wire::{DEFAULT_PORT, WIRE_LEN},
-    Key,
+    maps::{Outcome, Owner, PeerState, Sent, Stats, VipWatch},
+    wire::{decode_gone, Gone, DEFAULT_PORT, GONE_WINDOW, WIRE_LEN},
+    Key, MsgType,
 };
 use hb_tests::frames::{
     self, heartbeat, key, ExtHeader, Ipv4Frame, Ipv6Frame, IPV6_DSTOPTS, IPV6_HOPOPTS, IPV6_ROUTING,
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const PEER: u32 = 2;
 /// The interface the program sits on: the test frames' destination MAC.
 const OUR_MAC: [u8; 6] = frames::DST_MAC;
@@ -882,4 +886,316 @@ fn without_a_lease_arp_and_ipv4_for_the_vips_are_dropped() {
     assert_eq!((action, outcome), (XDP_DROP, Outcome::FencedIp));
     assert_eq!(dp.stats().unwrap().fenced_ip, 3);
     assert_eq!(dp.stats().unwrap().fenced_arp, 1);
+}
+
+// ---- Death notice ----
+
+/// This node's id and its dead controller's epoch, as registered in `owner`.
+const OUR_NODE: u32 = 1;
+const DEAD_EPOCH: u32 = 9;
+
+/// Marks this data plane's controller dead, as the exit watch would.
+fn mark_dead(dp: &mut DataPlane) {
+    dp.write_owner(Owner {
+        pid: 4242,
+        node_id: OUR_NODE,
+        epoch: DEAD_EPOCH,
+        dead_ns: hb_tests::monotonic_ns(),
+        ..Default::default()
+    })
+    .unwrap();
+}
+
+/// The notice that answers our peer's heartbeat (epoch, seq).
+fn notice_for(epoch: u32, seq: u64) -> [u8; WIRE_LEN] {
+    Gone {
+        cluster_id: 7,
+        node_id: OUR_NODE,
+        dead_epoch: DEAD_EPOCH,
+        echo_epoch: epoch,
+        echo_seq: seq,
+    }
+    .encode(&key())
+}
+
+/// `frame` (Ethernet, IPv4 header at `ip`, UDP, heartbeat) as the answer must
+/// leave: addresses swapped, TTL 64, header checksum redone, from and to the
+/// heartbeat port, no UDP checksum, `notice` as the payload.
+fn v4_answer(frame: &[u8], ip: usize, notice: &[u8; WIRE_LEN]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[..6].copy_from_slice(&frame[6..12]);
+    f[6..12].copy_from_slice(&frame[..6]);
+    let ihl = usize::from(f[ip] & 0x0f) * 4;
+    f[ip + 8] = 64;
+    f[ip + 10..ip + 12].fill(0);
+    f[ip + 12..ip + 16].copy_from_slice(&frame[ip + 16..ip + 20]);
+    f[ip + 16..ip + 20].copy_from_slice(&frame[ip + 12..ip + 16]);
+    let sum = frames::checksum(&f[ip..ip + ihl]);
+    f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+    let u = ip + ihl;
+    f[u..u + 2].copy_from_slice(&DEFAULT_PORT.to_be_bytes());
+    f[u + 2..u + 4].copy_from_slice(&DEFAULT_PORT.to_be_bytes());
+    f[u + 6..u + 8].fill(0);
+    f[u + 8..].copy_from_slice(notice);
+    f
+}
+
+/// The UDP datagram at the end of a frame: header and heartbeat-sized payload.
+fn udp_of(frame: &[u8]) -> &[u8] {
+    &frame[frame.len() - 8 - WIRE_LEN..]
+}
+
+#[test]
+fn a_dead_controllers_data_plane_answers_a_heartbeat_with_a_death_notice() {
+    let mut dp = plane();
+    mark_dead(&mut dp);
+    let f = hb_frame(5, 42);
+    let (action, out, outcome) = run(&dp, &f);
+    assert_eq!((action, outcome), (XDP_TX, Outcome::GoneSent));
+    assert_eq!(
+        out,
+        v4_answer(&f, 14, &notice_for(5, 42)),
+        "the answer, byte for byte"
+    );
+    assert_eq!(frames::checksum(&out[14..34]), 0, "IPv4 header checksum");
+    assert_eq!(
+        decode_gone(&out[out.len() - WIRE_LEN..], &key(), 7),
+        Ok(Gone {
+            cluster_id: 7,
+            node_id: OUR_NODE,
+            dead_epoch: DEAD_EPOCH,
+            echo_epoch: 5,
+            echo_seq: 42
+        })
+    );
+    // The heartbeat itself was recorded as usual: the data plane still hears.
+    assert_eq!(
+        (peer(&dp).epoch, peer(&dp).seq, peer(&dp).accepted),
+        (5, 42, 1)
+    );
+    // Its replay gets no answer.
+    assert_refused(&dp, &f, Outcome::Replayed);
+}
+
+#[test]
+fn death_notices_keep_the_vlan_tag_and_the_ip_options() {
+    let mut dp = plane();
+    mark_dead(&mut dp);
+    let f = Ipv4Frame {
+        vlan: Some(42),
+        options: vec![1, 1, 1, 0],
+        ..Ipv4Frame::udp(DEFAULT_PORT, &heartbeat(PEER, 5, 1).encode(&key()))
+    }
+    .build();
+    let (action, out, outcome) = run(&dp, &f);
+    assert_eq!((action, outcome), (XDP_TX, Outcome::GoneSent));
+    assert_eq!(out, v4_answer(&f, 18, &notice_for(5, 1)));
+    assert_eq!(frames::checksum(&out[18..18 + 24]), 0);
+}
+
+#[test]
+fn death_notices_over_ipv6_carry_a_valid_udp_checksum() {
+    let mut dp = plane();
+    mark_dead(&mut dp);
+    let hbh = (IPV6_HOPOPTS, vec![1, 4, 0, 0, 0, 0]);
+    for (seq, ext) in [(1u64, vec![]), (2, vec![hbh])] {
+        let f = Ipv6Frame { ext, ..hb6(5, seq) }.build();
+        let (action, out, outcome) = run(&dp, &f);
+        assert_eq!((action, outcome), (XDP_TX, Outcome::GoneSent));
+        assert_eq!(out.len(), f.len());
+        assert_eq!((&out[..6], &out[6..12]), (&f[6..12], &f[..6]), "MACs");
+        assert_eq!(out[14 + 7], 64, "hop limit");
+        assert_eq!(&out[14 + 8..14 + 24], &frames::DST_IP6, "from us");
+        assert_eq!(&out[14 + 24..14 + 40], &frames::SRC_IP6, "to the peer");
+        assert_eq!(
+            &out[14 + 40..out.len() - 44],
+            &f[14 + 40..f.len() - 44],
+            "ext headers kept"
+        );
+        let udp = udp_of(&out);
+        assert_eq!(&udp[..4], &[0x02, 0xb6, 0x02, 0xb6], "from and to port 694");
+        assert_eq!(&udp[4..6], &44u16.to_be_bytes());
+        assert_ne!(&udp[6..8], &[0, 0], "IPv6 needs a UDP checksum");
+        let sum = frames::checksum(&[frames::pseudo_header(17, udp.len()), udp.to_vec()].concat());
+        assert_eq!(sum, 0, "UDP checksum over the pseudo-header");
+        assert_eq!(&udp[8..], &notice_for(5, seq));
+    }
+}
+
+#[test]
+fn with_the_controller_alive_heartbeats_are_dropped_as_usual() {
+    let mut dp = plane();
+    dp.set_owner(OUR_NODE, DEAD_EPOCH, std::process::id())
+        .unwrap();
+    assert_eq!(dp.owner().unwrap().dead_ns, 0);
+    let (action, _, outcome) = run(&dp, &hb_frame(5, 1));
+    assert_eq!((action, outcome), (XDP_DROP, Outcome::Accepted));
+    // Nor is anything answered once it is dead but for heartbeats: a leave, a
+    // refused heartbeat and a peer's own notice get no answer.
+    mark_dead(&mut dp);
+    let mut leave = heartbeat(PEER, 5, 2);
+    leave.msg_type = MsgType::Leave;
+    let f = Ipv4Frame::udp(DEFAULT_PORT, &leave.encode(&key())).build();
+    assert_eq!(run(&dp, &f).0, XDP_DROP);
+    let forged = heartbeat(PEER, 5, 3).encode(&Key { k0: 1, k1: 2 });
+    assert_refused(
+        &dp,
+        &Ipv4Frame::udp(DEFAULT_PORT, &forged).build(),
+        Outcome::BadMac,
+    );
+    let theirs = peer_gone(5, 1);
+    let f = Ipv4Frame::udp(DEFAULT_PORT, &theirs.encode(&key())).build();
+    assert_eq!(run(&dp, &f).0, XDP_DROP);
+}
+
+#[test]
+fn a_peer_claiming_the_vips_after_our_death_withdraws_our_lease() {
+    let mut dp = holding_plane();
+    let who_has_vip = frames::arp(1, FOREIGN_MAC, frames::SRC_IP, VIP.octets());
+    mark_dead(&mut dp);
+    // Dead, but nobody took over yet: the lease runs on (a quick restart keeps
+    // answering), also after a heartbeat that does not claim the VIPs.
+    assert_arp(&dp, &who_has_vip, Outcome::Passed, "lease held");
+    let mut backup = heartbeat(PEER, 5, 1);
+    backup.flags = 0;
+    let f = Ipv4Frame::udp(DEFAULT_PORT, &backup.encode(&key())).build();
+    assert_eq!(run(&dp, &f).2, Outcome::GoneSent);
+    assert_arp(&dp, &who_has_vip, Outcome::Passed, "still held");
+    // It took over after our notice: it answers for the VIPs now, we stop.
+    assert_eq!(run(&dp, &hb_frame(5, 2)).2, Outcome::GoneSent);
+    assert_eq!(dp.lease().unwrap(), Duration::ZERO);
+    let (action, _, outcome) = run(&dp, &who_has_vip);
+    assert_eq!(
+        (action, outcome),
+        (XDP_DROP, Outcome::FencedArp),
+        "lease withdrawn"
+    );
+    let mut to_vip = Ipv4Frame::udp(80, &[1, 2, 3]).build();
+    to_vip[30..34].copy_from_slice(&VIP.octets());
+    let (action, _, outcome) = run(&dp, &to_vip);
+    assert_eq!((action, outcome), (XDP_DROP, Outcome::FencedIp));
+}
+
+/// Our peer's (node PEER's) notice that its epoch 6 died, answering our
+/// heartbeat (epoch, seq).
+fn peer_gone(epoch: u32, seq: u64) -> Gone {
+    Gone {
+        cluster_id: 7,
+        node_id: PEER,
+        dead_epoch: 6,
+        echo_epoch: epoch,
+        echo_seq: seq,
+    }
+}
+
+/// That notice in a frame, signed.
+fn peer_notice(epoch: u32, seq: u64) -> Vec<u8> {
+    Ipv4Frame::udp(DEFAULT_PORT, &peer_gone(epoch, seq).encode(&key())).build()
+}
+
+fn we_sent(dp: &DataPlane, epoch: u32, seq: u64) {
+    let mut cell = dp.sent_map().unwrap();
+    assert!(cell.is_mapped(), "the sent map is mmapable");
+    cell.set(Sent {
+        epoch,
+        _pad: 0,
+        seq,
+    });
+}
+
+#[test]
+fn a_fresh_death_notice_is_recorded_apart_from_the_heartbeat_fields() {
+    let dp = plane();
+    assert_eq!(run(&dp, &hb_frame(6, 10)).2, Outcome::Accepted);
+    let heard = peer(&dp);
+    we_sent(&dp, 3, 102);
+    let t0 = hb_tests::monotonic_ns();
+    let (action, _, outcome) = run(&dp, &peer_notice(3, 100));
+    let t1 = hb_tests::monotonic_ns();
+    assert_eq!((action, outcome), (XDP_DROP, Outcome::Gone));
+    let p = peer(&dp);
+    assert!(t0 <= p.gone_ns && p.gone_ns <= t1, "gone_ns {}", p.gone_ns);
+    assert_eq!((p.gone_epoch, p.gone_seq), (6, 100));
+    assert!(p.gone(), "epoch 6 died, the last heartbeat was of epoch 6");
+    let untouched = PeerState {
+        gone_ns: 0,
+        gone_epoch: 0,
+        gone_seq: 0,
+        ..p
+    };
+    assert_eq!(
+        untouched, heard,
+        "the heartbeat fields and anti-replay are the peer's"
+    );
+    // Its anti-replay is untouched: the next heartbeat of epoch 6 is accepted,
+    // and a restarted controller's (epoch 7) ends the notice.
+    assert_eq!(run(&dp, &hb_frame(6, 11)).2, Outcome::Accepted);
+    assert!(peer(&dp).gone());
+    assert_eq!(run(&dp, &hb_frame(7, 1)).2, Outcome::Accepted);
+    assert!(!peer(&dp).gone());
+}
+
+#[test]
+fn a_replayed_or_stale_death_notice_is_refused_and_counted() {
+    let dp = plane();
+    // Nothing sent yet: no notice can answer us.
+    assert_refused(&dp, &peer_notice(3, 100), Outcome::GoneReplayed);
+    we_sent(&dp, 3, 100);
+    assert_eq!(run(&dp, &peer_notice(3, 100)).2, Outcome::Gone);
+    let recorded = peer(&dp);
+    // The same notice once our sequence moved on past the window: a replay.
+    we_sent(&dp, 3, 100 + GONE_WINDOW);
+    assert_refused(&dp, &peer_notice(3, 100), Outcome::GoneReplayed);
+    // Echoing a number we never sent, or our previous epoch.
+    assert_refused(
+        &dp,
+        &peer_notice(3, 100 + GONE_WINDOW + 1),
+        Outcome::GoneReplayed,
+    );
+    assert_refused(
+        &dp,
+        &peer_notice(2, 100 + GONE_WINDOW),
+        Outcome::GoneReplayed,
+    );
+    assert_eq!(peer(&dp), recorded);
+    assert_eq!(dp.stats().unwrap().gone_replayed, 4);
+    // Fresh, but signed with another key, or from a node that is not a peer.
+    let fresh = peer_gone(3, 107);
+    let f = Ipv4Frame::udp(DEFAULT_PORT, &fresh.encode(&Key { k0: 1, k1: 2 })).build();
+    assert_refused(&dp, &f, Outcome::BadMac);
+    let stranger = Gone {
+        node_id: 99,
+        ..fresh
+    };
+    let f = Ipv4Frame::udp(DEFAULT_PORT, &stranger.encode(&key())).build();
+    assert_refused(&dp, &f, Outcome::UnknownNode);
+    // Over IPv6 the same rules hold.
+    let f = Ipv6Frame::udp(DEFAULT_PORT, &fresh.encode(&key())).build();
+    assert_eq!(run(&dp, &f).2, Outcome::Gone);
+    assert_eq!(peer(&dp).gone_seq, 107);
+}
+
+/// The sender thread writes the lease and the last-sent record through mapped
+/// memory (no syscall per heartbeat): what it stores there is what the kernel,
+/// and so XDP, reads.
+#[test]
+fn lease_and_sent_are_written_through_mapped_memory() {
+    let dp = plane();
+    let mut lease = dp.lease_map().unwrap();
+    assert!(
+        lease.is_mapped(),
+        "the lease map is mmapable on this kernel"
+    );
+    lease.set(hb_common::maps::Lease {
+        until_ns: 123_456_789,
+    });
+    assert_eq!(
+        dp.lease().unwrap(),
+        std::time::Duration::from_nanos(123_456_789)
+    );
+    lease.set(hb_common::maps::Lease { until_ns: 0 });
+    assert_eq!(dp.lease().unwrap(), std::time::Duration::ZERO);
+    we_sent(&dp, 9, 77);
+    let s = dp.sent_map().unwrap().get().unwrap();
+    assert_eq!((s.epoch, s.seq), (9, 77));
 }

@@ -61,6 +61,18 @@ const STEPS: &[(&str, &str, &[&str])] = &[
             "--test-threads=1",
         ],
     ),
+    // The exit watch (raw tracepoint) and the death notice it triggers (XDP_TX).
+    ("exit_watch", "exit_watch", &["--test-threads=1"]),
+    (
+        "death_notice",
+        "death_notice",
+        &[
+            "--exact",
+            "sigkill_of_the_holder_moves_the_vip_well_before_dead_after",
+            "a_replayed_death_notice_is_refused_counted_and_logged",
+            "--test-threads=1",
+        ],
+    ),
 ];
 
 /// Modules the guest needs before it can reach the host's root, and veth, which

@@ -20,8 +20,10 @@ pub mod names {
     pub const OWNER: &str = "OWNER";
     /// Object name of the last heartbeat sent (BTF array of one [`super::Sent`]).
     pub const SENT: &str = "SENT";
+    /// Object name of the event ring buffer (records of [`super::Event`]).
+    pub const EVENTS: &str = "EVENTS";
     /// Pinned file names, one per map above, in the same order.
-    pub const PINNED: [(&str, &str); 8] = [
+    pub const PINNED: [(&str, &str); 9] = [
         (PEERS, "peers"),
         (STATS, "stats"),
         (CONFIG, "config"),
@@ -30,6 +32,7 @@ pub mod names {
         (LEASE, "lease"),
         (OWNER, "owner"),
         (SENT, "sent"),
+        (EVENTS, "events"),
     ];
     /// The XDP entry point.
     pub const PROGRAM: &str = "hb_xdp";
@@ -61,6 +64,11 @@ pub struct Config {
     /// [`vip_filter_bit`] of every watched VIP, OR-ed: ARP whose sender IP's bit
     /// is clear cannot be about a VIP and skips the `VIPS` hash lookup.
     pub vip_filter: u64,
+    /// A heartbeat accepted after at least this long without one from its
+    /// sender is an [`Event`] (ns; the controller sets half its dead-after), as
+    /// is every change of what a peer says: the controller then needs no
+    /// polling to see a peer come back or change.
+    pub quiet_ns: u64,
 }
 
 /// The [`Config::vip_filter`] bit of an IPv4 address (network order): its last
@@ -186,6 +194,36 @@ pub struct Claimant {
     pub _pad: [u8; 2],
     pub count: u64,
 }
+
+/// What the data plane tells the controller through the `EVENTS` ring buffer,
+/// so that it waits for news instead of polling the maps: the record says
+/// which peer or VIP to look at, the maps hold the facts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `EVENT_*`.
+    pub kind: u32,
+    /// The peer's node id (`EVENT_PEER`, `EVENT_GONE`); for `EVENT_CLAIM`, the
+    /// VIP (network order, as the `VIPS` key).
+    pub subject: u32,
+    /// `bpf_ktime_get_ns()` when it happened.
+    pub at_ns: u64,
+}
+
+/// A peer was heard for the first time, after a quiet gap
+/// ([`Config::quiet_ns`]), or with a new state, flags, priority, message type
+/// or epoch.
+pub const EVENT_PEER: u32 = 1;
+/// A fresh death notice from a peer's kernel was recorded.
+pub const EVENT_GONE: u32 = 2;
+/// ARP claimed one of our VIPs from a foreign MAC: a new claimant, or the first
+/// claim after a quiet gap (a flood gives one event; the controller's periodic
+/// sweep reads the counts).
+pub const EVENT_CLAIM: u32 = 3;
+
+/// Size of the `EVENTS` ring buffer: a power of two pages; 16 KiB holds 512
+/// records, far more than a controller that drains it on every wake-up sees.
+pub const EVENTS_BYTES: usize = 16 * 1024;
 
 /// `BPF_F_MMAPABLE`: the lease and the last-sent record are arrays the sender
 /// thread maps into its memory and writes with plain stores, so a heartbeat
@@ -414,7 +452,8 @@ impl Stats {
 // Both sides rely on these sizes; a change here is a change of the map ABI.
 const _: () = assert!(core::mem::size_of::<PeerState>() == 88);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
-const _: () = assert!(core::mem::size_of::<Config>() == 24);
+const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<Event>() == 16);
 const _: () = assert!(core::mem::size_of::<VipWatch>() == 24 + 16 * CLAIMANTS);
 const _: () = assert!(Outcome::GoneReplayed as usize + 1 == Stats::COUNT);
 const _: () = assert!(core::mem::size_of::<Lease>() == 8);
@@ -433,6 +472,7 @@ mod pod {
     unsafe impl aya::Pod for super::Lease {}
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::Sent {}
+    unsafe impl aya::Pod for super::Event {}
 }
 
 #[cfg(test)]

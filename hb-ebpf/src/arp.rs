@@ -11,7 +11,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use hb_common::maps::{
-    vip_filter_bit, Claimant, Config, Lease, Outcome, VipWatch, CLAIMANTS, MAP_MMAPABLE, MAX_VIPS,
+    vip_filter_bit, Claimant, Config, Lease, Outcome, VipWatch, CLAIMANTS, EVENT_CLAIM,
+    MAP_MMAPABLE, MAX_VIPS,
 };
 use network_types::arp::ArpHdr;
 
@@ -91,24 +92,31 @@ fn watch(
     // created it. Two CPUs racing may lose one increment; the controller needs
     // "it went up", and the per-CPU `arp_conflict` counter stays exact.
     let w = unsafe { &mut *entry };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let quiet = w.last_ns == 0 || now.wrapping_sub(w.last_ns) >= cfg.quiet_ns;
     w.conflicts += 1;
-    w.last_ns = unsafe { bpf_ktime_get_ns() };
+    w.last_ns = now;
     w.last_mac = sha;
-    record_claimant(w, &sha);
+    // News for the controller: a new claimant, or claims after a quiet gap; a
+    // flood is one event (the controller's sweep reads the counts).
+    if record_claimant(w, &sha) || quiet {
+        crate::prog::notify(EVENT_CLAIM, u32::from_ne_bytes(spa));
+    }
     Outcome::ArpConflict
 }
 
 /// Counts `mac` in its claimant slot: its own if present, else a free one, else
-/// the one with the lowest count (an old, rare claimant gives way).
+/// the one with the lowest count (an old, rare claimant gives way). True when
+/// `mac` is new here.
 #[inline(always)]
-fn record_claimant(w: &mut VipWatch, mac: &[u8; 6]) {
+fn record_claimant(w: &mut VipWatch, mac: &[u8; 6]) -> bool {
     let mut pick = 0;
     let mut lowest = u64::MAX;
     for i in 0..CLAIMANTS {
         let c = &w.claimants[i];
         if c.count != 0 && same_mac(&c.mac, mac) {
             w.claimants[i].count += 1;
-            return;
+            return false;
         }
         if c.count < lowest {
             lowest = c.count;
@@ -120,6 +128,7 @@ fn record_claimant(w: &mut VipWatch, mac: &[u8; 6]) {
         _pad: [0; 2],
         count: 1,
     };
+    true
 }
 
 /// Byte-wise, so no `memcmp` call is emitted (BPF has none).

@@ -18,10 +18,11 @@ const UDP_LEN: u16 = (8 + WIRE_LEN) as u16;
 
 /// What an authenticated message was.
 pub enum Received {
-    /// A heartbeat or leave, recorded in the peer's entry.
-    Heartbeat(Heartbeat),
-    /// A fresh death notice, recorded in the peer's entry.
-    Gone,
+    /// A heartbeat or leave, recorded in the peer's entry; true when the
+    /// controller must hear of it (`EVENT_PEER`).
+    Heartbeat(Heartbeat, bool),
+    /// A fresh death notice from this node id, recorded in its entry.
+    Gone(u32),
 }
 
 #[inline(always)]
@@ -62,7 +63,7 @@ pub fn receive(
     // 8'. A death notice: fresh when it echoes one of our recent heartbeats.
     if hb.msg_type == MsgType::Gone {
         crate::gone::record(p, &buf, sent)?;
-        return Ok(Received::Gone);
+        return Ok(Received::Gone(hb.node_id));
     }
     // 8. Anti-replay: strictly after the last accepted (epoch, seq).
     if !hb.is_after(p.epoch, p.seq) {
@@ -75,7 +76,17 @@ pub fn receive(
         Src::V6(off) => ([0; 4], read::<[u8; 16]>(ctx, off)?),
     };
     let src_mac = read::<[u8; 6]>(ctx, ETH_SRC_OFF)?;
-    p.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // News for the controller: first heard, heard after a quiet gap, or saying
+    // something new. A steady peer's heartbeats are not news.
+    let news = p.last_seen_ns == 0
+        || now.wrapping_sub(p.last_seen_ns) >= cfg.quiet_ns
+        || p.epoch != hb.epoch
+        || p.flags != hb.flags
+        || p.priority != hb.priority
+        || p.state != hb.state
+        || p.msg_type != hb.msg_type as u8;
+    p.last_seen_ns = now;
     p.epoch = hb.epoch;
     p.seq = hb.seq;
     p.accepted += 1;
@@ -87,7 +98,7 @@ pub fn receive(
     p.priority = hb.priority;
     p.state = hb.state;
     p.msg_type = hb.msg_type as u8;
-    Ok(Received::Heartbeat(hb))
+    Ok(Received::Heartbeat(hb, news))
 }
 
 #[inline(always)]

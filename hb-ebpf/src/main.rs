@@ -27,14 +27,15 @@ mod parse;
 mod prog {
     use aya_ebpf::{
         bindings::xdp_action,
-        btf_maps::{Array, HashMap, PerCpuArray},
+        btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
         macros::{btf_map, xdp},
         programs::XdpContext,
     };
     use hb_common::{
         maps::{
-            Config, Key, Lease, Outcome, Owner, PeerState, Sent, Stats, VipWatch,
-            CONFIG_PASS_HEARTBEATS, MAP_MMAPABLE, MAX_PEERS, MAX_VIPS,
+            Config, Event, Key, Lease, Outcome, Owner, PeerState, Sent, Stats, VipWatch,
+            CONFIG_PASS_HEARTBEATS, EVENTS_BYTES, EVENT_GONE, EVENT_PEER, MAP_MMAPABLE, MAX_PEERS,
+            MAX_VIPS,
         },
         MsgType,
     };
@@ -82,6 +83,23 @@ mod prog {
     #[btf_map]
     pub static SENT: Array<Sent, 1, MAP_MMAPABLE> = Array::new();
 
+    /// News for the controller (`Event` records): it waits on this ring buffer
+    /// instead of polling the maps.
+    #[btf_map]
+    pub static EVENTS: RingBuf<Event, { EVENTS_BYTES }> = RingBuf::new();
+
+    /// Tells the controller to look at `subject`. A full ring drops the record:
+    /// the controller drains it on every wake-up and rereads the maps then.
+    #[inline(always)]
+    pub fn notify(kind: u32, subject: u32) {
+        let ev = Event {
+            kind,
+            subject,
+            at_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+        };
+        let _ = EVENTS.output(ev, 0);
+    }
+
     #[xdp]
     pub fn hb_xdp(ctx: XdpContext) -> u32 {
         // Cheapest path first: non-IP, non-ARP traffic touches no map but STATS.
@@ -127,7 +145,10 @@ mod prog {
             return xdp_action::XDP_PASS;
         }
         let outcome = match heartbeat::receive(ctx, &udp, cfg, &PEERS, &KEY, &SENT) {
-            Ok(Received::Heartbeat(hb)) => {
+            Ok(Received::Heartbeat(hb, news)) => {
+                if news {
+                    notify(EVENT_PEER, hb.node_id);
+                }
                 // The death check, on this path only: other traffic never pays for it.
                 if hb.msg_type == MsgType::Heartbeat {
                     if let Some(owner) = OWNER.get(0).filter(|o| o.dead_ns != 0) {
@@ -149,7 +170,10 @@ mod prog {
                 }
                 Outcome::Accepted
             }
-            Ok(Received::Gone) => Outcome::Gone,
+            Ok(Received::Gone(node_id)) => {
+                notify(EVENT_GONE, node_id);
+                Outcome::Gone
+            }
             Err(refusal) => refusal.into(),
         };
         count(outcome);

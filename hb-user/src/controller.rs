@@ -8,6 +8,7 @@ use crate::{
     clock::monotonic,
     config::{ConfigError, RunConfig, Vip, XdpModeArg},
     election::Params,
+    events::{Events, News},
     garp,
     hooks::{self, FenceOutcome, Notifier},
     kernel, keyfile,
@@ -208,6 +209,9 @@ fn start(
                     IpAddr::V6(_) => None,
                 })
                 .collect(),
+            // Heard again after half a dead-after: soon enough to see a peer
+            // come back before it could have been declared dead twice.
+            quiet: cfg.dead_after / 2,
         };
         let mut mode = "";
         let (plane, origin) = DataPlane::open(fresh, &cfg.pin_root, &iface, &settings, |p| {
@@ -325,6 +329,12 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     }
     // Subscribed before the links are read, so no change falls between the two.
     let link_events = LinkEvents::subscribe()?;
+    let events = Events::new(
+        links
+            .iter()
+            .map(|l| l.plane.events())
+            .collect::<Result<_>>()?,
+    )?;
     for l in &mut links {
         l.up = nl.link_by_index(l.ifindex).await?.is_some_and(|i| i.up);
     }
@@ -381,6 +391,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         conflicts: BTreeMap::new(),
         bursts: Vec::new(),
         link_events,
+        events,
         hop_refreshes: 0,
         replays: notice::Replays::default(),
         beat: Some(beat),
@@ -404,6 +415,9 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     c.report_leftover_vips().await;
     c.refresh_next_hops().await;
     c.write_status();
+    // One look before waiting: peers an adopted data plane already hears are
+    // steady, so no news would come of them.
+    c.poll().await;
     // A loop that cannot run still releases, says goodbye and removes its status.
     let ran = c.main_loop(&mut fence_rx).await;
     c.shutdown().await;
@@ -433,6 +447,8 @@ struct Controller {
     bursts: Vec<tokio::task::JoinHandle<()>>,
     /// The kernel's announcements of link changes: the truth about link state.
     link_events: LinkEvents,
+    /// The data planes' news (events.rs): what wakes us besides deadlines.
+    events: Events,
     /// Counts next-hop refreshes: unresolved peers every time, all every tenth.
     hop_refreshes: u64,
     /// Death notices refused as replays, as last counted.
@@ -444,43 +460,54 @@ impl Controller {
         &mut self,
         fence_rx: &mut mpsc::UnboundedReceiver<(Vec<u32>, FenceOutcome)>,
     ) -> Result<()> {
-        use tokio::time::{interval, MissedTickBehavior::Skip};
-        let mut beat = interval(self.cfg.interval);
-        beat.set_missed_tick_behavior(Skip);
-        let mut poll = interval((self.cfg.interval / 4).max(Duration::from_millis(1)));
-        poll.set_missed_tick_behavior(Skip);
+        use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior::Skip};
+        // Pings go out every interval, when configured.
+        let mut ping = interval(self.cfg.interval);
+        ping.set_missed_tick_behavior(Skip);
         // Off by default; a 1-hour period stands in for "never" and is skipped below.
         let mut refresh = interval(self.cfg.garp_refresh.unwrap_or(Duration::from_secs(3600)));
         refresh.set_missed_tick_behavior(Skip);
         refresh.tick().await;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        // `status` shows ping reachability and liveness of the file itself: refresh it.
+        // The once-a-second sweep: status (ping reachability, liveness of the
+        // file itself), next hops, and counts that need no prompt action.
         let mut status = interval(Duration::from_secs(1));
         status.set_missed_tick_behavior(Skip);
         loop {
+            // Sleep until news or the earliest deadline; the watchdog is fed on
+            // every wake and at least every third of its period.
+            let now = monotonic();
+            let wake = self.next_wake(now);
+            let at = Instant::now() + wake.saturating_sub(now);
             tokio::select! {
+                news = self.events.next() => self.news(news).await,
+                _ = sleep_until(at) => self.poll().await,
                 ev = self.link_events.next() => {
                     let Some(ev) = ev else {
                         anyhow::bail!("the link event socket closed");
                     };
-                    // A link going down is acted on now, not at the next poll.
+                    // A link going down is acted on now.
                     if self.link_changed(ev) {
                         self.poll().await;
                     }
                 }
-                _ = beat.tick() => {
-                    let actions = self.watch_conflicts();
-                    self.perform(actions).await;
-                    self.replays.watch(self.links.iter().map(|l| (l.iface.as_str(), &l.plane)));
+                _ = ping.tick(), if self.pinger.is_some() => {
                     if let Some(p) = &mut self.pinger { p.send(); }
                 }
-                _ = poll.tick() => self.poll().await,
                 r = async { self.pinger.as_mut().expect("guarded").receive(monotonic).await }, if self.pinger.is_some() => {
-                    if let Err(e) = r { warn!("ping socket: {e:#}"); }
+                    match r {
+                        // A reply that makes a target reachable again is news.
+                        Ok(()) if self.reach() != self.node.reach() => self.poll().await,
+                        Ok(()) => {}
+                        Err(e) => warn!("ping socket: {e:#}"),
+                    }
                 }
                 Some((peers, outcome)) = fence_rx.recv() => self.fenced(peers, outcome).await,
                 _ = status.tick() => {
+                    let actions = self.watch_conflicts();
+                    self.perform(actions).await;
+                    self.replays.watch(self.links.iter().map(|l| (l.iface.as_str(), &l.plane)));
                     self.refresh_next_hops().await;
                     self.write_status();
                 }
@@ -490,6 +517,38 @@ impl Controller {
                 _ = term.recv() => { info!("SIGTERM: leaving"); return Ok(()); }
                 _ = int.recv() => { info!("SIGINT: leaving"); return Ok(()); }
             }
+            if let Some(b) = &self.beat {
+                b.touch();
+            }
+        }
+    }
+
+    /// When to look again without news: the core's next deadline, the end of
+    /// ping reachability, and a third of the sender's watchdog period (a
+    /// controller that stops waking must stop the heartbeats, not one that
+    /// merely has nothing to do).
+    fn next_wake(&self, now: Duration) -> Duration {
+        let watchdog = now + crate::beat::watchdog(self.cfg.dead_after) / 3;
+        let reach = self
+            .pinger
+            .as_ref()
+            .and_then(|p| p.reach_ends(self.cfg.dead_after))
+            .filter(|&t| t > now);
+        [self.node.next_deadline(), reach]
+            .into_iter()
+            .flatten()
+            .fold(watchdog, Duration::min)
+    }
+
+    /// Records from the data plane: a peer heard anew or changed, a death
+    /// notice (both: observe now), an ARP claim (read the VIP watch now).
+    async fn news(&mut self, news: Vec<News>) {
+        if news.iter().any(|n| matches!(n, News::Claim(_))) {
+            let actions = self.watch_conflicts();
+            self.perform(actions).await;
+        }
+        if news.iter().any(|n| !matches!(n, News::Claim(_))) {
+            self.poll().await;
         }
     }
 

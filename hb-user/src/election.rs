@@ -178,6 +178,18 @@ impl Machine {
         (reach, self.p.priority, self.p.node_id)
     }
 
+    /// The earliest time at which a step could decide differently with no new
+    /// input: the end of INIT, a fencing retry. (Peers' silence deadlines are
+    /// the caller's, who knows their last-seen times.)
+    pub fn next_deadline(&self) -> Option<Duration> {
+        let init = (self.state == NodeState::Init).then(|| self.init_since + self.p.init_dead);
+        let retry = match self.fence {
+            Fence::RetryAt(t) => Some(t),
+            _ => None,
+        };
+        init.into_iter().chain(retry).min()
+    }
+
     /// Whether `peer` was alive at the last step.
     pub fn is_alive(&self, peer: u32) -> bool {
         self.alive.get(&peer).copied().unwrap_or(false)

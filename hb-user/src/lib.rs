@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod created;
 pub mod election;
+pub mod events;
 pub mod frame;
 pub mod garp;
 pub mod hooks;

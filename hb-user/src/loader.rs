@@ -16,7 +16,7 @@
 use crate::{bpffs, kernel, mapped::MapCell, verifier};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
         raw_trace_point::RawTracePointLinkId,
@@ -60,6 +60,9 @@ pub struct Settings {
     pub mac: [u8; 6],
     /// IPv4 VIPs watched for ARP conflicts on this interface.
     pub vips_v4: Vec<Ipv4Addr>,
+    /// A heartbeat after this long a silence is news for the controller (an
+    /// `EVENTS` record), as is any change in what a peer says.
+    pub quiet: Duration,
 }
 
 /// Pin file names besides the maps'.
@@ -498,6 +501,15 @@ impl DataPlane {
         self.array_handle(names::SENT).map(MapCell::new)
     }
 
+    /// A handle on the event ring buffer, for the controller to wait on.
+    pub fn events(&self) -> Result<RingBuf<MapData>> {
+        let Map::RingBuf(data) = self.map(names::EVENTS)? else {
+            bail!("map {} is not a ring buffer", names::EVENTS);
+        };
+        let fd = std::os::fd::AsFd::as_fd(data.fd()).try_clone_to_owned()?;
+        Ok(RingBuf::try_from(Map::RingBuf(MapData::from_fd(fd)?))?)
+    }
+
     /// The lease's expiry (CLOCK_MONOTONIC), zero when none.
     pub fn lease(&self) -> Result<Duration> {
         let l = Array::<_, Lease>::try_from(self.map(names::LEASE)?)?.get(&0, 0)?;
@@ -522,6 +534,7 @@ impl DataPlane {
                 .vips_v4
                 .iter()
                 .fold(0, |f, ip| f | vip_filter_bit(ip.octets())),
+            quiet_ns: s.quiet.as_nanos() as u64,
         };
         // Key and peers first: a configured port switches the program on.
         Array::<_, Key>::try_from(self.map_mut(names::KEY)?)?.set(0, s.key, 0)?;

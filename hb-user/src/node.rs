@@ -208,6 +208,9 @@ pub struct Node {
     /// with a burst.
     conflict_announced: Option<Duration>,
     reach: bool,
+    /// When the earliest peer (on any link) heard within dead-after at the last
+    /// observation falls silent, if no heartbeat comes first.
+    silence_at: Option<Duration>,
 }
 
 /// Re-announcements for ARP conflicts: at most one per this period.
@@ -222,8 +225,27 @@ impl Node {
             rival_holders: BTreeSet::new(),
             conflict_announced: None,
             reach: !p.machine.ping_quorum,
+            silence_at: None,
             p,
         }
+    }
+
+    /// Whether we reached a ping target at the last observation.
+    pub fn reach(&self) -> bool {
+        self.reach
+    }
+
+    /// The earliest time at which the core could decide differently without
+    /// new input: a live peer (or one link of one) falling silent, the end of
+    /// INIT, a fencing retry. The executor sleeps until then or until news
+    /// arrives (a data-plane event, a link change, a fence result), instead of
+    /// polling. Just past dead-after: silence must exceed it.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        let silence = self.silence_at.map(|t| t + Duration::from_micros(1));
+        silence
+            .into_iter()
+            .chain(self.machine.next_deadline())
+            .min()
     }
 
     pub fn state(&self) -> NodeState {
@@ -306,6 +328,14 @@ impl Node {
     ) -> Vec<PeerView> {
         let dead_after = self.p.machine.dead_after;
         let mut views = Vec::with_capacity(peers.len());
+        self.silence_at = peers
+            .values()
+            .flatten()
+            .filter(|s| !s.left)
+            .filter_map(|s| s.last_seen)
+            .filter(|&t| now.saturating_sub(t) <= dead_after)
+            .map(|t| t + dead_after)
+            .min();
         for (&id, samples) in peers {
             if samples.len() > 1 {
                 let alive: Vec<bool> = samples
@@ -603,6 +633,59 @@ mod tests {
             },
             Duration::ZERO,
         )
+    }
+
+    fn heard(at_ms: u64, state: NodeState) -> Sample {
+        Sample {
+            last_seen: Some(Duration::from_millis(at_ms)),
+            priority: 100,
+            state,
+            holds_vip: state == NodeState::Master,
+            ..Sample::default()
+        }
+    }
+
+    fn observe(n: &mut Node, now_ms: u64, peers: &[(u32, Vec<Sample>)]) -> Vec<Action> {
+        n.handle(Input::Observe {
+            now: Duration::from_millis(now_ms),
+            link_up: true,
+            reach: true,
+            peers: peers.iter().cloned().collect(),
+        })
+    }
+
+    /// Without news the executor sleeps until `next_deadline`: the end of INIT,
+    /// then the moment the earliest live peer entry (any link) falls silent.
+    #[test]
+    fn the_next_deadline_is_init_end_then_the_earliest_silence() {
+        let us = Duration::from_micros(1);
+        let mut n = node(2, 90, &[1, 3], false);
+        assert_eq!(n.next_deadline(), Some(Duration::from_millis(1000)), "INIT");
+        // Peer 1 heard on both links, peer 3 never: still INIT, and peer 1's
+        // older link entry is the earlier silence.
+        let p1 = vec![heard(40, NodeState::Master), heard(30, NodeState::Master)];
+        observe(&mut n, 50, &[(1, p1), (3, vec![Sample::default(); 2])]);
+        assert_eq!(n.next_deadline(), Some(Duration::from_millis(330) + us));
+        // Past INIT (peer 3 heard), only silences are left.
+        let p1 = vec![heard(60, NodeState::Master), heard(61, NodeState::Master)];
+        let p3 = vec![heard(65, NodeState::Backup), Sample::default()];
+        observe(&mut n, 70, &[(1, p1), (3, p3)]);
+        assert_eq!(n.state(), NodeState::Backup);
+        assert_eq!(n.next_deadline(), Some(Duration::from_millis(360) + us));
+        // A peer that left, and entries older than dead-after, set none.
+        let left = Sample {
+            left: true,
+            ..heard(80, NodeState::Backup)
+        };
+        observe(
+            &mut n,
+            500,
+            &[
+                (1, vec![left, Sample::default()]),
+                (3, vec![heard(100, NodeState::Backup); 2]),
+            ],
+        );
+        assert_eq!(n.next_deadline(), None);
     }
 
     /// One peer sample: heard `ago` ms before now (None: never), its priority,

@@ -124,6 +124,16 @@ impl Pinger {
             .any(|(_, last)| last.is_some_and(|l| now.saturating_sub(l) <= window))
     }
 
+    /// When reachability runs out if no reply comes first: the newest reply
+    /// plus `window`; None when no target ever answered.
+    pub fn reach_ends(&self, window: Duration) -> Option<Duration> {
+        self.targets
+            .iter()
+            .filter_map(|(_, last)| *last)
+            .max()
+            .map(|l| l + window)
+    }
+
     /// Each target and the time since its last reply (None: never answered).
     pub fn report(&self, now: Duration) -> Vec<(Ipv4Addr, Option<Duration>)> {
         self.targets

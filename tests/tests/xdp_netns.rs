@@ -112,6 +112,7 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
         peers: vec![SENDER],
         mac: rx_mac,
         vips_v4: vec![Ipv4Addr::new(10, 201, 0, 100)],
+        quiet: std::time::Duration::from_millis(50),
     };
     let mut dp = lab
         .in_netns(&rx, || -> anyhow::Result<DataPlane> {
@@ -312,6 +313,7 @@ fn ipv6_heartbeats_and_arp_conflicts_over_veth() {
         peers: vec![SENDER],
         mac: rx_mac,
         vips_v4: vec![VIP],
+        quiet: std::time::Duration::from_millis(50),
         ..Default::default()
     };
     let mut dp = lab

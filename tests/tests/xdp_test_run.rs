@@ -38,6 +38,7 @@ fn settings() -> Settings {
         peers: vec![PEER, 3],
         mac: OUR_MAC,
         vips_v4: vec![VIP, VIP2],
+        quiet: std::time::Duration::from_millis(50),
     }
 }
 
@@ -802,6 +803,7 @@ fn reconfiguring_vips_keeps_counts_and_drops_removed_ones() {
     let vip3 = Ipv4Addr::new(10, 9, 0, 102);
     dp.configure(&Settings {
         vips_v4: vec![VIP, vip3],
+        quiet: std::time::Duration::from_millis(50),
         ..settings()
     })
     .unwrap();
@@ -829,6 +831,7 @@ fn reconfiguring_vips_keeps_counts_and_drops_removed_ones() {
     // No VIPs at all: nothing is watched.
     dp.configure(&Settings {
         vips_v4: vec![],
+        quiet: std::time::Duration::from_millis(50),
         ..settings()
     })
     .unwrap();
@@ -1198,4 +1201,82 @@ fn lease_and_sent_are_written_through_mapped_memory() {
     we_sent(&dp, 9, 77);
     let s = dp.sent_map().unwrap().get().unwrap();
     assert_eq!((s.epoch, s.seq), (9, 77));
+}
+
+/// What the data plane told the controller since the last call.
+fn news(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        assert_eq!(item.len(), std::mem::size_of::<hb_common::maps::Event>());
+        // SAFETY: the record is one Event (length checked).
+        let ev: hb_common::maps::Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        out.push((ev.kind, ev.subject));
+        assert!(out.len() < 1000, "bounded");
+    }
+    out
+}
+
+/// The controller waits on the event ring instead of polling the maps: a peer
+/// first heard, heard after a quiet gap, or saying something new is news; its
+/// steady heartbeats are not; nor is a refused one.
+#[test]
+fn peers_are_news_when_new_changed_or_back_from_quiet() {
+    use hb_common::maps::{EVENT_GONE, EVENT_PEER};
+    let dp = plane();
+    let mut ring = dp.events().unwrap();
+    assert_eq!(news(&mut ring), []);
+    assert_eq!(run(&dp, &hb_frame(1, 1)).2, Outcome::Accepted);
+    assert_eq!(news(&mut ring), [(EVENT_PEER, PEER)], "first heard");
+    assert_eq!(run(&dp, &hb_frame(1, 2)).2, Outcome::Accepted);
+    assert_eq!(news(&mut ring), [], "steady: no news (quiet is 50 ms)");
+    assert_refused(&dp, &hb_frame(1, 2), Outcome::Replayed);
+    assert_eq!(news(&mut ring), [], "a replay is no news");
+    // A new state (the frames say MASTER otherwise).
+    let mut hb = heartbeat(PEER, 1, 3);
+    hb.state = hb_common::NodeState::Backup as u8;
+    let frame = Ipv4Frame::udp(DEFAULT_PORT, &hb.encode(&key())).build();
+    assert_eq!(run(&dp, &frame).2, Outcome::Accepted);
+    assert_eq!(news(&mut ring), [(EVENT_PEER, PEER)], "state changed");
+    // A new epoch (a restart) with the same state.
+    let mut hb = heartbeat(PEER, 2, 1);
+    hb.state = hb_common::NodeState::Backup as u8;
+    let frame = Ipv4Frame::udp(DEFAULT_PORT, &hb.encode(&key())).build();
+    assert_eq!(run(&dp, &frame).2, Outcome::Accepted);
+    assert_eq!(news(&mut ring), [(EVENT_PEER, PEER)], "new epoch");
+    // Back after a quiet gap longer than `quiet`.
+    std::thread::sleep(Duration::from_millis(60));
+    let mut hb = heartbeat(PEER, 2, 2);
+    hb.state = hb_common::NodeState::Backup as u8;
+    let frame = Ipv4Frame::udp(DEFAULT_PORT, &hb.encode(&key())).build();
+    assert_eq!(run(&dp, &frame).2, Outcome::Accepted);
+    assert_eq!(news(&mut ring), [(EVENT_PEER, PEER)], "after a quiet gap");
+    // A death notice.
+    we_sent(&dp, 3, 100);
+    assert_eq!(run(&dp, &peer_notice(3, 100)).2, Outcome::Gone);
+    assert_eq!(news(&mut ring), [(EVENT_GONE, PEER)], "death notice");
+}
+
+/// ARP claiming a VIP is news once per new claimant or after a quiet gap: a
+/// flood of claims wakes the controller once.
+#[test]
+fn vip_claims_are_news_once_per_claimant_not_per_packet() {
+    use hb_common::maps::EVENT_CLAIM;
+    let dp = holding_plane();
+    let mut ring = dp.events().unwrap();
+    let vip = u32::from_ne_bytes(VIP.octets());
+    let claim = |mac| frames::arp(1, mac, VIP.octets(), frames::DST_IP);
+    for _ in 0..20 {
+        assert_arp(&dp, &claim(FOREIGN_MAC), Outcome::ArpConflict, "flood");
+    }
+    assert_eq!(
+        news(&mut ring),
+        [(EVENT_CLAIM, vip)],
+        "one event for the flood"
+    );
+    let other = [0x02, 0, 0, 0, 0, 0x77];
+    assert_arp(&dp, &claim(other), Outcome::ArpConflict, "second claimant");
+    assert_eq!(news(&mut ring), [(EVENT_CLAIM, vip)], "a new claimant");
+    std::thread::sleep(Duration::from_millis(60));
+    assert_arp(&dp, &claim(FOREIGN_MAC), Outcome::ArpConflict, "later");
+    assert_eq!(news(&mut ring), [(EVENT_CLAIM, vip)], "after a quiet gap");
 }

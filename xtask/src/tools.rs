@@ -78,6 +78,8 @@ pub fn ensure_system_packages() -> Result<()> {
         ("ip", "iproute2"),
         ("nft", "nftables"),
         ("tcpdump", "tcpdump"),
+        // The benchmark counts syscalls per heartbeat.
+        ("strace", "strace"),
         // The benchmark's baseline (cargo xtask bench and its test).
         ("keepalived", "keepalived"),
     ])

@@ -7,13 +7,17 @@
 //! - `vipwatch`: who holds the VIP over time (rtnetlink), false failovers
 //! - `flood`: frames and the single-thread sender
 //! - `host`: machine description, /proc CPU and memory
+//! - `gaps`: heartbeat inter-departure gaps from the switch port
+//! - `syscalls`: syscall counts (strace -c)
 //! - `stats`, `report`, `svg`: pure summaries, markdown and plots
 
 pub mod flood;
+pub mod gaps;
 pub mod host;
 pub mod report;
 pub mod scenarios;
 pub mod stats;
 pub mod svg;
+pub mod syscalls;
 pub mod testbed;
 pub mod vipwatch;

@@ -5,7 +5,10 @@
 use super::{
     flood::{self, Endpoints, Rng},
     host::{cpu_per_minute, cpu_sample, rss_kib},
-    report::{CpuRow, FailoverCell, Fault, FloodRow, StabilityRow, TimelineRun, WindowRow},
+    report::{
+        ChaosRow, CpuRow, FailoverCell, Fault, FloodRow, GapRow, HbStabilityRow, StabilityRow,
+        TimelineRun, WindowRow,
+    },
     testbed::{Settings, Testbed, Tool, BACKUP, PRIMARY},
     vipwatch::{analyse, VipWatch, WindowStats},
 };
@@ -21,6 +24,17 @@ pub const HB_LOSS: &[&str] = &["--interval", "10ms", "--dead-after", "50ms"];
 /// keepalived's default advert_int, and the ones tried for its fast setting.
 pub const KA_DEFAULT: f64 = 1.0;
 pub const KA_CANDIDATES: [f64; 7] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+/// hb's settings tried for its fast setting, fastest first (with --realtime).
+pub const HB_CANDIDATES: [[&str; 4]; 4] = [
+    ["--interval", "1ms", "--dead-after", "4ms"],
+    ["--interval", "2ms", "--dead-after", "8ms"],
+    ["--interval", "5ms", "--dead-after", "15ms"],
+    ["--interval", "10ms", "--dead-after", "30ms"],
+];
+/// 100 heartbeats per second: where CPU and syscalls are compared.
+pub const HB_100: &[&str] = &["--interval", "10ms", "--dead-after", "30ms"];
+/// hb at a 1 ms interval, where its heartbeat gaps are measured.
+pub const HB_1MS: &[&str] = &["--interval", "1ms", "--dead-after", "4ms"];
 
 /// Run counts and window lengths: the full run, or `--quick`.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +48,13 @@ pub struct Plan {
     pub starvation: Duration,
     pub incident: Duration,
     pub xdp_repeat: u32,
+    /// hb's stability search: the idle window per setting.
+    pub hb_stability: Duration,
+    /// Heartbeat gap capture, per tool and load.
+    pub gaps: Duration,
+    /// The chaos schedule: how many faults, and the time each gets.
+    pub chaos_faults: usize,
+    pub chaos_slot: Duration,
 }
 
 impl Plan {
@@ -50,6 +71,10 @@ impl Plan {
                 starvation: s(5),
                 incident: s(5),
                 xdp_repeat: 200_000,
+                hb_stability: s(5),
+                gaps: s(3),
+                chaos_faults: 5,
+                chaos_slot: Duration::from_millis(2500),
             }
         } else {
             Self {
@@ -62,6 +87,10 @@ impl Plan {
                 starvation: s(60),
                 incident: s(30),
                 xdp_repeat: 2_000_000,
+                hb_stability: s(600),
+                gaps: s(30),
+                chaos_faults: 10,
+                chaos_slot: s(4),
             }
         }
     }
@@ -179,9 +208,28 @@ fn steady_window(bed: &Testbed, window: Duration) -> Result<(WindowStats, Vec<Cp
             rss_kib: rss_kib(pid).unwrap_or(0),
             window_s: window.as_secs_f64(),
             controller,
+            syscalls_per_s: None,
         });
     }
+    // Syscalls in a window of their own: tracing slows the process.
+    for row in rows.iter_mut().filter(|r| r.controller) {
+        let id = if row.node.starts_with("node 1") {
+            PRIMARY
+        } else {
+            BACKUP
+        };
+        if let Some(pid) = bed.controller_pid(id) {
+            let w = syscall_window(window);
+            let n = super::syscalls::count(pid, w)?;
+            row.syscalls_per_s = Some(n as f64 / w.as_secs_f64());
+        }
+    }
     Ok((stats, rows))
+}
+
+/// The syscall-count window: a sixth of the CPU window, 3 to 10 s.
+fn syscall_window(cpu_window: Duration) -> Duration {
+    (cpu_window / 6).clamp(Duration::from_secs(3), Duration::from_secs(10))
 }
 
 /// The search for keepalived's fastest stable advert_int. Returns the rows, the
@@ -542,8 +590,13 @@ fn flood_phase(
 }
 
 /// hb's three flood phases on the backup; returns the rows and the junk rate.
-pub fn flood_hb(plan: &Plan, p: &Progress, rows: &mut Vec<FloodRow>) -> Result<f64> {
-    let bed = Testbed::up(Settings::hb(HB_FAST))?;
+pub fn flood_hb(
+    plan: &Plan,
+    p: &Progress,
+    settings: &Settings,
+    rows: &mut Vec<FloodRow>,
+) -> Result<f64> {
+    let bed = Testbed::up(settings.clone())?;
     prime_bridge(&bed)?;
     let e = endpoints(&bed)?;
     let key = read_key(bed.cluster.key_file())?;
@@ -704,20 +757,10 @@ pub fn nft_packet_counts(listing: &str) -> Vec<u64> {
 /// Both cores busy for the window.
 pub fn starvation(plan: &Plan, settings: Settings) -> Result<WindowRow> {
     let bed = Testbed::up(settings)?;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = hogs_count();
     let mut hogs = Vec::new();
-    let (stats, ()) = observe(&bed, plan.starvation, || {
-        for _ in 0..cores {
-            let c = std::process::Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .spawn()
-                .context("starting a busy loop")?;
-            track_process(c.id() as i32);
-            hogs.push(c);
-        }
-        Ok(())
-    })
-    .inspect_err(|_| stop_hogs(&mut hogs))?;
+    let (stats, ()) = observe(&bed, plan.starvation, || start_hogs(&mut hogs))
+        .inspect_err(|_| stop_hogs(&mut hogs))?;
     stop_hogs(&mut hogs);
     Ok(WindowRow {
         tool: bed.tool(),
@@ -753,9 +796,319 @@ pub fn incident(plan: &Plan, settings: Settings) -> Result<WindowRow> {
     })
 }
 
+/// The search for hb's fastest stable setting: per candidate, an idle window
+/// with the client probing, then CPU starvation, then the flood phases; the
+/// first with no VIP change in any is the fast setting (its flags returned).
+pub fn hb_stability(
+    plan: &Plan,
+    p: &Progress,
+    realtime: bool,
+    rows: &mut Vec<HbStabilityRow>,
+) -> Result<Vec<String>> {
+    for cand in HB_CANDIDATES {
+        let mut args: Vec<&str> = cand.to_vec();
+        if realtime {
+            args.push("--realtime");
+        }
+        let s = Settings::hb(&args);
+        let mut row = HbStabilityRow {
+            settings: args.join(" "),
+            idle_s: plan.hb_stability.as_secs_f64(),
+            idle_changes: 0,
+            starvation_changes: None,
+            flood_changes: None,
+            stable: false,
+        };
+        {
+            let bed = Testbed::up(s.clone())?;
+            let (stats, probe) = observe(&bed, plan.hb_stability, || {
+                bed.cluster.probe(Duration::from_millis(2))
+            })?;
+            drop(probe.stop());
+            row.idle_changes = stats.changes();
+        }
+        if row.idle_changes == 0 {
+            row.starvation_changes = Some(starvation(plan, s.clone())?.changes);
+        }
+        if row.starvation_changes == Some(0) {
+            let mut flood = Vec::new();
+            flood_hb(plan, p, &s, &mut flood)?;
+            row.flood_changes = Some(flood.iter().map(|f| f.changes).sum());
+        }
+        row.stable = row.flood_changes == Some(0);
+        p.say(format!(
+            "hb `{}`: {} VIP changes idle, {:?} starved, {:?} flooded: {}",
+            row.settings,
+            row.idle_changes,
+            row.starvation_changes,
+            row.flood_changes,
+            if row.stable { "stable" } else { "unstable" }
+        ));
+        let stable = row.stable;
+        rows.push(row);
+        if stable {
+            return Ok(args.iter().map(|a| a.to_string()).collect());
+        }
+    }
+    bail!("hb was unstable at every setting up to 10 ms / 30 ms")
+}
+
+/// Node 1's heartbeat (or advertisement) gaps at `settings`, idle or with a
+/// busy loop per core.
+pub fn gaps(plan: &Plan, settings: Settings, starve: bool) -> Result<GapRow> {
+    let bed = Testbed::up(settings)?;
+    let mac = bed.cluster.node(PRIMARY).mac;
+    let port = format!("n{PRIMARY}e0");
+    let capture =
+        super::gaps::Capture::start(&bed.cluster.sw, &port, mac, hb_common::wire::DEFAULT_PORT)?;
+    let mut hogs = Vec::new();
+    if starve {
+        start_hogs(&mut hogs)?;
+    }
+    std::thread::sleep(plan.gaps);
+    stop_hogs(&mut hogs);
+    let stamps = capture.stop()?;
+    Ok(GapRow {
+        tool: bed.tool(),
+        settings: bed.settings.describe(),
+        load: if starve {
+            format!("{} busy loops", hogs_count())
+        } else {
+            "idle".into()
+        },
+        window_s: plan.gaps.as_secs_f64(),
+        gaps_ms: super::gaps::gaps_ms(&stamps),
+    })
+}
+
+fn hogs_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn start_hogs(hogs: &mut Vec<std::process::Child>) -> Result<()> {
+    for _ in 0..hogs_count() {
+        let c = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .context("starting a busy loop")?;
+        track_process(c.id() as i32);
+        hogs.push(c);
+    }
+    Ok(())
+}
+
+/// The faults of the chaos schedule.
+#[derive(Clone, Copy, Debug)]
+enum Chaos {
+    CrashRestart,
+    GracefulRestart,
+    LinkFlap,
+    Pause,
+    Firewall,
+}
+
+impl Chaos {
+    const ALL: [Chaos; 5] = [
+        Chaos::CrashRestart,
+        Chaos::GracefulRestart,
+        Chaos::LinkFlap,
+        Chaos::Pause,
+        Chaos::Firewall,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Chaos::CrashRestart => "SIGKILL and restart",
+            Chaos::GracefulRestart => "graceful restart",
+            Chaos::LinkFlap => "300 ms link flap",
+            Chaos::Pause => "300 ms SIGSTOP",
+            Chaos::Firewall => "1 s firewall rule",
+        }
+    }
+}
+
+/// The schedule: every fault in turn, in an order shuffled from `seed` (the
+/// same for both tools).
+fn chaos_schedule(n: usize, seed: u64) -> Vec<Chaos> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let mut round = Chaos::ALL.to_vec();
+        for i in (1..round.len()).rev() {
+            round.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        }
+        out.extend(round);
+    }
+    out.truncate(n);
+    out
+}
+
+/// Time covered by `replies` (ms since the start): a node answers from one
+/// reply to the next when they are at most `join` apart, and for `join / 2`
+/// around a lone one. Returns merged, sorted intervals.
+pub fn answering(replies: &[f64], join: f64) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for &t in replies {
+        match out.last_mut() {
+            Some(last) if t - last.1 <= join => last.1 = t,
+            _ => out.push((t, t)),
+        }
+    }
+    out.into_iter()
+        .map(|(a, b)| (a - join / 4.0, b + join / 4.0))
+        .collect()
+}
+
+fn length(iv: &[(f64, f64)]) -> f64 {
+    iv.iter().map(|(a, b)| b - a).sum()
+}
+
+/// Overlap of two sorted interval lists.
+fn overlap(a: &[(f64, f64)], b: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (lo, hi) = (a[i].0.max(b[j].0), a[i].1.min(b[j].1));
+        if lo < hi {
+            out.push((lo, hi));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// (two answering, none answering) in ms over `[from, to]`.
+pub fn answer_times(r1: &[f64], r2: &[f64], join: f64, from: f64, to: f64) -> (f64, f64) {
+    let clip = |iv: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        iv.into_iter()
+            .map(|(a, b)| (a.max(from), b.min(to)))
+            .filter(|(a, b)| a < b)
+            .collect()
+    };
+    let (a, b) = (clip(answering(r1, join)), clip(answering(r2, join)));
+    let both = length(&overlap(&a, &b));
+    let none = (to - from) - (length(&a) + length(&b) - both);
+    (both, none.max(0.0))
+}
+
+/// The seeded fault schedule against `settings`, the client probing both MACs.
+pub fn chaos(plan: &Plan, settings: Settings, seed: u64) -> Result<ChaosRow> {
+    let mut bed = Testbed::up(settings)?;
+    let schedule = chaos_schedule(plan.chaos_faults, seed);
+    let period = Duration::from_millis(2);
+    let window = plan.chaos_slot * schedule.len() as u32 + Duration::from_secs(1);
+    let client_mac = bed.cluster.lab.mac(&bed.cluster.client, IFACE)?;
+    let netns = format!("/var/run/netns/{}", bed.cluster.client);
+    let spawn = |mac: [u8; 6]| -> Result<std::thread::JoinHandle<Result<Vec<Instant>>>> {
+        let netns = std::fs::File::open(&netns)?;
+        Ok(std::thread::spawn(move || {
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            crate::probe::directed_echo(IFACE, client_mac, CLIENT_IP, mac, VIP, period, window)
+        }))
+    };
+    let start = Instant::now();
+    let probes = [
+        spawn(bed.cluster.node(PRIMARY).mac)?,
+        spawn(bed.cluster.node(BACKUP).mac)?,
+    ];
+    std::thread::sleep(Duration::from_millis(500));
+    let mut result = Ok(());
+    for (i, fault) in schedule.iter().enumerate() {
+        let slot_end = start + Duration::from_millis(500) + plan.chaos_slot * (i as u32 + 1);
+        // The holder takes the fault (node 1 when nobody holds).
+        let id = bed.cluster.holders().first().copied().unwrap_or(PRIMARY);
+        let mut step = || -> Result<()> {
+            match fault {
+                Chaos::CrashRestart => {
+                    bed.crash(id)?;
+                    std::thread::sleep(Duration::from_millis(500));
+                    bed.clear_stale_vip(id)?;
+                    bed.start(id)?;
+                }
+                Chaos::GracefulRestart => {
+                    bed.stop(id)?;
+                    bed.start(id)?;
+                }
+                Chaos::LinkFlap => {
+                    bed.set_link(id, false)?;
+                    std::thread::sleep(Duration::from_millis(300));
+                    bed.set_link(id, true)?;
+                }
+                Chaos::Pause => {
+                    let pid = bed.controller_pid(id).context("no controller")?;
+                    let pid = nix::unistd::Pid::from_raw(pid as i32);
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;
+                    std::thread::sleep(Duration::from_millis(300));
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT)?;
+                }
+                Chaos::Firewall => {
+                    bed.firewall("-A", "INPUT")?;
+                    std::thread::sleep(Duration::from_secs(1));
+                    bed.firewall("-D", "INPUT")?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = step() {
+            result = Err(e.context(format!("chaos: {}", fault.name())));
+            break;
+        }
+        std::thread::sleep(slot_end.saturating_duration_since(Instant::now()));
+    }
+    let ms = |v: Vec<Instant>| -> Vec<f64> {
+        v.into_iter()
+            .map(|t| t.saturating_duration_since(start).as_secs_f64() * 1000.0)
+            .collect()
+    };
+    let [p1, p2] = probes;
+    let r1 = ms(p1.join().map_err(|_| anyhow::anyhow!("probe panicked"))??);
+    let r2 = ms(p2.join().map_err(|_| anyhow::anyhow!("probe panicked"))??);
+    result?;
+    // From the first fault's slot to the end of the probes' window.
+    let (from, to) = (500.0, window.as_secs_f64() * 1000.0);
+    let join = 3.0 * period.as_secs_f64() * 1000.0;
+    let (double_ms, none_ms) = answer_times(&r1, &r2, join, from, to);
+    Ok(ChaosRow {
+        tool: bed.tool(),
+        settings: bed.settings.describe(),
+        faults: schedule.iter().map(|f| f.name().to_string()).collect(),
+        window_s: (to - from) / 1000.0,
+        double_ms,
+        none_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_times_split_both_one_and_none() {
+        // Node 1 answers 0..100 ms, node 2 from 90 ms on: 10 ms both (plus the
+        // quarter-join margins), then a 50 ms hole in node 2's answers.
+        let r1: Vec<f64> = (0..=50).map(|i| i as f64 * 2.0).collect();
+        let mut r2: Vec<f64> = (45..=100).map(|i| i as f64 * 2.0).collect();
+        r2.retain(|t| !(120.0..170.0).contains(t));
+        let (both, none) = answer_times(&r1, &r2, 6.0, 0.0, 200.0);
+        assert!((both - 13.0).abs() < 1e-9, "{both}");
+        assert!((none - (172.0 - 118.0 - 3.0)).abs() < 1e-9, "{none}");
+        let (both, none) = answer_times(&r1, &[], 6.0, 0.0, 100.0);
+        assert_eq!((both, none), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_chaos_schedule_is_seeded_and_covers_every_fault() {
+        let a: Vec<&str> = chaos_schedule(10, 7).iter().map(|c| c.name()).collect();
+        let b: Vec<&str> = chaos_schedule(10, 7).iter().map(|c| c.name()).collect();
+        assert_eq!(a, b);
+        for f in Chaos::ALL {
+            assert_eq!(a.iter().filter(|n| **n == f.name()).count(), 2);
+        }
+    }
 
     #[test]
     fn reads_hb_intervals() {

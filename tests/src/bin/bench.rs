@@ -5,15 +5,18 @@
 //! written all the same, saying which).
 //!
 //! Usage: hb-bench [--quick] [--out FILE] [--img-dir DIR] [--only LIST]
-//! LIST: comma-separated among xdp, stability, cpu, failover, flood, loss,
-//! starvation, incident (for development; the report then misses the rest).
+//! LIST: comma-separated among xdp, stability, hb-stability, cpu, failover,
+//! flood, loss, starvation, incident, gaps, chaos (for development; the report
+//! then misses the rest).
 
 use anyhow::{bail, Context, Result};
 use hb_tests::{
     bench::{
         host, report,
         report::{Fault, Report},
-        scenarios::{self, Plan, Progress, HB_DEFAULT, HB_FAST, HB_LOSS, KA_DEFAULT},
+        scenarios::{
+            self, Plan, Progress, HB_100, HB_1MS, HB_DEFAULT, HB_FAST, HB_LOSS, KA_DEFAULT,
+        },
         svg,
         testbed::{keepalived_conf, Settings, Testbed, Tool, TAG},
     },
@@ -27,15 +30,18 @@ use std::{
     time::Instant,
 };
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 11] = [
     "xdp",
     "stability",
+    "hb-stability",
     "cpu",
     "failover",
     "flood",
     "loss",
     "starvation",
     "incident",
+    "gaps",
+    "chaos",
 ];
 
 struct Args {
@@ -237,7 +243,7 @@ fn run(args: &Args) -> Result<bool> {
         ..Default::default()
     };
     for (name, flags) in [
-        ("fast", HB_FAST),
+        ("100/s", HB_100),
         ("default", HB_DEFAULT),
         ("loss", HB_LOSS),
     ] {
@@ -300,19 +306,48 @@ fn run(args: &Args) -> Result<bool> {
         "keepalived {}",
         keepalived::args(&conf_dir.join("keepalived.conf"), &conf_dir).join(" ")
     );
-    let hb_fast = Settings::hb(HB_FAST);
+    // 2b. hb's fastest stable setting (with --realtime when hb-user has it).
+    let mut hb_fast_args: Vec<String> = HB_FAST.iter().map(|s| s.to_string()).collect();
+    if realtime {
+        hb_fast_args.push("--realtime".into());
+    }
+    let mut searched = false;
+    if want("hb-stability") {
+        attempt(&mut r, &p, "hb-stability", |r| {
+            p.say("hb: searching its fastest stable setting");
+            hb_fast_args = scenarios::hb_stability(&plan, &p, realtime, &mut r.hb_stability)?;
+            searched = true;
+            Ok(())
+        });
+        println!("{}", report::hb_stability_table(&r.hb_stability));
+    }
+    let hb_fast = Settings::Hb(hb_fast_args.clone());
+    r.meta.hb_settings.insert(
+        "fast".into(),
+        format!(
+            "{}{}",
+            hb_fast_args.join(" "),
+            if searched {
+                ""
+            } else {
+                " (not searched in this run)"
+            }
+        ),
+    );
+    let hb_100 = Settings::hb(HB_100);
 
-    // 3. Controller CPU (hb; keepalived's came with the stability window).
+    // 3. Controller CPU at 100 heartbeats/s (keepalived's came with its
+    //    stability window, at 100 adverts/s when 0.01 s is stable).
     if want("cpu") {
         attempt(&mut r, &p, "cpu", |r| {
             p.say(format!(
-                "controller CPU: hb at the fast setting for {:?}",
+                "controller CPU: hb at 100 heartbeats/s for {:?}",
                 plan.cpu
             ));
             let bed = Testbed::new(hb_fast.clone())?;
             r.meta.hb_cmd = hb_command(&bed);
             drop(bed);
-            let (stats, rows) = scenarios::hb_cpu(&plan, &hb_fast)?;
+            let (stats, rows) = scenarios::hb_cpu(&plan, &hb_100)?;
             if stats.changes() > 0 {
                 p.say(format!(
                     "  hb: {} VIP changes in steady state!",
@@ -391,7 +426,7 @@ fn run(args: &Args) -> Result<bool> {
     // 5. Flood.
     if want("flood") {
         attempt(&mut r, &p, "flood", |r| {
-            let rate = scenarios::flood_hb(&plan, &p, &mut r.flood)?;
+            let rate = scenarios::flood_hb(&plan, &p, &hb_fast, &mut r.flood)?;
             scenarios::flood_keepalived(&plan, &p, ka_fast, rate, &mut r.flood)
         });
         println!("{}", report::flood_table(&r.flood));
@@ -432,9 +467,15 @@ fn run(args: &Args) -> Result<bool> {
         println!("{}", report::window_table(&r.loss));
     }
     if want("starvation") {
-        let mut runs = vec![hb_fast.clone()];
+        // The fast setting without and with --realtime.
+        let plain: Vec<&str> = hb_fast_args
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|a| *a != "--realtime")
+            .collect();
+        let mut runs = vec![Settings::hb(&plain)];
         if realtime {
-            let mut a: Vec<&str> = HB_FAST.to_vec();
+            let mut a = plain.clone();
             a.push("--realtime");
             runs.push(Settings::hb(&a));
         }
@@ -445,6 +486,51 @@ fn run(args: &Args) -> Result<bool> {
     if want("incident") {
         stress("incident", &mut r, vec![hb_fast.clone(), ka_fast_s.clone()]);
         println!("{}", report::window_table(&r.incident));
+    }
+
+    // 9. Heartbeat gaps: hb at 1 ms (with --realtime when it has it), keepalived
+    //    at its fastest; idle and starved.
+    if want("gaps") {
+        let mut hb_1ms: Vec<&str> = HB_1MS.to_vec();
+        if realtime {
+            hb_1ms.push("--realtime");
+        }
+        for s in [Settings::hb(&hb_1ms), ka_fast_s.clone()] {
+            for starve in [false, true] {
+                attempt(&mut r, &p, "gaps", |r| {
+                    let row = scenarios::gaps(&plan, s.clone(), starve)?;
+                    p.say(format!(
+                        "gaps: {} `{}` {}: {} gaps",
+                        row.tool.name(),
+                        row.settings,
+                        row.load,
+                        row.gaps_ms.len()
+                    ));
+                    r.gaps.push(row);
+                    Ok(())
+                });
+            }
+        }
+        println!("{}", report::gaps_table(&r.gaps));
+    }
+
+    // 10. The seeded chaos schedule against both.
+    if want("chaos") {
+        for s in [hb_fast.clone(), ka_fast_s.clone()] {
+            attempt(&mut r, &p, "chaos", |r| {
+                let row = scenarios::chaos(&plan, s.clone(), 0x5eed_c4a0)?;
+                p.say(format!(
+                    "chaos: {} `{}`: two answering {:.1} ms, none {:.1} ms",
+                    row.tool.name(),
+                    row.settings,
+                    row.double_ms,
+                    row.none_ms
+                ));
+                r.chaos.push(row);
+                Ok(())
+            });
+        }
+        println!("{}", report::chaos_table(&r.chaos));
     }
 
     // Plots and the report.
@@ -558,6 +644,27 @@ fn write_plots(r: &mut Report, args: &Args) -> Result<()> {
             "failover-timeline.svg".into(),
             "Probe replies by responder around one SIGKILL failover".into(),
         ));
+    }
+    if !r.gaps.is_empty() {
+        let series: Vec<svg::Series> = r
+            .gaps
+            .iter()
+            .filter(|g| !g.gaps_ms.is_empty())
+            .map(|g| svg::Series {
+                label: format!("{} {} ({})", g.tool.name(), g.load, g.settings),
+                family: (g.tool == Tool::Keepalived) as usize,
+                samples_ms: g.gaps_ms.clone(),
+            })
+            .collect();
+        if !series.is_empty() {
+            let doc = svg::cdf("Heartbeat inter-departure gaps (node 1)", &series)
+                .map_err(anyhow::Error::msg)?;
+            std::fs::write(args.img_dir.join("gaps-cdf.svg"), doc)?;
+            images.push((
+                "gaps-cdf.svg".into(),
+                "Heartbeat inter-departure gaps, CDF".into(),
+            ));
+        }
     }
     r.images = images;
     Ok(())

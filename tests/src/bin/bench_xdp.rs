@@ -89,6 +89,7 @@ fn main() -> Result<()> {
         peers: vec![2],
         mac: frames::DST_MAC,
         vips_v4: vec![vip],
+        quiet: std::time::Duration::from_millis(50),
     })?;
     let hb = dp.program()?;
 

@@ -76,6 +76,13 @@ struct Cell {
     sent: AtomicU64,
     /// CLOCK_MONOTONIC ns when the controller's loop last ran (see `touch`).
     touched_ns: AtomicU64,
+    /// How long our heartbeats had stopped (ns) when the thread found itself
+    /// more than dead-after late while claiming the VIPs (the process was
+    /// paused or starved: a peer may have taken over). Nonzero until the
+    /// controller takes it; meanwhile the lease is not renewed.
+    lapsed_ns: AtomicU64,
+    /// Wakes the controller for a lapse.
+    lapse: tokio::sync::Notify,
 }
 
 /// How long the controller's loop may stall before the thread stops sending: a
@@ -133,6 +140,8 @@ impl Beat {
             last_sent_ns: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             touched_ns: AtomicU64::new(monotonic().as_nanos() as u64),
+            lapsed_ns: AtomicU64::new(0),
+            lapse: tokio::sync::Notify::new(),
         });
         let c = cell.clone();
         let thread = std::thread::Builder::new()
@@ -151,6 +160,24 @@ impl Beat {
             self.cell.wake.value.fetch_add(1, SeqCst);
             self.cell.wake.wake(1);
         }
+    }
+
+    /// Resolves when the thread reports a lapse (see [`Beat::take_lapse`]).
+    pub async fn lapsed(&self) {
+        self.cell.lapse.notified().await
+    }
+
+    /// How long our heartbeats had stopped, if the thread found itself more
+    /// than dead-after late while claiming the VIPs. The lease stays unrenewed
+    /// until [`Beat::clear_lapse`], which the controller calls once it has
+    /// re-advertised.
+    pub fn lapse(&self) -> Option<Duration> {
+        let ns = self.cell.lapsed_ns.load(SeqCst);
+        (ns != 0).then(|| Duration::from_nanos(ns))
+    }
+
+    pub fn clear_lapse(&self) {
+        self.cell.lapsed_ns.store(0, SeqCst);
     }
 
     /// The controller's loop is alive; called every poll.
@@ -243,6 +270,18 @@ impl Clock {
         if msg == MsgType::Heartbeat && now.saturating_sub(touched) > self.p.watchdog {
             return;
         }
+        // Late by more than dead-after while claiming the VIPs: peers may have
+        // declared us dead and taken over. No renewal until the controller has
+        // decided again (it steps down; break-before-make from there).
+        let last = self.cell.last_sent_ns.load(SeqCst);
+        let silent = now.saturating_sub(Duration::from_nanos(last));
+        if msg == MsgType::Heartbeat && last != 0 && a.lease && silent > self.p.dead_after {
+            self.cell
+                .lapsed_ns
+                .store(silent.as_nanos().max(1) as u64, SeqCst);
+            self.cell.lapse.notify_one();
+        }
+        let lapsed = self.cell.lapsed_ns.load(SeqCst) != 0;
         let payload = self.seq.next(msg, a.state, a.holds_vip, a.reaches_ping);
         let sent = Sent {
             epoch: self.seq.epoch,
@@ -258,7 +297,7 @@ impl Clock {
         }
         self.cell.last_sent_ns.store(now.as_nanos() as u64, SeqCst);
         self.cell.sent.fetch_add(1, SeqCst);
-        if a.lease {
+        if a.lease && !lapsed {
             self.set_lease(now + self.p.dead_after);
             // A release that raced with this renewal must still win: the
             // controller changes the advert before it withdraws the lease, so

@@ -482,6 +482,7 @@ impl Controller {
             let at = Instant::now() + wake.saturating_sub(now);
             tokio::select! {
                 news = self.events.next() => self.news(news).await,
+                _ = async { self.beat.as_ref().expect("guarded").lapsed().await }, if self.beat.is_some() => self.poll().await,
                 _ = sleep_until(at) => self.poll().await,
                 ev = self.link_events.next() => {
                     let Some(ev) = ev else {
@@ -614,6 +615,18 @@ impl Controller {
     async fn poll(&mut self) {
         if let Some(b) = &self.beat {
             b.touch();
+            // Our own heartbeats stopped for longer than dead-after: step down
+            // first, then observe (and elect) as usual.
+            if let Some(silent) = b.lapse() {
+                let actions = self.node.handle(Input::Lapsed {
+                    now: monotonic(),
+                    silent,
+                });
+                self.perform(actions).await;
+                if let Some(b) = &self.beat {
+                    b.clear_lapse();
+                }
+            }
         }
         let input = Input::Observe {
             now: monotonic(),

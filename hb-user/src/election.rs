@@ -88,6 +88,13 @@ pub enum Reason {
     AwaitingRelease {
         by: u32,
     },
+    /// Our own heartbeats stopped for longer than dead-after (the process was
+    /// paused or starved): peers may have taken over, so the holder steps down
+    /// and the next step elects again.
+    Lapsed {
+        silent: Duration,
+        dead_after: Duration,
+    },
 }
 
 /// The peer event that led to a takeover.
@@ -188,6 +195,24 @@ impl Machine {
             _ => None,
         };
         init.into_iter().chain(retry).min()
+    }
+
+    /// Our heartbeats stopped for `silent` (> dead-after) while we held the
+    /// VIP: step down to BACKUP; the next step elects again (break-before-make
+    /// if a peer took over meanwhile, straight back otherwise).
+    pub fn lapse(&mut self, silent: Duration) -> Vec<Event> {
+        if self.state != NodeState::Master {
+            return Vec::new();
+        }
+        self.state = NodeState::Backup;
+        vec![Event::Transition {
+            from: NodeState::Master,
+            to: NodeState::Backup,
+            reason: Reason::Lapsed {
+                silent,
+                dead_after: self.p.dead_after,
+            },
+        }]
     }
 
     /// Whether `peer` was alive at the last step.
@@ -439,6 +464,12 @@ impl fmt::Display for Reason {
                 "we outrank peer {by}, which holds the VIP: waiting for it to release it"
             ),
             Reason::Elected { after: Some(c) } => write!(f, "{c}"),
+            Reason::Lapsed { silent, dead_after } => write!(
+                f,
+                "our heartbeats stopped for {} ms > dead-after {} ms (paused or starved): a peer may hold the VIP",
+                silent.as_millis(),
+                dead_after.as_millis()
+            ),
             Reason::Outranked {
                 by,
                 rank: (reach, priority, id),

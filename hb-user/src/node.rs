@@ -93,6 +93,14 @@ pub enum Input {
         reach: bool,
         peers: BTreeMap<u32, Vec<Sample>>,
     },
+    /// The sender found our heartbeats had stopped for `silent` (more than
+    /// dead-after) while we claimed the VIPs: the process was paused or starved.
+    Lapsed {
+        #[serde(with = "ms")]
+        now: Duration,
+        #[serde(with = "ms")]
+        silent: Duration,
+    },
     /// ARP claims counted since the last read.
     Claims {
         #[serde(with = "ms")]
@@ -277,6 +285,13 @@ impl Node {
                 peers,
             } => self.observe(now, link_up, reach, &peers, &mut out),
             Input::Claims { now, claims } => self.claims(now, &claims, &mut out),
+            Input::Lapsed { now, silent } => {
+                let held = self.holds_vip();
+                for ev in self.machine.lapse(silent) {
+                    self.apply(now, held, ev, &mut out);
+                }
+                out.push(self.advert());
+            }
             Input::FenceDone { now, peers, ok } => {
                 let list = peers
                     .iter()

@@ -304,7 +304,7 @@ fn icmp_socket() -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-pub(crate) fn capture_socket(iface: &str) -> Result<OwnedFd> {
+fn capture_socket(iface: &str) -> Result<OwnedFd> {
     let name = std::ffi::CString::new(iface)?;
     // SAFETY: as above; if_nametoindex reads a C string.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };

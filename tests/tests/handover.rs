@@ -51,6 +51,51 @@ fn graceful_stop_and_preemption_never_have_both_nodes_answering() {
     assert_break_before_make(&r2, &r1, "preemption", c.logs());
 }
 
+/// A holder paused for ten dead-afters (SIGSTOP, every thread) finds on
+/// resuming that its heartbeats stopped: it steps down before its lease can be
+/// renewed, since node 2 took over meanwhile, and takes the VIP back
+/// break-before-make. The client never sees both answer.
+#[test]
+fn a_paused_holder_steps_down_before_it_answers_again() {
+    let (_g, mut c) = test_lan("hop", &[100, 90], FASTEST, 1);
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+    let pause = Duration::from_millis(80 * u64::from(hb_tests::cluster::time_scale()));
+    let pid = nix::unistd::Pid::from_raw(c.pid(1).unwrap() as i32);
+    let (r1, r2) = probe_with(&mut c, Duration::from_secs(3), |_| {
+        nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+        std::thread::sleep(pause);
+        nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
+    });
+    c.expect_single_holder(1, BOUND);
+    assert!(
+        !r2.is_empty(),
+        "node 2 never took over during the pause\n{}",
+        c.logs()
+    );
+    let start = r1.iter().chain(&r2).min().copied().unwrap();
+    let ms = |v: &[Instant]| -> Vec<f64> {
+        let mut v: Vec<f64> = v
+            .iter()
+            .map(|t| t.duration_since(start).as_secs_f64() * 1000.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    // Answering = consecutive replies at most 3 ms apart (the probes go every 1 ms).
+    let (both, _) = hb_tests::bench::scenarios::answer_times(&ms(&r1), &ms(&r2), 3.0, 0.0, 3000.0);
+    assert!(
+        both == 0.0,
+        "both nodes answered for {both:.1} ms\n{}",
+        c.logs()
+    );
+    assert!(
+        c.log(1).contains("our heartbeats stopped for"),
+        "node 1 stepped down for the lapse\n{}",
+        c.log(1)
+    );
+}
+
 /// Probes both nodes' MACs for `window` from the client while `during` runs on
 /// this thread (200 ms after the probes start); returns the reply times from
 /// node 1 and from node 2.

@@ -391,7 +391,7 @@ pub fn goals(r: &Report) -> Vec<Goal> {
                 x.tool == Tool::Hb
                     && x.load == load
                     && x.settings.contains("--interval 1ms")
-                    && x.settings.contains("--realtime") == realtime
+                    && (!realtime || x.settings.contains("--realtime"))
             })
             .and_then(|x| gap_summary(&x.gaps_ms))
             .map(|s| s[2]);

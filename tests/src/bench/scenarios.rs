@@ -943,9 +943,9 @@ fn chaos_schedule(n: usize, seed: u64) -> Vec<Chaos> {
     out
 }
 
-/// Time covered by `replies` (ms since the start): a node answers from one
-/// reply to the next when they are at most `join` apart, and for `join / 2`
-/// around a lone one. Returns merged, sorted intervals.
+/// Time covered by `replies` (ms since the start, sorted): a node answers from
+/// one reply to the next when they are at most `join` apart (a lone reply
+/// covers no time). Returns merged, sorted intervals.
 pub fn answering(replies: &[f64], join: f64) -> Vec<(f64, f64)> {
     let mut out: Vec<(f64, f64)> = Vec::new();
     for &t in replies {
@@ -954,9 +954,7 @@ pub fn answering(replies: &[f64], join: f64) -> Vec<(f64, f64)> {
             _ => out.push((t, t)),
         }
     }
-    out.into_iter()
-        .map(|(a, b)| (a - join / 4.0, b + join / 4.0))
-        .collect()
+    out
 }
 
 fn length(iv: &[(f64, f64)]) -> f64 {
@@ -990,7 +988,8 @@ pub fn answer_times(r1: &[f64], r2: &[f64], join: f64, from: f64, to: f64) -> (f
             .collect()
     };
     let (a, b) = (clip(answering(r1, join)), clip(answering(r2, join)));
-    let both = length(&overlap(&a, &b));
+    // + 0.0: a sum of nothing is -0.0.
+    let both = length(&overlap(&a, &b)) + 0.0;
     let none = (to - from) - (length(&a) + length(&b) - both);
     (both, none.max(0.0))
 }
@@ -1088,16 +1087,17 @@ mod tests {
 
     #[test]
     fn answer_times_split_both_one_and_none() {
-        // Node 1 answers 0..100 ms, node 2 from 90 ms on: 10 ms both (plus the
-        // quarter-join margins), then a 50 ms hole in node 2's answers.
+        // Node 1 answers 0..100 ms, node 2 from 90 ms on: 10 ms both, then a
+        // hole in node 2's answers from 118 to 170 ms: 52 ms none.
         let r1: Vec<f64> = (0..=50).map(|i| i as f64 * 2.0).collect();
         let mut r2: Vec<f64> = (45..=100).map(|i| i as f64 * 2.0).collect();
         r2.retain(|t| !(120.0..170.0).contains(t));
         let (both, none) = answer_times(&r1, &r2, 6.0, 0.0, 200.0);
-        assert!((both - 13.0).abs() < 1e-9, "{both}");
-        assert!((none - (172.0 - 118.0 - 3.0)).abs() < 1e-9, "{none}");
-        let (both, none) = answer_times(&r1, &[], 6.0, 0.0, 100.0);
-        assert_eq!((both, none), (0.0, 0.0));
+        assert!((both - 10.0).abs() < 1e-9, "{both}");
+        assert!((none - 52.0).abs() < 1e-9, "{none}");
+        // A clean hand-over: no overlap, the gap between the last and the first.
+        let (both, none) = answer_times(&[0.0, 2.0, 4.0], &[5.0, 7.0], 6.0, 0.0, 7.0);
+        assert_eq!((both, none), (0.0, 1.0));
     }
 
     #[test]

@@ -87,7 +87,13 @@ impl Testbed {
             Settings::Hb(a) => a.iter().map(|s| s.as_str()).collect(),
             Settings::Keepalived(_) => Vec::new(),
         };
-        let cluster = Cluster::new(TAG, &[100, 90], &hb_args)?;
+        let mut cluster = Cluster::new(TAG, &[100, 90], &hb_args)?;
+        if matches!(settings, Settings::Hb(_)) {
+            // hb's death notice leaves by XDP_TX, which a veth delivers only to
+            // a peer with an XDP program: the switch ports get an empty one (a
+            // real NIC needs nothing).
+            cluster.enable_xdp_tx()?;
+        }
         Ok(Self {
             cluster,
             settings,

@@ -415,9 +415,6 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     c.report_leftover_vips().await;
     c.refresh_next_hops().await;
     c.write_status();
-    // One look before waiting: peers an adopted data plane already hears are
-    // steady, so no news would come of them.
-    c.poll().await;
     // A loop that cannot run still releases, says goodbye and removes its status.
     let ran = c.main_loop(&mut fence_rx).await;
     c.shutdown().await;
@@ -470,6 +467,10 @@ impl Controller {
         refresh.tick().await;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // One look before waiting (after the signal handlers, so that a stop
+        // right after a first takeover is still graceful): peers an adopted
+        // data plane already hears are steady, so no news would come of them.
+        self.poll().await;
         // The once-a-second sweep: status (ping reachability, liveness of the
         // file itself), next hops, and counts that need no prompt action.
         let mut status = interval(Duration::from_secs(1));

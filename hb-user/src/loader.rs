@@ -23,7 +23,7 @@ use aya::{
         xdp::{XdpLink, XdpLinkId},
         ProgramError, ProgramInfo, RawTracePoint, Xdp, XdpMode,
     },
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
 use hb_common::maps::{
     names, vip_filter_bit, Config, Key, Lease, Owner, PeerState, Sent, Stats, VipWatch,
@@ -160,7 +160,11 @@ fn remove_pins(dir: &Path) -> bool {
 impl DataPlane {
     /// Loads the object into the kernel (verifier included); nothing is attached.
     pub fn load() -> Result<Self> {
-        let mut ebpf = Ebpf::load(OBJECT)
+        // No kernel BTF: the object needs no CO-RE relocation, and parsing
+        // /sys/kernel/btf/vmlinux would cost megabytes of heap for nothing.
+        let mut ebpf = EbpfLoader::new()
+            .btf(None)
+            .load(OBJECT)
             .with_context(|| format!("loading the XDP object (kernel {})", kernel::release()))?;
         let prog: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)

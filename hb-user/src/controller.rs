@@ -392,6 +392,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         bursts: Vec::new(),
         link_events,
         events,
+        observed: Duration::ZERO,
         hop_refreshes: 0,
         replays: notice::Replays::default(),
         beat: Some(beat),
@@ -446,6 +447,8 @@ struct Controller {
     link_events: LinkEvents,
     /// The data planes' news (events.rs): what wakes us besides deadlines.
     events: Events,
+    /// When the core last observed (CLOCK_MONOTONIC).
+    observed: Duration,
     /// Counts next-hop refreshes: unresolved peers every time, all every tenth.
     hop_refreshes: u64,
     /// Death notices refused as replays, as last counted.
@@ -479,8 +482,7 @@ impl Controller {
             // Sleep until news or the earliest deadline; the watchdog is fed on
             // every wake and at least every third of its period.
             let now = monotonic();
-            let wake = self.next_wake(now);
-            let at = Instant::now() + wake.saturating_sub(now);
+            let at = Instant::now() + self.next_wake().saturating_sub(now);
             tokio::select! {
                 news = self.events.next() => self.news(news).await,
                 _ = async { self.beat.as_ref().expect("guarded").lapsed().await }, if self.beat.is_some() => self.poll().await,
@@ -525,21 +527,23 @@ impl Controller {
         }
     }
 
-    /// When to look again without news: the core's next deadline, the end of
-    /// ping reachability, and a third of the sender's watchdog period (a
-    /// controller that stops waking must stop the heartbeats, not one that
-    /// merely has nothing to do).
-    fn next_wake(&self, now: Duration) -> Duration {
-        let watchdog = now + crate::beat::watchdog(self.cfg.dead_after) / 3;
+    /// When to look again without news, as an absolute time (a deadline in
+    /// the past means at once): the core's next deadline; the end of ping
+    /// reachability while the core still counts us as reaching a target; and a
+    /// third of the sender's watchdog period after the last look, so that the
+    /// core sees time pass even when other wake-ups (ping ticks) keep coming.
+    fn next_wake(&self) -> Duration {
+        let look = self.observed + crate::beat::watchdog(self.cfg.dead_after) / 3;
         let reach = self
             .pinger
             .as_ref()
+            .filter(|_| self.node.reach())
             .and_then(|p| p.reach_ends(self.cfg.dead_after))
-            .filter(|&t| t > now);
+            .map(|t| t + Duration::from_micros(1));
         [self.node.next_deadline(), reach]
             .into_iter()
             .flatten()
-            .fold(watchdog, Duration::min)
+            .fold(look, Duration::min)
     }
 
     /// Records from the data plane: a peer heard anew or changed, a death
@@ -629,8 +633,9 @@ impl Controller {
                 }
             }
         }
+        self.observed = monotonic();
         let input = Input::Observe {
-            now: monotonic(),
+            now: self.observed,
             link_up: self.links.iter().any(|l| l.up),
             reach: self.reach(),
             peers: self.samples(),

@@ -83,8 +83,9 @@ fn the_isolated_node_holds_no_vip_and_the_connected_one_does() {
         c.wait_for(BOUND, |c| c
             .status(2, false)
             .is_ok_and(|s| s.contains("FAULT"))),
-        "{}",
-        c.log(2)
+        "{}\n{}",
+        c.log(2),
+        c.status(2, true).unwrap_or_default()
     );
     holds_steadily(&c, 1, Duration::from_secs(1));
 }

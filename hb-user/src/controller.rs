@@ -626,6 +626,7 @@ impl Controller {
                 let actions = self.node.handle(Input::Lapsed {
                     now: monotonic(),
                     silent,
+                    peers: self.samples(),
                 });
                 self.perform(actions).await;
                 if let Some(b) = &self.beat {

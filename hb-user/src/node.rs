@@ -95,11 +95,13 @@ pub enum Input {
     },
     /// The sender found our heartbeats had stopped for `silent` (more than
     /// dead-after) while we claimed the VIPs: the process was paused or starved.
+    /// With the data planes' view of the peers at that moment.
     Lapsed {
         #[serde(with = "ms")]
         now: Duration,
         #[serde(with = "ms")]
         silent: Duration,
+        peers: BTreeMap<u32, Vec<Sample>>,
     },
     /// ARP claims counted since the last read.
     Claims {
@@ -285,13 +287,7 @@ impl Node {
                 peers,
             } => self.observe(now, link_up, reach, &peers, &mut out),
             Input::Claims { now, claims } => self.claims(now, &claims, &mut out),
-            Input::Lapsed { now, silent } => {
-                let held = self.holds_vip();
-                for ev in self.machine.lapse(silent) {
-                    self.apply(now, held, ev, &mut out);
-                }
-                out.push(self.advert());
-            }
+            Input::Lapsed { now, silent, peers } => self.lapsed(now, silent, &peers, &mut out),
             Input::FenceDone { now, peers, ok } => {
                 let list = peers
                     .iter()
@@ -511,6 +507,47 @@ impl Node {
                 self.rival_holders.remove(&v.id);
             }
         }
+    }
+
+    /// Our heartbeats stopped for `silent` while we held the VIPs (the sender
+    /// renews no lease meanwhile). A live peer that now claims them took over
+    /// while we were silent: step down, and the next observation elects again,
+    /// break-before-make. Otherwise nobody noticed: hold on.
+    fn lapsed(
+        &mut self,
+        now: Duration,
+        silent: Duration,
+        peers: &BTreeMap<u32, Vec<Sample>>,
+        out: &mut Vec<Action>,
+    ) {
+        let dead_after = self.p.machine.dead_after;
+        let views = self.merge(now, peers, out);
+        let taker = views.iter().find(|v| {
+            v.holds_vip
+                && !v.left
+                && !v.gone
+                && v.last_seen
+                    .is_some_and(|t| now.saturating_sub(t) <= dead_after)
+        });
+        let held = self.holds_vip();
+        match taker {
+            Some(v) if held => {
+                let id = v.id;
+                for ev in self.machine.lapse(silent) {
+                    self.apply(now, held, ev, out);
+                }
+                info(out, format!("peer {id} took the VIP while we were silent"));
+            }
+            _ if held => info(
+                out,
+                format!(
+                    "our heartbeats were {} ms late, but no peer took the VIP: holding on",
+                    silent.as_millis()
+                ),
+            ),
+            _ => {}
+        }
+        out.push(self.advert());
     }
 
     /// ARP claims for our VIPs from foreign MACs. A peer's announcement after it

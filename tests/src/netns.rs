@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use std::{
     fs::File,
-    os::fd::{AsRawFd, FromRawFd},
+    os::fd::AsRawFd,
     path::PathBuf,
     process::Command,
 };
@@ -183,28 +183,9 @@ impl Lab {
         let dev = std::ffi::CString::new(dev)?;
         self.in_netns(ns, || -> Result<Option<Vec<u8>>> {
             let deadline = std::time::Instant::now() + timeout;
+            let fd = all_frames_socket(dev.to_str()?, false)?;
             // SAFETY: plain libc calls on a socket we own for the scope of this closure.
             unsafe {
-                let ifindex = libc::if_nametoindex(dev.as_ptr());
-                anyhow::ensure!(ifindex != 0, "no such interface");
-                let all = (libc::ETH_P_ALL as u16).to_be();
-                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all));
-                anyhow::ensure!(
-                    fd >= 0,
-                    "AF_PACKET socket: {}",
-                    std::io::Error::last_os_error()
-                );
-                let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
-                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-                sll.sll_family = libc::AF_PACKET as u16;
-                sll.sll_protocol = all;
-                sll.sll_ifindex = ifindex as i32;
-                let bound = libc::bind(
-                    fd.as_raw_fd(),
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                );
-                anyhow::ensure!(bound == 0, "bind: {}", std::io::Error::last_os_error());
                 let tick = libc::timeval {
                     tv_sec: 0,
                     tv_usec: 20_000,
@@ -241,6 +222,44 @@ impl Lab {
             .join()
             .map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
         })
+    }
+}
+
+/// A packet socket bound to `dev` in the calling thread's namespace that sees
+/// every frame, either direction. ETH_P_ALL, not a protocol: on a bridge port
+/// the bridge takes a frame before protocol-bound sockets would see it.
+pub fn all_frames_socket(dev: &str, nonblock: bool) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let name = std::ffi::CString::new(dev)?;
+    let all = (libc::ETH_P_ALL as u16).to_be();
+    let flags = libc::SOCK_RAW | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: if_nametoindex reads a C string; the socket is owned at once;
+    // sockaddr_ll is zeroed, then filled.
+    unsafe {
+        let ifindex = libc::if_nametoindex(name.as_ptr());
+        anyhow::ensure!(ifindex != 0, "no interface {dev}");
+        let fd = libc::socket(libc::AF_PACKET, flags, i32::from(all));
+        anyhow::ensure!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = all;
+        sll.sll_ifindex = ifindex as i32;
+        let bound = libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        anyhow::ensure!(
+            bound == 0,
+            "binding to {dev}: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(fd)
     }
 }
 

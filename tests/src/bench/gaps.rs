@@ -58,7 +58,7 @@ impl Capture {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || -> Result<Vec<u64>> {
             nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-            let sock = all_frames_socket(&iface)?;
+            let sock = crate::netns::all_frames_socket(&iface, true)?;
             setsockopt(&sock, ReceiveTimestampns, &true).context("SO_TIMESTAMPNS")?;
             let _ = ready_tx.send(());
             let mut stamps = Vec::new();
@@ -111,47 +111,6 @@ impl Capture {
         self.thread
             .join()
             .map_err(|_| anyhow::anyhow!("capture thread panicked"))?
-    }
-}
-
-/// A packet socket seeing every frame on `iface`. ETH_P_ALL, not ETH_P_IP: on
-/// a bridge port the bridge takes the frame before protocol-bound sockets see
-/// it, and only taps of all protocols get it first.
-fn all_frames_socket(iface: &str) -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    const ETH_P_ALL: u16 = 0x0003;
-    let name = std::ffi::CString::new(iface)?;
-    // SAFETY: if_nametoindex reads a C string; the socket is owned at once;
-    // sockaddr_ll is zeroed then filled.
-    unsafe {
-        let ifindex = libc::if_nametoindex(name.as_ptr());
-        anyhow::ensure!(ifindex != 0, "no interface {iface}");
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK,
-            i32::from(ETH_P_ALL.to_be()),
-        );
-        anyhow::ensure!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        sll.sll_ifindex = ifindex as i32;
-        let r = libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        anyhow::ensure!(
-            r == 0,
-            "binding to {iface}: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(fd)
     }
 }
 

@@ -2,12 +2,7 @@
 //! deleted on drop (so also when the test panics).
 
 use anyhow::{bail, Context, Result};
-use std::{
-    fs::File,
-    os::fd::AsRawFd,
-    path::PathBuf,
-    process::Command,
-};
+use std::{fs::File, os::fd::AsRawFd, path::PathBuf, process::Command};
 
 /// "02:00:00:00:00:01".
 pub fn mac_str(m: [u8; 6]) -> String {

@@ -82,15 +82,6 @@ impl Events {
         })
         .await
     }
-
-    /// What is there now, without waiting (records that came with a deadline).
-    pub fn drain(&mut self) -> Vec<News> {
-        let mut out = Vec::new();
-        for fd in &mut self.rings {
-            drain(fd.get_mut(), &mut out);
-        }
-        out
-    }
 }
 
 fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<News>) {

@@ -59,7 +59,7 @@ pub async fn announce(
     if count == 0 {
         return Ok(());
     }
-    let sock = open(ifindex, ETH_P_ARP)
+    let sock = open(ifindex)
         .with_context(|| format!("opening an ARP socket on interface #{ifindex}"))?;
     let frames = [&frame(mac, ip, false)[..], &frame(mac, ip, true)[..]];
     burst(&sock, &frames, count, spacing)
@@ -82,7 +82,7 @@ pub async fn announce_v6(
     if count == 0 {
         return Ok(());
     }
-    let sock = open(ifindex, ETH_P_IPV6)
+    let sock = open(ifindex)
         .with_context(|| format!("opening an IPv6 packet socket on interface #{ifindex}"))?;
     let na = frame_v6(mac, ip);
     burst(&sock, &[&na[..]], count, spacing)
@@ -176,14 +176,17 @@ fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// A raw AF_PACKET socket for EtherType `ether_type` bound to `ifindex`.
-/// Non-blocking, so a stalled interface queue is an error rather than a hung
-/// controller.
-fn open(ifindex: u32, ether_type: u16) -> Result<OwnedFd> {
+/// A raw AF_PACKET socket bound to `ifindex` that only sends (the frames carry
+/// their own EtherType). Protocol 0, so it receives nothing and, above all,
+/// binding it does not unhook a protocol handler: that costs the kernel an RCU
+/// grace period (`synchronize_net`, about 10 ms), which delayed every takeover's
+/// first announcement by as much. Non-blocking, so a stalled interface queue
+/// is an error rather than a hung controller.
+fn open(ifindex: u32) -> Result<OwnedFd> {
     let Ok(index) = i32::try_from(ifindex) else {
         bail!("interface index {ifindex} out of range");
     };
-    let proto = ether_type.to_be();
+    let proto = 0u16;
     // SAFETY: plain syscall; the result is checked before use.
     let fd = unsafe {
         libc::socket(

@@ -22,8 +22,11 @@ pub mod names {
     pub const SENT: &str = "SENT";
     /// Object name of the event ring buffer (records of [`super::Event`]).
     pub const EVENTS: &str = "EVENTS";
+    /// Object name of the arrival times (BTF array of [`super::SEEN_SLOTS`]
+    /// [`super::Seen`], at [`super::seen_slot`] of the node id).
+    pub const SEEN: &str = "SEEN";
     /// Pinned file names, one per map above, in the same order.
-    pub const PINNED: [(&str, &str); 9] = [
+    pub const PINNED: [(&str, &str); 10] = [
         (PEERS, "peers"),
         (STATS, "stats"),
         (CONFIG, "config"),
@@ -33,6 +36,7 @@ pub mod names {
         (OWNER, "owner"),
         (SENT, "sent"),
         (EVENTS, "events"),
+        (SEEN, "seen"),
     ];
     /// The XDP entry point.
     pub const PROGRAM: &str = "hb_xdp";
@@ -277,6 +281,27 @@ pub struct Sent {
     pub seq: u64,
 }
 
+/// When a configured peer was last heard on this link, for the sender thread:
+/// the map is `BPF_F_MMAPABLE`, so it watches every peer's silence with plain
+/// loads on its own clock, and the controller sleeps until something happens.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// `bpf_ktime_get_ns()` of the last accepted heartbeat or leave; 0 = never.
+    pub last_seen_ns: u64,
+}
+
+/// Slots of the `seen` map: one per peer when no two configured node ids are
+/// equal modulo this (the controller checks, and watches silence itself if
+/// they are).
+pub const SEEN_SLOTS: u32 = MAX_PEERS;
+
+/// The `seen` slot of a node id.
+#[inline(always)]
+pub const fn seen_slot(node_id: u32) -> u32 {
+    node_id % SEEN_SLOTS
+}
+
 /// Outcome of one packet, and index of its counter in [`Stats`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -459,6 +484,7 @@ const _: () = assert!(Outcome::GoneReplayed as usize + 1 == Stats::COUNT);
 const _: () = assert!(core::mem::size_of::<Lease>() == 8);
 const _: () = assert!(core::mem::size_of::<Owner>() == 40);
 const _: () = assert!(core::mem::size_of::<Sent>() == 16);
+const _: () = assert!(core::mem::size_of::<Seen>() == 8);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -472,6 +498,7 @@ mod pod {
     unsafe impl aya::Pod for super::Lease {}
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::Sent {}
+    unsafe impl aya::Pod for super::Seen {}
     unsafe impl aya::Pod for super::Event {}
 }
 

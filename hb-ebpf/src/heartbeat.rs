@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use hb_common::{
-    maps::{Config, Key, PeerState, Sent, MAP_MMAPABLE, MAX_PEERS},
+    maps::{seen_slot, Config, Key, PeerState, Seen, Sent, MAP_MMAPABLE, MAX_PEERS, SEEN_SLOTS},
     wire::{self, Heartbeat, MsgType, Refusal, WIRE_LEN},
 };
 
@@ -33,6 +33,7 @@ pub fn receive(
     peers: &HashMap<u32, PeerState, { MAX_PEERS as usize }>,
     key: &Array<Key, 1>,
     sent: &Array<Sent, 1, MAP_MMAPABLE>,
+    seen: &Array<Seen, { SEEN_SLOTS as usize }, MAP_MMAPABLE>,
 ) -> Result<Received, Refusal> {
     // 1. Lengths: the UDP length field, the IPv4 total length or IPv6 payload
     //    length, and the frame itself.
@@ -87,6 +88,10 @@ pub fn receive(
         || p.state != hb.state
         || p.msg_type != hb.msg_type as u8;
     p.last_seen_ns = now;
+    if let Some(s) = seen.get_ptr_mut(seen_slot(hb.node_id)) {
+        // SAFETY: an array value; a single aligned u64 store.
+        unsafe { (*s).last_seen_ns = now };
+    }
     p.epoch = hb.epoch;
     p.seq = hb.seq;
     p.accepted += 1;

@@ -33,9 +33,9 @@ mod prog {
     };
     use hb_common::{
         maps::{
-            Config, Event, Key, Lease, Outcome, Owner, PeerState, Sent, Stats, VipWatch,
+            Config, Event, Key, Lease, Outcome, Owner, PeerState, Seen, Sent, Stats, VipWatch,
             CONFIG_PASS_HEARTBEATS, EVENTS_BYTES, EVENT_GONE, EVENT_PEER, MAP_MMAPABLE, MAX_PEERS,
-            MAX_VIPS,
+            MAX_VIPS, SEEN_SLOTS,
         },
         MsgType,
     };
@@ -82,6 +82,11 @@ mod prog {
     /// what a peer's death notice must echo.
     #[btf_map]
     pub static SENT: Array<Sent, 1, MAP_MMAPABLE> = Array::new();
+
+    /// When each configured peer was last heard (`seen_slot` of its id), read
+    /// by the sender thread through a mapping.
+    #[btf_map]
+    pub static SEEN: Array<Seen, { SEEN_SLOTS as usize }, MAP_MMAPABLE> = Array::new();
 
     /// News for the controller (`Event` records): it waits on this ring buffer
     /// instead of polling the maps.
@@ -144,7 +149,7 @@ mod prog {
             count(Outcome::Passed);
             return xdp_action::XDP_PASS;
         }
-        let outcome = match heartbeat::receive(ctx, &udp, cfg, &PEERS, &KEY, &SENT) {
+        let outcome = match heartbeat::receive(ctx, &udp, cfg, &PEERS, &KEY, &SENT, &SEEN) {
             Ok(Received::Heartbeat(hb, news)) => {
                 if news {
                     notify(EVENT_PEER, hb.node_id);

@@ -12,20 +12,28 @@
 //! The controller changes what is advertised with [`Beat::advertise`], which
 //! wakes the thread at once: peers learn a transition immediately, not at the
 //! next tick.
+//!
+//! The thread also watches the peers' silence for the controller
+//! ([`Beat::watch`]): the data plane writes each peer's arrival time into the
+//! mmapable `seen` array, the thread reads it with plain loads whenever it
+//! wakes, sleeps no later than the earliest "silent for dead-after" deadline,
+//! and wakes the controller only when one passes. So a steady cluster costs the
+//! controller no wake-up at all, and silence is noticed with the precision of
+//! this thread's clock rather than a timer wheel's.
 
 use crate::{
     clock::monotonic,
-    mapped::MapCell,
+    mapped::{MapCell, Mapping},
     sender::{LinkSender, Sequencer},
 };
 use hb_common::{
-    maps::{Lease, Sent},
+    maps::{seen_slot, Lease, Seen, Sent},
     MsgType, NodeState,
 };
 use linux_futex::{Futex, Private, TimedWaitError};
 use std::{
     sync::{
-        atomic::{AtomicU32, AtomicU64, Ordering::SeqCst},
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst},
         Arc,
     },
     thread::JoinHandle,
@@ -83,6 +91,26 @@ struct Cell {
     lapsed_ns: AtomicU64,
     /// Wakes the controller for a lapse.
     lapse: tokio::sync::Notify,
+    /// The (link, peer) entries whose silence the thread watches, packed by
+    /// [`pack_watch`]; the first `watch_len` are valid. `watch_gen` is bumped
+    /// with every change, so that the thread forgets what it already reported.
+    watch: [AtomicU64; WATCH_MAX],
+    watch_len: AtomicUsize,
+    watch_gen: AtomicU64,
+    /// Wakes the controller: a watched entry fell silent for dead-after.
+    silent: tokio::sync::Notify,
+}
+
+/// Most (link, peer) entries the thread watches; more, and the controller
+/// watches silence itself.
+pub const WATCH_MAX: usize = 64;
+
+fn pack_watch(link: usize, peer: u32) -> u64 {
+    (link as u64) << 32 | u64::from(peer)
+}
+
+fn unpack_watch(w: u64) -> (usize, u32) {
+    ((w >> 32) as usize, w as u32)
 }
 
 /// How long the controller's loop may stall before the thread stops sending: a
@@ -91,7 +119,7 @@ struct Cell {
 /// brief stall of the controller (the thing this thread exists to survive) does
 /// not silence the node.
 pub fn watchdog(dead_after: Duration) -> Duration {
-    dead_after.max(Duration::from_millis(250))
+    dead_after.max(Duration::from_millis(500))
 }
 
 /// One link as the thread sees it.
@@ -103,6 +131,9 @@ pub struct BeatLink {
     /// The link's record of the last heartbeat sent; None when it could not be
     /// opened (peers' death notices are then refused as replays).
     pub sent: Option<MapCell<Sent>>,
+    /// The link's `seen` array, mapped; None when it could not be (then
+    /// [`Beat::watch`] declines, and the controller keeps its own timer).
+    pub seen: Option<Mapping<Seen>>,
 }
 
 /// Timing and identity of the thread.
@@ -121,6 +152,15 @@ pub struct BeatParams {
 pub struct Beat {
     cell: Arc<Cell>,
     thread: Option<JoinHandle<()>>,
+    /// Every link's `seen` map is mapped: the thread can watch silence.
+    watches: bool,
+}
+
+/// No two of these node ids share a `seen` slot (`hb_common::maps::seen_slot`).
+pub fn slots_distinct(peers: &[u32]) -> bool {
+    let mut slots: Vec<u32> = peers.iter().map(|&p| seen_slot(p)).collect();
+    slots.sort_unstable();
+    slots.windows(2).all(|w| w[0] != w[1])
 }
 
 /// SCHED_FIFO priority of the sender thread; the controller runs at 50.
@@ -142,7 +182,12 @@ impl Beat {
             touched_ns: AtomicU64::new(monotonic().as_nanos() as u64),
             lapsed_ns: AtomicU64::new(0),
             lapse: tokio::sync::Notify::new(),
+            watch: std::array::from_fn(|_| AtomicU64::new(0)),
+            watch_len: AtomicUsize::new(0),
+            watch_gen: AtomicU64::new(0),
+            silent: tokio::sync::Notify::new(),
         });
+        let watches = links.iter().all(|l| l.seen.is_some());
         let c = cell.clone();
         let thread = std::thread::Builder::new()
             .name("hb-beat".into())
@@ -150,7 +195,47 @@ impl Beat {
         Ok(Self {
             cell,
             thread: Some(thread),
+            watches,
         })
+    }
+
+    /// Watches these (link index, peer id) entries' silence from now on,
+    /// replacing the last set; false when the thread cannot (a link's `seen`
+    /// map is not mapped, or too many entries), and the caller must keep a
+    /// timer of its own. The caller must also have checked that no two
+    /// configured peers share a `seen` slot ([`slots_distinct`]).
+    pub fn watch(&self, entries: &[(usize, u32)]) -> bool {
+        if !self.watches || entries.len() > WATCH_MAX {
+            self.cell.watch_len.store(0, SeqCst);
+            return false;
+        }
+        let changed = self.cell.watch_len.load(SeqCst) != entries.len()
+            || entries
+                .iter()
+                .zip(&self.cell.watch)
+                .any(|(&(l, p), w)| w.load(SeqCst) != pack_watch(l, p));
+        if changed {
+            // Emptied first, so the thread never pairs a new length with old entries.
+            self.cell.watch_len.store(0, SeqCst);
+            for (&(l, p), w) in entries.iter().zip(&self.cell.watch) {
+                w.store(pack_watch(l, p), SeqCst);
+            }
+            self.cell.watch_len.store(entries.len(), SeqCst);
+        }
+        // Also for an unchanged set: the controller has just looked, so what the
+        // thread reported is handled, and a peer still silent is reported again.
+        self.cell.watch_gen.fetch_add(1, SeqCst);
+        if changed {
+            // A new entry's deadline may come before the thread's next tick.
+            self.cell.wake.value.fetch_add(1, SeqCst);
+            self.cell.wake.wake(1);
+        }
+        true
+    }
+
+    /// Resolves when a watched entry has been silent for dead-after.
+    pub async fn silent(&self) {
+        self.cell.silent.notified().await
     }
 
     /// Changes what heartbeats say; the thread sends one at once.
@@ -222,6 +307,9 @@ struct Clock {
     cell: Arc<Cell>,
     /// Whether a lease is set in the links' maps (so withdrawing it is needed).
     leased: bool,
+    /// The watch generation last seen, and whether a silence was reported in it.
+    watch_gen: u64,
+    reported: bool,
 }
 
 impl Clock {
@@ -232,6 +320,8 @@ impl Clock {
             links,
             cell,
             leased: false,
+            watch_gen: 0,
+            reported: false,
         }
     }
 
@@ -240,25 +330,75 @@ impl Clock {
             realtime_thread();
         }
         let mut next = Instant::now();
+        // The advert word last sent: a wake-up with the same word and before the
+        // next tick is for the silence watch only, and sends nothing.
+        let mut sent_word = None;
         loop {
             let woken = self.cell.wake.value.load(SeqCst);
-            let a = Advert::unpack(self.cell.advert.load(SeqCst));
+            let word = self.cell.advert.load(SeqCst);
+            let a = Advert::unpack(word);
             if a.leaving {
                 self.leave(a);
                 return;
             }
-            self.beat(MsgType::Heartbeat, a);
-            // Sleep until the next deadline on the grid or an `advertise`. A
-            // deadline already past (we were not scheduled) is not made up for
-            // with a burst: the next beat goes at once, then the grid resumes.
-            let now = Instant::now();
-            while next <= now {
-                next += self.p.interval;
+            if sent_word != Some(word) || Instant::now() >= next {
+                self.beat(MsgType::Heartbeat, a);
+                sent_word = Some(word);
+                // The next deadline on the grid. One already past (we were not
+                // scheduled) is not made up for with a burst: the next beat goes
+                // at once, then the grid resumes.
+                let now = Instant::now();
+                while next <= now {
+                    next += self.p.interval;
+                }
             }
+            // Sleep until the next tick, the earliest silence deadline, or an
+            // `advertise` / `watch`.
+            let until = match self.watch_silence() {
+                Some(at) => {
+                    let now = monotonic();
+                    next.min(Instant::now() + at.saturating_sub(now))
+                }
+                None => next,
+            };
             while let Err(TimedWaitError::Interrupted) =
-                self.cell.wake.wait_bitset_until(woken, u32::MAX, next)
+                self.cell.wake.wait_bitset_until(woken, u32::MAX, until)
             {}
         }
+    }
+
+    /// Reads the watched entries' arrival times: wakes the controller once per
+    /// watch generation if one has been silent for more than dead-after, and
+    /// returns the earliest deadline still ahead (CLOCK_MONOTONIC).
+    fn watch_silence(&mut self) -> Option<Duration> {
+        let gen = self.cell.watch_gen.load(SeqCst);
+        if gen != self.watch_gen {
+            self.watch_gen = gen;
+            self.reported = false;
+        }
+        let n = self.cell.watch_len.load(SeqCst);
+        let now = monotonic();
+        let mut earliest: Option<Duration> = None;
+        let mut silent = false;
+        for w in &self.cell.watch[..n.min(WATCH_MAX)] {
+            let (link, peer) = unpack_watch(w.load(SeqCst));
+            let Some(seen) = self.links.get(link).and_then(|l| l.seen.as_ref()) else {
+                continue;
+            };
+            let last = seen.read(seen_slot(peer) as usize).last_seen_ns;
+            let deadline = Duration::from_nanos(last) + self.p.dead_after;
+            if now > deadline {
+                silent = true;
+            } else {
+                let at = deadline + Duration::from_micros(1);
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        }
+        if silent && !self.reported {
+            self.reported = true;
+            self.cell.silent.notify_one();
+        }
+        earliest
     }
 
     /// One message to every peer address on every link, then the lease.
@@ -347,6 +487,21 @@ fn realtime_thread() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_entries_pack_and_unpack() {
+        for (link, peer) in [(0, 1), (3, u32::MAX), (WATCH_MAX, 0)] {
+            assert_eq!(unpack_watch(pack_watch(link, peer)), (link, peer));
+        }
+    }
+
+    #[test]
+    fn peers_sharing_a_seen_slot_are_found() {
+        let slots = hb_common::maps::SEEN_SLOTS;
+        assert!(slots_distinct(&[1, 2, 3]));
+        assert!(slots_distinct(&[]));
+        assert!(!slots_distinct(&[1, 2, 1 + slots]));
+    }
 
     #[test]
     fn adverts_pack_and_unpack() {

@@ -250,10 +250,15 @@ fn start(
         if unmapped {
             warn!("the lease or sent map on {iface} cannot be mapped into memory: each heartbeat costs map update syscalls");
         }
+        let seen = plane
+            .seen_map()
+            .map_err(|e| info!("the seen map on {iface} cannot be mapped into memory: the controller times peers' silence itself: {e:#}"))
+            .ok();
         beat_links.push(BeatLink {
             sender,
             lease,
             sent,
+            seen,
         });
         links.push(Link {
             iface,
@@ -395,6 +400,17 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         observed: Duration::ZERO,
         hop_refreshes: 0,
         replays: notice::Replays::default(),
+        slots_distinct: {
+            let d = crate::beat::slots_distinct(&peer_ids);
+            if !d {
+                info!(
+                    "two peer ids are equal modulo {}: the controller times peers' silence itself",
+                    hb_common::maps::SEEN_SLOTS
+                );
+            }
+            d
+        },
+        beat_watches: false,
         beat: Some(beat),
         epoch,
         peer_ids,
@@ -453,6 +469,11 @@ struct Controller {
     hop_refreshes: u64,
     /// Death notices refused as replays, as last counted.
     replays: notice::Replays,
+    /// No two configured peers share a `seen` slot, so the sender thread can
+    /// watch their silence (`Beat::watch`).
+    slots_distinct: bool,
+    /// It does, as of the last look: our own timer skips peers' silence.
+    beat_watches: bool,
 }
 
 impl Controller {
@@ -480,12 +501,13 @@ impl Controller {
         status.set_missed_tick_behavior(Skip);
         loop {
             // Sleep until news or the earliest deadline; the watchdog is fed on
-            // every wake and at least every third of its period.
+            // every wake and at least every half of its period.
             let now = monotonic();
             let at = Instant::now() + self.next_wake().saturating_sub(now);
             tokio::select! {
                 news = self.events.next() => self.news(news).await,
                 _ = async { self.beat.as_ref().expect("guarded").lapsed().await }, if self.beat.is_some() => self.poll().await,
+                _ = async { self.beat.as_ref().expect("guarded").silent().await }, if self.beat.is_some() => self.poll().await,
                 _ = sleep_until(at) => self.poll().await,
                 ev = self.link_events.next() => {
                     let Some(ev) = ev else {
@@ -529,18 +551,24 @@ impl Controller {
 
     /// When to look again without news, as an absolute time (a deadline in
     /// the past means at once): the core's next deadline; the end of ping
-    /// reachability while the core still counts us as reaching a target; and a
-    /// third of the sender's watchdog period after the last look, so that the
-    /// core sees time pass even when other wake-ups (ping ticks) keep coming.
+    /// reachability while the core still counts us as reaching a target; and
+    /// half the watchdog period after the last look, so that the core sees
+    /// time pass even when other wake-ups (ping ticks) keep coming.
     fn next_wake(&self) -> Duration {
-        let look = self.observed + crate::beat::watchdog(self.cfg.dead_after) / 3;
+        let look = self.observed + crate::beat::watchdog(self.cfg.dead_after) / 2;
         let reach = self
             .pinger
             .as_ref()
             .filter(|_| self.node.reach())
             .and_then(|p| p.reach_ends(self.cfg.dead_after))
             .map(|t| t + Duration::from_micros(1));
-        [self.node.next_deadline(), reach]
+        // Peers' silence is the sender thread's to watch when it can.
+        let core = if self.beat_watches {
+            self.node.next_timer()
+        } else {
+            self.node.next_deadline()
+        };
+        [core, reach]
             .into_iter()
             .flatten()
             .fold(look, Duration::min)
@@ -642,6 +670,12 @@ impl Controller {
             peers: self.samples(),
         };
         let actions = self.node.handle(input);
+        // Before performing: the status written among the actions says it.
+        self.beat_watches = self.slots_distinct
+            && self
+                .beat
+                .as_ref()
+                .is_some_and(|b| b.watch(self.node.live()));
         self.perform(actions).await;
     }
 
@@ -913,6 +947,12 @@ impl Controller {
                         .map(move |(ip, path)| format!("{ip} via {}: {}", l.iface, path.name()))
                 })
                 .collect(),
+            silence_watch: if self.beat_watches {
+                "sender"
+            } else {
+                "controller"
+            }
+            .into(),
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,

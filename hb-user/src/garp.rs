@@ -59,8 +59,8 @@ pub async fn announce(
     if count == 0 {
         return Ok(());
     }
-    let sock = open(ifindex)
-        .with_context(|| format!("opening an ARP socket on interface #{ifindex}"))?;
+    let sock =
+        open(ifindex).with_context(|| format!("opening an ARP socket on interface #{ifindex}"))?;
     let frames = [&frame(mac, ip, false)[..], &frame(mac, ip, true)[..]];
     burst(&sock, &frames, count, spacing)
         .await

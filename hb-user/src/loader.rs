@@ -26,7 +26,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use hb_common::maps::{
-    names, vip_filter_bit, Config, Key, Lease, Owner, PeerState, Sent, Stats, VipWatch,
+    names, vip_filter_bit, Config, Key, Lease, Owner, PeerState, Seen, Sent, Stats, VipWatch,
 };
 use std::{
     collections::{BTreeMap, HashSet},
@@ -503,6 +503,14 @@ impl DataPlane {
     /// thread, which writes it before every send.
     pub fn sent_map(&self) -> Result<MapCell<Sent>> {
         self.array_handle(names::SENT).map(MapCell::new)
+    }
+
+    /// The `seen` array mapped into this process, for the sender thread's
+    /// silence watch; an error when the kernel cannot map it (the controller
+    /// then watches silence itself).
+    pub fn seen_map(&self) -> Result<crate::mapped::Mapping<Seen>> {
+        let map = self.array_handle::<Seen>(names::SEEN)?;
+        crate::mapped::Mapping::new(&map, hb_common::maps::SEEN_SLOTS as usize)
     }
 
     /// A handle on the event ring buffer, for the controller to wait on.

@@ -1,6 +1,6 @@
 //! The first value of a one-entry BPF array map, as the sender thread writes it
 //! with every heartbeat (the holder lease, the record of the last heartbeat
-//! sent). The maps are `BPF_F_MMAPABLE` (`hb_common::maps::MAP_MMAPABLE`), so the
+//! sent), and the values of the `seen` array, which it reads on every wake-up. The maps are `BPF_F_MMAPABLE` (`hb_common::maps::MAP_MMAPABLE`), so the
 //! value is mapped into this process and a write is a plain store, not a
 //! `bpf(BPF_MAP_UPDATE_ELEM)` syscall; a map that cannot be mapped (a kernel
 //! before 5.5) is written through the syscall instead.
@@ -22,7 +22,7 @@ pub enum MapCell<T: Pod> {
 impl<T: Pod> MapCell<T> {
     /// Maps `map`'s value 0 when the kernel lets us, else keeps the handle.
     pub fn new(map: Array<MapData, T>) -> Self {
-        match Mapping::new(&map) {
+        match Mapping::new(&map, 1) {
             Ok(m) => Self::Mapped(m),
             Err(_) => Self::Syscall(map),
         }
@@ -32,7 +32,7 @@ impl<T: Pod> MapCell<T> {
     /// the lease is the safe side: it runs out.
     pub fn set(&mut self, v: T) {
         match self {
-            Self::Mapped(m) => m.write(v),
+            Self::Mapped(m) => m.write(0, v),
             Self::Syscall(a) => {
                 let _ = a.set(0, v, 0);
             }
@@ -42,7 +42,7 @@ impl<T: Pod> MapCell<T> {
     /// Reads value 0 (tests and status).
     pub fn get(&self) -> Option<T> {
         match self {
-            Self::Mapped(m) => Some(m.read()),
+            Self::Mapped(m) => Some(m.read(0)),
             Self::Syscall(a) => a.get(&0, 0).ok(),
         }
     }
@@ -52,10 +52,11 @@ impl<T: Pod> MapCell<T> {
     }
 }
 
-/// Value 0 of an mmapable array, mapped shared with the kernel.
+/// The first `entries` values of an mmapable array, mapped shared with the kernel.
 pub struct Mapping<T> {
     ptr: NonNull<T>,
     len: NonZeroUsize,
+    entries: usize,
 }
 
 // SAFETY: the mapping is plain shared memory; writes are single stores of
@@ -63,13 +64,15 @@ pub struct Mapping<T> {
 unsafe impl<T: Send> Send for Mapping<T> {}
 
 impl<T: Pod> Mapping<T> {
-    fn new(map: &Array<MapData, T>) -> Result<Self> {
+    /// Maps values 0..entries of `map` (an array of at least that many).
+    pub fn new(map: &Array<MapData, T>, entries: usize) -> Result<Self> {
         // An array map's values start at offset 0 of its mapping, page aligned.
         let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
             .ok()
             .flatten()
             .unwrap_or(4096) as usize;
-        let len = NonZeroUsize::new(page.max(size_of::<T>())).context("zero length")?;
+        let bytes = size_of::<T>() * entries;
+        let len = NonZeroUsize::new(bytes.div_ceil(page).max(1) * page).context("zero length")?;
         let fd = map.map().fd().as_fd();
         // SAFETY: a fresh shared mapping of the map's fd; nothing else aliases
         // it in this process, and it is unmapped on drop.
@@ -87,19 +90,24 @@ impl<T: Pod> Mapping<T> {
         Ok(Self {
             ptr: ptr.cast(),
             len,
+            entries,
         })
     }
 
-    /// One volatile store of the value: its u64 fields are naturally aligned,
+    /// One volatile store of value `i`: its u64 fields are naturally aligned,
     /// so XDP reading concurrently sees each field either old or new.
-    fn write(&self, v: T) {
-        // SAFETY: the mapping is at least size_of::<T>() bytes and page aligned.
-        unsafe { std::ptr::write_volatile(self.ptr.as_ptr(), v) }
+    fn write(&self, i: usize, v: T) {
+        assert!(i < self.entries);
+        // SAFETY: the mapping holds `entries` values from a page-aligned start,
+        // and i is below that.
+        unsafe { std::ptr::write_volatile(self.ptr.as_ptr().add(i), v) }
     }
 
-    fn read(&self) -> T {
+    /// One volatile load of value `i` (see `write`).
+    pub fn read(&self, i: usize) -> T {
+        assert!(i < self.entries);
         // SAFETY: as in `write`.
-        unsafe { std::ptr::read_volatile(self.ptr.as_ptr()) }
+        unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(i)) }
     }
 }
 

@@ -221,6 +221,9 @@ pub struct Node {
     /// When the earliest peer (on any link) heard within dead-after at the last
     /// observation falls silent, if no heartbeat comes first.
     silence_at: Option<Duration>,
+    /// The (link index, peer) entries heard within dead-after at the last
+    /// observation: those whose silence is a deadline.
+    live: Vec<(usize, u32)>,
 }
 
 /// Re-announcements for ARP conflicts: at most one per this period.
@@ -236,8 +239,22 @@ impl Node {
             conflict_announced: None,
             reach: !p.machine.ping_quorum,
             silence_at: None,
+            live: Vec::new(),
             p,
         }
+    }
+
+    /// The (link index, peer) entries whose silence [`Node::next_deadline`]
+    /// waits for. An executor that has the sender thread watch these (it wakes
+    /// on their silence with its own clock) sleeps until [`Node::next_timer`].
+    pub fn live(&self) -> &[(usize, u32)] {
+        &self.live
+    }
+
+    /// [`Node::next_deadline`] without the peers' silence: the end of INIT, a
+    /// fencing retry.
+    pub fn next_timer(&self) -> Option<Duration> {
+        self.machine.next_deadline()
     }
 
     /// Whether we reached a ping target at the last observation.
@@ -347,6 +364,17 @@ impl Node {
             .filter(|&t| now.saturating_sub(t) <= dead_after)
             .map(|t| t + dead_after)
             .min();
+        self.live = peers
+            .iter()
+            .flat_map(|(&id, samples)| {
+                samples.iter().enumerate().filter_map(move |(link, s)| {
+                    let alive = !s.left
+                        && s.last_seen
+                            .is_some_and(|t| now.saturating_sub(t) <= dead_after);
+                    alive.then_some((link, id))
+                })
+            })
+            .collect();
         for (&id, samples) in peers {
             if samples.len() > 1 {
                 let alive: Vec<bool> = samples
@@ -718,12 +746,18 @@ mod tests {
         let p1 = vec![heard(40, NodeState::Master), heard(30, NodeState::Master)];
         observe(&mut n, 50, &[(1, p1), (3, vec![Sample::default(); 2])]);
         assert_eq!(n.next_deadline(), Some(Duration::from_millis(330) + us));
+        // Those silences are the entries a sender thread would watch; the rest
+        // is the INIT timer.
+        assert_eq!(n.live(), &[(0, 1), (1, 1)]);
+        assert_eq!(n.next_timer(), Some(Duration::from_millis(1000)));
         // Past INIT (peer 3 heard), only silences are left.
         let p1 = vec![heard(60, NodeState::Master), heard(61, NodeState::Master)];
         let p3 = vec![heard(65, NodeState::Backup), Sample::default()];
         observe(&mut n, 70, &[(1, p1), (3, p3)]);
         assert_eq!(n.state(), NodeState::Backup);
         assert_eq!(n.next_deadline(), Some(Duration::from_millis(360) + us));
+        assert_eq!(n.live(), &[(0, 1), (1, 1), (0, 3)]);
+        assert_eq!(n.next_timer(), None);
         // A peer that left, and entries older than dead-after, set none.
         let left = Sample {
             left: true,
@@ -738,6 +772,7 @@ mod tests {
             ],
         );
         assert_eq!(n.next_deadline(), None);
+        assert!(n.live().is_empty());
     }
 
     /// One peer sample: heard `ago` ms before now (None: never), its priority,

@@ -39,6 +39,10 @@ pub struct StatusFile {
     /// Each peer address, the link and the transmit path heartbeats take to it.
     #[serde(default)]
     pub transmit: Vec<String>,
+    /// Who times the peers' silence: "sender" (the heartbeat thread, reading
+    /// the mapped `seen` arrays) or "controller" (its own timer).
+    #[serde(default)]
+    pub silence_watch: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

@@ -210,6 +210,13 @@ fn link_down_on_the_holder_is_fault_and_the_other_takes_over() {
     let (_g, mut c) = cluster("ld", &[100, 90], FAST);
     start_all(&mut c);
     settled(&mut c, 1);
+    // Node 2 notices the silence through its sender thread's watch (no death
+    // notice comes over a link that is down).
+    let status = c.status(2, true).unwrap();
+    assert!(
+        status.contains(r#""silence_watch": "sender""#),
+        "node 2 does not watch silence from its sender thread: {status}"
+    );
     c.set_link(1, false).unwrap();
     wait_single_holder(&c, 2);
     assert!(

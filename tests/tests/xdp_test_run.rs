@@ -150,6 +150,10 @@ fn valid_heartbeat_is_recorded_and_dropped() {
     assert_eq!(p.src_ipv4, frames::SRC_IP);
     assert_eq!(p.src_mac, frames::SRC_MAC);
     assert_eq!((p.flags, p.priority, p.state, p.msg_type), (1, 100, 2, 1));
+    // The sender thread's silence watch reads the same time, without a syscall.
+    let seen = dp.seen_map().expect("the seen map is mmapable");
+    let slot = |id: u32| hb_common::maps::seen_slot(id) as usize;
+    assert_eq!(seen.read(slot(PEER)).last_seen_ns, p.last_seen_ns);
     // The next one advances the entry.
     let (_, _, outcome) = run(&dp, &hb_frame(5, 43));
     assert_eq!(outcome, Outcome::Accepted);
@@ -158,6 +162,11 @@ fn valid_heartbeat_is_recorded_and_dropped() {
     let other = Ipv4Frame::udp(DEFAULT_PORT, &heartbeat(3, 1, 1).encode(&key())).build();
     assert_eq!(run(&dp, &other).2, Outcome::Accepted);
     assert_eq!(dp.peer(3).unwrap().unwrap().accepted, 1);
+    assert_eq!(
+        seen.read(slot(3)).last_seen_ns,
+        dp.peer(3).unwrap().unwrap().last_seen_ns
+    );
+    assert_eq!(seen.read(slot(PEER)).last_seen_ns, peer(&dp).last_seen_ns);
     assert_eq!(peer(&dp).accepted, 2);
 }
 

@@ -2,7 +2,7 @@
 //! a kernel that lacks one is refused in one line naming what is missing, the
 //! first mainline release that has it and the running release, instead of an
 //! "Invalid argument" halfway through a start. Versions and their sources are
-//! in docs/ARCHITECTURE.md ("Kernel floor").
+//! in docs/KERNELS.md.
 
 use anyhow::{Context, Result};
 use aya::programs::ProgramType;

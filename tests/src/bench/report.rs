@@ -916,7 +916,8 @@ replies come from node 1.\n";
     d += "The fast setting of hb is the first of 1 ms / 4 ms, 2 ms / 8 ms, 5 ms / 15 ms and 10 ms / 30 ms \
 (interval / dead-after, with `--realtime`) at which two nodes make no VIP change over the idle window \
 while the client probes the VIP every 2 ms, none over the CPU starvation window (two busy loops), and \
-none over the three flood phases. Every hb figure called \"fast\" below is at that setting.\n\n";
+none over the three flood phases. The idle window of a setting ends at its first VIP change (it is unstable then). \
+Every hb figure called \"fast\" below is at that setting.\n\n";
     d += &hb_stability_table(&r.hb_stability);
     d += &error_note(r, "hb-stability");
 

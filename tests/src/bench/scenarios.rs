@@ -144,6 +144,17 @@ fn observe<T>(
     window: Duration,
     during: impl FnOnce() -> Result<T>,
 ) -> Result<(WindowStats, T)> {
+    observe_for(bed, window, false, during).map(|(s, t, _)| (s, t))
+}
+
+/// [`observe`], optionally ending at the first VIP change (a stability search
+/// needs no more: the setting is unstable); also returns the time observed.
+fn observe_for<T>(
+    bed: &Testbed,
+    window: Duration,
+    stop_on_change: bool,
+    during: impl FnOnce() -> Result<T>,
+) -> Result<(WindowStats, T, Duration)> {
     let nodes: Vec<(u32, String)> = bed
         .cluster
         .nodes
@@ -154,8 +165,18 @@ fn observe<T>(
     let initial = bed.cluster.holders();
     let from = Instant::now();
     let out = during()?;
-    let rest = window.saturating_sub(from.elapsed());
-    std::thread::sleep(rest);
+    while from.elapsed() < window {
+        std::thread::sleep(
+            window
+                .saturating_sub(from.elapsed())
+                .min(Duration::from_secs(1)),
+        );
+        if stop_on_change
+            && analyse(&initial, &watch.events(), from, Instant::now(), PRIMARY).changes() > 0
+        {
+            break;
+        }
+    }
     let to = Instant::now();
     let events = watch.stop();
     let stats = analyse(&initial, &events, from, to, PRIMARY);
@@ -167,7 +188,7 @@ fn observe<T>(
             bed.explain()
         );
     }
-    Ok((stats, out))
+    Ok((stats, out, to - from))
 }
 
 /// CPU and memory of every daemon process of `bed` over `window`, and what
@@ -821,11 +842,12 @@ pub fn hb_stability(
         };
         {
             let bed = Testbed::up(s.clone())?;
-            let (stats, probe) = observe(&bed, plan.hb_stability, || {
+            let (stats, probe, took) = observe_for(&bed, plan.hb_stability, true, || {
                 bed.cluster.probe(Duration::from_millis(2))
             })?;
             drop(probe.stop());
             row.idle_changes = stats.changes();
+            row.idle_s = took.as_secs_f64();
         }
         if row.idle_changes == 0 {
             row.starvation_changes = Some(starvation(plan, s.clone())?.changes);

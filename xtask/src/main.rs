@@ -85,24 +85,30 @@ impl KernelArg {
     }
 }
 
-/// Release builds of hb-user and the given binaries of the tests crate.
+/// Release builds of the given binaries of the tests crate.
 fn build_release_bins(bins: &[&str]) -> Result<()> {
     let mut cmd = std::process::Command::new(tools::cargo());
-    cmd.args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "hb-user",
-        "-p",
-        "hb-tests",
-        "--bin",
-        "hb-user",
-    ]);
+    cmd.args(["build", "--release", "--quiet", "-p", "hb-tests"]);
     for b in bins {
         cmd.args(["--bin", b]);
     }
     tools::run(&mut cmd, "cargo build")
+}
+
+/// hb-user as it is installed (the `dist` profile), for everything that runs it.
+pub fn build_hb_user() -> Result<std::path::PathBuf> {
+    tools::run(
+        std::process::Command::new(tools::cargo()).args([
+            "build",
+            "--profile",
+            "dist",
+            "--quiet",
+            "-p",
+            "hb-user",
+        ]),
+        "cargo build of hb-user",
+    )?;
+    Ok(tools::workspace_root().join("target/dist/hb-user"))
 }
 
 fn main() -> Result<()> {
@@ -111,18 +117,12 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             tools::ensure_system_packages()?;
             build_ebpf::build()?;
-            // The namespace tests run the real hb-user binary.
-            tools::run(
-                std::process::Command::new(tools::cargo()).args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "hb-user",
-                ]),
-                "cargo build of hb-user",
-            )?;
+            // The namespace tests run the real hb-user binary, as installed.
+            let hb_user = build_hb_user()?;
             let mut cmd = std::process::Command::new(tools::cargo());
-            cmd.args(["test", "--workspace", "--release"]).args(&args);
+            cmd.args(["test", "--workspace", "--release"])
+                .args(&args)
+                .env("HB_USER_BIN", &hb_user);
             tools::run(&mut cmd, "cargo test")?;
             // The same data plane on the kernels users run; skipped only when the
             // run was narrowed to some tests.
@@ -135,9 +135,12 @@ fn main() -> Result<()> {
             tools::ensure_system_packages()?;
             build_ebpf::build()?;
             build_release_bins(&["hb-lab"])?;
+            let hb_user = build_hb_user()?;
             let bin = tools::workspace_root().join("target/release/hb-lab");
             tools::run(
-                std::process::Command::new(bin).args(["--nodes", &nodes.to_string()]),
+                std::process::Command::new(bin)
+                    .args(["--nodes", &nodes.to_string()])
+                    .env("HB_USER_BIN", &hb_user),
                 "hb-lab",
             )
         }
@@ -145,9 +148,11 @@ fn main() -> Result<()> {
             tools::ensure_system_packages()?;
             build_ebpf::build()?;
             build_release_bins(&["hb-bench", "bench-xdp"])?;
+            let hb_user = build_hb_user()?;
             let root = tools::workspace_root();
             let mut cmd = std::process::Command::new(root.join("target/release/hb-bench"));
-            cmd.arg("--out")
+            cmd.env("HB_USER_BIN", &hb_user)
+                .arg("--out")
                 .arg(root.join("docs/BENCHMARKS.md"))
                 .arg("--img-dir")
                 .arg(root.join("docs/img"));

@@ -206,11 +206,7 @@ pub fn run(series: &[Series]) -> Result<()> {
         ("dpkg-deb", "dpkg"),
     ])?;
     crate::build_ebpf::build()?;
-    tools::run(
-        Command::new(tools::cargo()).args(["build", "--release", "--quiet", "-p", "hb-user"]),
-        "cargo build of hb-user",
-    )?;
-    let hb_user = tools::workspace_root().join("target/release/hb-user");
+    let hb_user = crate::build_hb_user()?;
     let bins = build_test_binaries()?;
     for (_, target, _) in STEPS {
         if !bins.iter().any(|(n, _)| n == target) {

@@ -6,6 +6,7 @@
 pub mod maps;
 pub mod siphash;
 pub mod wire;
+pub mod wire2;
 
 pub use maps::{Config, Key, Outcome, Owner, PeerState, Sent, Stats};
 pub use wire::{Gone, Heartbeat, MsgType, NodeState, Refusal};

@@ -569,7 +569,7 @@ impl Node {
             _ if held => info(
                 out,
                 format!(
-                    "our heartbeats were {} ms late, but no peer took the VIP: holding on",
+                    "our heartbeats were {} ms late, but no live peer claims the VIP now: holding on",
                     silent.as_millis()
                 ),
             ),

@@ -52,9 +52,11 @@ fn graceful_stop_and_preemption_never_have_both_nodes_answering() {
 }
 
 /// A holder paused for ten dead-afters (SIGSTOP, every thread) finds on
-/// resuming that its heartbeats stopped: it steps down before its lease can be
-/// renewed, since node 2 took over meanwhile, and takes the VIP back
-/// break-before-make. The client never sees both answer.
+/// resuming that its heartbeats stopped, and renews no lease until it has
+/// decided again. Node 2 took over meanwhile; either node 1 steps down and takes
+/// the VIP back break-before-make, or node 2, hearing node 1's first heartbeat,
+/// has already yielded and node 1 holds on (which comes first is a race of the
+/// two resumed threads). The client never sees both answer.
 #[test]
 fn a_paused_holder_steps_down_before_it_answers_again() {
     let (_g, mut c) = test_lan("hop", &[100, 90], FASTEST, 1);
@@ -89,10 +91,11 @@ fn a_paused_holder_steps_down_before_it_answers_again() {
         "both nodes answered for {both:.1} ms\n{}",
         c.logs()
     );
+    let log = c.log(1);
     assert!(
-        c.log(1).contains("our heartbeats stopped for"),
-        "node 1 stepped down for the lapse\n{}",
-        c.log(1)
+        log.contains("our heartbeats stopped for")
+            || log.contains("no live peer claims the VIP now: holding on"),
+        "node 1 did not notice the lapse\n{log}"
     );
 }
 

@@ -113,18 +113,20 @@ pub struct Heartbeat {
     pub seq: u64,
 }
 
+/// Big-endian readers over a fixed-size message (both wire versions): a
+/// fixed-size array keeps the XDP program's bounds provable.
 #[inline(always)]
-fn be16(b: &[u8; WIRE_LEN], at: usize) -> u16 {
+pub(crate) fn be16<const N: usize>(b: &[u8; N], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 #[inline(always)]
-fn be32(b: &[u8; WIRE_LEN], at: usize) -> u32 {
+pub(crate) fn be32<const N: usize>(b: &[u8; N], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 #[inline(always)]
-fn be64(b: &[u8; WIRE_LEN], at: usize) -> u64 {
+pub(crate) fn be64<const N: usize>(b: &[u8; N], at: usize) -> u64 {
     (be32(b, at) as u64) << 32 | be32(b, at + 4) as u64
 }
 

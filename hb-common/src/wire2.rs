@@ -10,7 +10,7 @@
 use crate::{
     maps::Key,
     siphash::siphash24,
-    wire::{MsgType, MAGIC},
+    wire::{be16, be32, be64, MsgType, MAGIC},
 };
 
 /// This format's version byte.
@@ -92,16 +92,6 @@ pub struct Body {
     pub heard: u64,
 }
 
-#[inline(always)]
-fn be32(b: &[u8; LEN], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-#[inline(always)]
-fn be64(b: &[u8; LEN], at: usize) -> u64 {
-    (be32(b, at) as u64) << 32 | be32(b, at + 4) as u64
-}
-
 /// The head MAC a message should carry.
 #[inline(always)]
 pub fn head_mac(b: &[u8; LEN], key: &Key) -> u64 {
@@ -128,7 +118,7 @@ impl Head {
     /// Magic, version and type, then the fields; no MAC is checked here.
     #[inline(always)]
     pub fn parse_unauthenticated(b: &[u8; LEN]) -> Result<Self, Refusal> {
-        if u16::from_be_bytes([b[0], b[1]]) != MAGIC {
+        if be16(b, 0) != MAGIC {
             return Err(Refusal::NotOurs);
         }
         match b[2] {

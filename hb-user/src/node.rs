@@ -356,25 +356,18 @@ impl Node {
     ) -> Vec<PeerView> {
         let dead_after = self.p.machine.dead_after;
         let mut views = Vec::with_capacity(peers.len());
-        self.silence_at = peers
-            .values()
-            .flatten()
-            .filter(|s| !s.left)
-            .filter_map(|s| s.last_seen)
-            .filter(|&t| now.saturating_sub(t) <= dead_after)
-            .map(|t| t + dead_after)
-            .min();
-        self.live = peers
+        // Entries heard within dead-after, not a leave: their silence is a deadline.
+        let live: Vec<(usize, u32, Duration)> = peers
             .iter()
             .flat_map(|(&id, samples)| {
                 samples.iter().enumerate().filter_map(move |(link, s)| {
-                    let alive = !s.left
-                        && s.last_seen
-                            .is_some_and(|t| now.saturating_sub(t) <= dead_after);
-                    alive.then_some((link, id))
+                    let t = s.last_seen.filter(|&t| now.saturating_sub(t) <= dead_after);
+                    t.filter(|_| !s.left).map(|t| (link, id, t))
                 })
             })
             .collect();
+        self.silence_at = live.iter().map(|&(_, _, t)| t + dead_after).min();
+        self.live = live.into_iter().map(|(link, id, _)| (link, id)).collect();
         for (&id, samples) in peers {
             if samples.len() > 1 {
                 let alive: Vec<bool> = samples

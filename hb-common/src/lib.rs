@@ -9,4 +9,4 @@ pub mod wire;
 pub mod wire2;
 
 pub use maps::{Config, Key, Outcome, Owner, PeerState, Sent, Stats};
-pub use wire::{Gone, Heartbeat, MsgType, NodeState, Refusal};
+pub use wire::{MsgType, NodeState};

@@ -23,7 +23,7 @@ pub mod names {
     /// Object name of the event ring buffer (records of [`super::Event`]).
     pub const EVENTS: &str = "EVENTS";
     /// Object name of the arrival times (BTF array of [`super::SEEN_SLOTS`]
-    /// [`super::Seen`], at [`super::seen_slot`] of the node id).
+    /// [`super::Seen`], at each peer's `PeerState::slot`).
     pub const SEEN: &str = "SEEN";
     /// Pinned file names, one per map above, in the same order.
     pub const PINNED: [(&str, &str); 10] = [
@@ -73,6 +73,10 @@ pub struct Config {
     /// is every change of what a peer says: the controller then needs no
     /// polling to see a peer come back or change.
     pub quiet_ns: u64,
+    /// This node's id: messages are addressed to it, and one that claims to
+    /// come from it in another session is an id collision.
+    pub node_id: u32,
+    pub _pad2: u32,
 }
 
 /// The [`Config::vip_filter`] bit of an IPv4 address (network order): its last
@@ -114,20 +118,33 @@ impl core::fmt::Debug for Key {
     }
 }
 
-/// What the XDP program knows of one peer. The controller inserts a zeroed entry
-/// for every configured peer: the keys of this map are the allow-list, and the
-/// XDP program only ever updates existing entries.
+/// What the XDP program knows of one peer, over all messages that passed its
+/// checks. The controller inserts a zeroed entry for every configured peer
+/// (the keys of this map are the allow-list; the XDP program only updates
+/// existing entries) and one for its own id, where XDP records messages of
+/// another machine that uses our id (`last_seen_ns`: the last one).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerState {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last accepted message; 0 = never.
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last message that counted
+    /// as life; 0 = never.
     pub last_seen_ns: u64,
-    /// Sequence number of the last accepted message.
-    pub seq: u64,
-    /// Count of accepted messages.
+    /// Count of messages that counted as life.
     pub accepted: u64,
-    /// Epoch of the last accepted message.
-    pub epoch: u32,
+    /// The peer's adopted session (docs/PROTOCOL.md, "Sessions"); 0 = none yet.
+    pub session: u64,
+    /// The highest sequence number accepted in it.
+    pub seq: u64,
+    /// `bpf_ktime_get_ns()` of the last fresh death notice from this peer (its
+    /// kernel saw its controller die); 0 = none.
+    pub gone_ns: u64,
+    /// The dead controller's session, from that notice.
+    pub gone_session: u64,
+    /// Our sequence number the notice echoed (the heartbeat it answered).
+    pub gone_seq: u64,
+    /// `bpf_ktime_get_ns()` of the last authenticated wire version 1 heartbeat
+    /// from this peer (it runs an old hb); 0 = none, or a v1 leave came since.
+    pub old_version_ns: u64,
     /// Interface the last accepted message came in on.
     pub ifindex: u32,
     /// Source IPv4 address of the last accepted message, network order; zero
@@ -137,35 +154,52 @@ pub struct PeerState {
     pub src_ipv6: [u8; 16],
     /// Source MAC address of the last accepted message.
     pub src_mac: [u8; 6],
-    /// Last message's flags (`wire::FLAG_*`).
-    pub flags: u8,
-    /// Last message's advertised priority.
-    pub priority: u8,
-    /// Last message's advertised state (`wire::NodeState`).
-    pub state: u8,
-    /// Last message's type (`wire::MsgType`): a leave shows the peer stopped on purpose.
-    pub msg_type: u8,
     pub _pad: [u8; 2],
-    /// `bpf_ktime_get_ns()` of the last fresh death notice from this peer (its
-    /// kernel saw its controller die); 0 = none. Kept apart from the heartbeat
-    /// fields above: a notice carries our numbers, not the peer's, so it must not
-    /// move the peer's anti-replay state.
-    pub gone_ns: u64,
-    /// Epoch of the peer's controller that died, from that notice.
-    pub gone_epoch: u32,
+    /// This peer's entry in the `seen` array, set by the controller (the
+    /// peer's index in its configuration).
+    pub slot: u32,
     pub _pad2: u32,
-    /// Our sequence number the notice echoed (the heartbeat it answered).
-    pub gone_seq: u64,
+    /// The last message that counted as life, whole (both MACs): the
+    /// controller checks its body MAC and reads the groups from it.
+    pub message: [u8; crate::wire2::LEN],
+}
+
+impl Default for PeerState {
+    fn default() -> Self {
+        Self {
+            last_seen_ns: 0,
+            accepted: 0,
+            session: 0,
+            seq: 0,
+            gone_ns: 0,
+            gone_session: 0,
+            gone_seq: 0,
+            old_version_ns: 0,
+            ifindex: 0,
+            src_ipv4: [0; 4],
+            src_ipv6: [0; 16],
+            src_mac: [0; 6],
+            _pad: [0; 2],
+            slot: 0,
+            _pad2: 0,
+            message: [0; crate::wire2::LEN],
+        }
+    }
 }
 
 impl PeerState {
-    /// The peer's controller is gone: a fresh death notice was recorded for an
-    /// epoch at least as new as its last accepted heartbeat's. A restarted
-    /// controller's first heartbeat (a newer epoch) ends it, whatever order
-    /// late notices and heartbeats arrive in.
+    /// The peer's controller is gone: a fresh death notice named the session
+    /// we adopted. A restarted controller's session, once adopted, ends it,
+    /// whatever order late notices and heartbeats arrive in.
     #[inline(always)]
     pub fn gone(&self) -> bool {
-        self.gone_ns != 0 && self.gone_epoch >= self.epoch
+        self.gone_ns != 0 && self.gone_session == self.session
+    }
+
+    /// The last message's type byte (`wire::MsgType`): a leave shows the peer
+    /// stopped on purpose.
+    pub fn msg_type(&self) -> u8 {
+        self.message[3]
     }
 }
 
@@ -207,7 +241,8 @@ pub struct Claimant {
 pub struct Event {
     /// `EVENT_*`.
     pub kind: u32,
-    /// The peer's node id (`EVENT_PEER`, `EVENT_GONE`); for `EVENT_CLAIM`, the
+    /// The peer's node id (`EVENT_PEER`, `EVENT_GONE`, `EVENT_COLLISION`: our
+    /// own); for `EVENT_CLAIM`, the
     /// VIP (network order, as the `VIPS` key).
     pub subject: u32,
     /// `bpf_ktime_get_ns()` when it happened.
@@ -215,11 +250,15 @@ pub struct Event {
 }
 
 /// A peer was heard for the first time, after a quiet gap
-/// ([`Config::quiet_ns`]), or with a new state, flags, priority, message type
-/// or epoch.
+/// ([`Config::quiet_ns`]), in a newly adopted session, or with a new message
+/// type, flags, state or body generation; or its wire version 1 heartbeats
+/// began or ended.
 pub const EVENT_PEER: u32 = 1;
 /// A fresh death notice from a peer's kernel was recorded.
 pub const EVENT_GONE: u32 = 2;
+/// A message from our own node id in another session: another machine was
+/// given our id (see `PeerState`: our own entry).
+pub const EVENT_COLLISION: u32 = 4;
 /// ARP claimed one of our VIPs from a foreign MAC: a new claimant, or the first
 /// claim after a quiet gap (a flood gives one event; the controller's periodic
 /// sweep reads the counts).
@@ -248,7 +287,7 @@ pub struct Lease {
 /// Who owns this data plane (single entry at index 0), for the death notice.
 /// The controller writes its process id (as its own pid namespace sees it, with
 /// that namespace's device and inode, so the check works in a container), node
-/// id and epoch once its start went through; the `sched_process_exit` program
+/// id and session once its start went through; the `sched_process_exit` program
 /// sets `dead_ns` when that process's main thread exits. A graceful stop clears
 /// `pid` first. While `dead_ns` is set, XDP answers accepted heartbeats with a
 /// death notice, and withdraws the holder lease on a heartbeat from a peer that
@@ -258,10 +297,9 @@ pub struct Lease {
 pub struct Owner {
     /// Thread-group id of the controller in its pid namespace; 0 = none.
     pub pid: u32,
-    /// The controller's node id and epoch, which the death notice carries.
+    /// The controller's node id and session, which the death notice carries.
     pub node_id: u32,
-    pub epoch: u32,
-    pub _pad: u32,
+    pub session: u64,
     /// The kernel `dev_t` (MKDEV(major, minor)) and inode of the controller's
     /// pid namespace, as `bpf_get_ns_current_pid_tgid` wants them.
     pub pidns_dev: u64,
@@ -270,175 +308,142 @@ pub struct Owner {
     pub dead_ns: u64,
 }
 
-/// The last heartbeat this node sent (single entry at index 0), written by the
-/// sender thread before each send: a death notice from a peer must echo one of
-/// the last few of these (`wire::Gone::echoes`).
+/// What this node sends now (single entry at index 0), written by the sender
+/// thread before each beat: our session, and which of our sequence numbers are
+/// recent. A message from a peer that proves a new session of it fresh, and a
+/// death notice, must echo our session and a seq in `(recent_lo, seq]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sent {
-    pub epoch: u32,
-    pub _pad: u32,
+    pub session: u64,
+    /// The last sequence number sent.
     pub seq: u64,
+    /// A sequence number sent two to four dead-afters ago (0 early on).
+    pub recent_lo: u64,
 }
 
-/// When a configured peer was last heard on this link, for the sender thread:
-/// the map is `BPF_F_MMAPABLE`, so it watches every peer's silence with plain
-/// loads on its own clock, and the controller sleeps until something happens.
+/// Per configured peer, what the sender thread needs with plain loads: when
+/// it was last heard (to watch its silence) and what our messages to it echo.
+/// The map is `BPF_F_MMAPABLE`: the thread reads it on its own clock, and the
+/// controller sleeps until something happens.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
-    /// `bpf_ktime_get_ns()` of the last accepted heartbeat or leave; 0 = never.
+    /// `bpf_ktime_get_ns()` of the last message that counted as life; 0 = never.
     pub last_seen_ns: u64,
+    /// The peer's session and seq of its last valid message: our messages to
+    /// it echo them (your session, your seq).
+    pub echo_session: u64,
+    pub echo_seq: u64,
 }
 
-/// Slots of the `seen` map: one per peer when no two configured node ids are
-/// equal modulo this (the controller checks, and watches silence itself if
-/// they are).
+/// Entries of the `seen` map: one per configured peer (`PeerState::slot`).
 pub const SEEN_SLOTS: u32 = MAX_PEERS;
 
-/// The `seen` slot of a node id.
-#[inline(always)]
-pub const fn seen_slot(node_id: u32) -> u32 {
-    node_id % SEEN_SLOTS
+/// Declares [`Outcome`] and [`Stats`] from one list, so that the counter
+/// order, the field names `bpftool` prints and the outcomes cannot drift apart.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $variant:ident => $field:ident,)*) => {
+        /// Outcome of one packet, and index of its counter in [`Stats`].
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Outcome {
+            $($(#[$doc])* $variant,)*
+        }
+
+        /// Per-CPU packet counters, one field per [`Outcome`] in the same
+        /// order, so that `bpftool map dump` prints them by name.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $(pub $field: u64,)*
+        }
+
+        impl Outcome {
+            /// Every outcome, in counter order.
+            pub const ALL: [Outcome; Stats::COUNT] = [$(Outcome::$variant,)*];
+        }
+
+        impl Stats {
+            /// Number of counters, the length of [`Stats::FIELDS`].
+            pub const COUNT: usize = [$(stringify!($field),)*].len();
+            /// Counter names, in [`Outcome`] order.
+            pub const FIELDS: [&'static str; Self::COUNT] = [$(stringify!($field),)*];
+
+            pub fn as_array(&self) -> [u64; Self::COUNT] {
+                [$(self.$field,)*]
+            }
+
+            fn from_array(a: [u64; Self::COUNT]) -> Self {
+                let [$($field,)*] = a;
+                Stats { $($field,)* }
+            }
+        }
+    };
 }
 
-/// Outcome of one packet, and index of its counter in [`Stats`].
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Not a heartbeat (other traffic, non-first fragment): passed untouched.
-    Passed = 0,
-    Accepted,
-    BadLength,
-    BadMagic,
-    BadVersion,
-    BadType,
-    WrongCluster,
-    UnknownNode,
-    BadMac,
-    Replayed,
+counters! {
+    /// Not an hb message, or not addressed to this node (other traffic,
+    /// Linux-HA Heartbeat on the same port, a non-first fragment): passed
+    /// untouched.
+    Passed => passed,
+    /// A message that counted as a sign of life.
+    Accepted => accepted,
+    /// An hb message whose length fields promise more than the frame holds.
+    BadLength => bad_length,
+    /// A wire version 1 message (an old peer: see `PeerState::old_version_ns`).
+    OldVersion => old_version,
+    BadVersion => bad_version,
+    BadType => bad_type,
+    WrongCluster => wrong_cluster,
+    UnknownNode => unknown_node,
+    BadMac => bad_mac,
+    /// The peer's adopted session with a sequence number already seen.
+    Replayed => replayed,
+    /// Another session of the peer, not proven fresh (a capture, or a peer
+    /// that restarted and has not heard us yet).
+    StaleSession => stale_session,
+    /// Valid, but not yet life: part of the session handshake.
+    Handshake => handshake,
+    /// Our own node id from a session that is not ours: another machine has it.
+    IdCollision => id_collision,
     /// ARP claiming one of our VIPs from another MAC: counted, and passed untouched.
-    ArpConflict,
+    ArpConflict => arp_conflict,
     /// Dropped by the self-fence: ARP asking for a VIP while we hold no lease.
-    FencedArp,
+    FencedArp => fenced_arp,
     /// Dropped by the self-fence: IPv4 to a VIP while we hold no lease.
-    FencedIp,
+    FencedIp => fenced_ip,
     /// A heartbeat accepted while our controller is dead, answered with a death
     /// notice (XDP_TX) instead of being dropped.
-    GoneSent,
+    GoneSent => gone_sent,
     /// A fresh death notice from a peer: recorded in its entry.
-    Gone,
-    /// A death notice that echoes none of our recent sequence numbers (a replay).
-    GoneReplayed,
+    Gone => gone,
+    /// A death notice that echoes none of our recent heartbeats (a replay).
+    GoneReplayed => gone_replayed,
 }
 
-impl Outcome {
-    /// Every outcome, in counter order.
-    pub const ALL: [Outcome; Stats::COUNT] = [
-        Outcome::Passed,
-        Outcome::Accepted,
-        Outcome::BadLength,
-        Outcome::BadMagic,
-        Outcome::BadVersion,
-        Outcome::BadType,
-        Outcome::WrongCluster,
-        Outcome::UnknownNode,
-        Outcome::BadMac,
-        Outcome::Replayed,
-        Outcome::ArpConflict,
-        Outcome::FencedArp,
-        Outcome::FencedIp,
-        Outcome::GoneSent,
-        Outcome::Gone,
-        Outcome::GoneReplayed,
-    ];
-}
-
-impl From<crate::wire::Refusal> for Outcome {
+impl From<crate::wire2::Refusal> for Outcome {
     #[inline(always)]
-    fn from(r: crate::wire::Refusal) -> Self {
-        use crate::wire::Refusal as R;
+    fn from(r: crate::wire2::Refusal) -> Self {
+        use crate::wire2::Refusal as R;
         match r {
+            R::NotOurs | R::NotForUs => Self::Passed,
             R::BadLength => Self::BadLength,
-            R::BadMagic => Self::BadMagic,
+            R::OldVersion => Self::OldVersion,
             R::BadVersion => Self::BadVersion,
             R::BadType => Self::BadType,
             R::WrongCluster => Self::WrongCluster,
+            R::IdCollision => Self::IdCollision,
             R::UnknownNode => Self::UnknownNode,
-            R::BadMac => Self::BadMac,
+            R::BadMac | R::BadBodyMac => Self::BadMac,
             R::Replayed => Self::Replayed,
+            R::StaleSession => Self::StaleSession,
             R::GoneReplayed => Self::GoneReplayed,
         }
     }
 }
 
-/// Per-CPU packet counters, one field per [`Outcome`] in the same order, so that
-/// `bpftool map dump` prints them by name.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub passed: u64,
-    pub accepted: u64,
-    pub bad_length: u64,
-    pub bad_magic: u64,
-    pub bad_version: u64,
-    pub bad_type: u64,
-    pub wrong_cluster: u64,
-    pub unknown_node: u64,
-    pub bad_mac: u64,
-    pub replayed: u64,
-    pub arp_conflict: u64,
-    pub fenced_arp: u64,
-    pub fenced_ip: u64,
-    pub gone_sent: u64,
-    pub gone: u64,
-    pub gone_replayed: u64,
-}
-
 impl Stats {
-    /// Number of counters, the length of [`Stats::FIELDS`].
-    pub const COUNT: usize = 16;
-    /// Counter names, in [`Outcome`] order.
-    pub const FIELDS: [&'static str; Self::COUNT] = [
-        "passed",
-        "accepted",
-        "bad_length",
-        "bad_magic",
-        "bad_version",
-        "bad_type",
-        "wrong_cluster",
-        "unknown_node",
-        "bad_mac",
-        "replayed",
-        "arp_conflict",
-        "fenced_arp",
-        "fenced_ip",
-        "gone_sent",
-        "gone",
-        "gone_replayed",
-    ];
-
-    pub fn as_array(&self) -> [u64; Self::COUNT] {
-        [
-            self.passed,
-            self.accepted,
-            self.bad_length,
-            self.bad_magic,
-            self.bad_version,
-            self.bad_type,
-            self.wrong_cluster,
-            self.unknown_node,
-            self.bad_mac,
-            self.replayed,
-            self.arp_conflict,
-            self.fenced_arp,
-            self.fenced_ip,
-            self.gone_sent,
-            self.gone,
-            self.gone_replayed,
-        ]
-    }
-
     pub fn get(&self, o: Outcome) -> u64 {
         self.as_array()[o as usize]
     }
@@ -451,40 +456,22 @@ impl Stats {
                 *acc += v;
             }
         }
-        let [passed, accepted, bad_length, bad_magic, bad_version, bad_type, wrong_cluster, unknown_node, bad_mac, replayed, arp_conflict, fenced_arp, fenced_ip, gone_sent, gone, gone_replayed] =
-            t;
-        Stats {
-            passed,
-            accepted,
-            bad_length,
-            bad_magic,
-            bad_version,
-            bad_type,
-            wrong_cluster,
-            unknown_node,
-            bad_mac,
-            replayed,
-            arp_conflict,
-            fenced_arp,
-            fenced_ip,
-            gone_sent,
-            gone,
-            gone_replayed,
-        }
+        Self::from_array(t)
     }
 }
 
 // Both sides rely on these sizes; a change here is a change of the map ABI.
-const _: () = assert!(core::mem::size_of::<PeerState>() == 88);
+const _: () = assert!(core::mem::size_of::<PeerState>() == 104 + crate::wire2::LEN);
+// XDP reads the message's first word with one aligned load.
+const _: () = assert!(core::mem::offset_of!(PeerState, message) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
-const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 40);
 const _: () = assert!(core::mem::size_of::<Event>() == 16);
 const _: () = assert!(core::mem::size_of::<VipWatch>() == 24 + 16 * CLAIMANTS);
-const _: () = assert!(Outcome::GoneReplayed as usize + 1 == Stats::COUNT);
 const _: () = assert!(core::mem::size_of::<Lease>() == 8);
 const _: () = assert!(core::mem::size_of::<Owner>() == 40);
-const _: () = assert!(core::mem::size_of::<Sent>() == 16);
-const _: () = assert!(core::mem::size_of::<Seen>() == 8);
+const _: () = assert!(core::mem::size_of::<Sent>() == 24);
+const _: () = assert!(core::mem::size_of::<Seen>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -535,36 +522,22 @@ mod tests {
     }
 
     #[test]
-    fn gone_needs_a_notice_at_least_as_new_as_the_last_heartbeat() {
+    fn gone_needs_a_notice_naming_the_adopted_session() {
         let p = PeerState {
-            epoch: 4,
+            session: 4,
             ..Default::default()
         };
         assert!(!p.gone(), "no notice");
         let notice = PeerState {
             gone_ns: 1,
-            gone_epoch: 4,
+            gone_session: 4,
             ..p
         };
-        assert!(
-            notice.gone(),
-            "a late heartbeat of the dead epoch does not undo it"
-        );
-        let restarted = PeerState { epoch: 5, ..notice };
-        assert!(!restarted.gone(), "a heartbeat of a newer epoch ends it");
-        assert!(
-            PeerState {
-                gone_ns: 1,
-                gone_epoch: 1,
-                ..Default::default()
-            }
-            .gone(),
-            "a notice from a peer never heard"
-        );
-        assert_eq!(
-            Stats::FIELDS[Outcome::GoneReplayed as usize],
-            "gone_replayed"
-        );
+        assert!(notice.gone(), "a late heartbeat of the dead session does not undo it");
+        let restarted = PeerState { session: 5, ..notice };
+        assert!(!restarted.gone(), "a newly adopted session ends it");
+        assert_eq!(Stats::FIELDS[Outcome::GoneReplayed as usize], "gone_replayed");
+        assert_eq!(Stats::COUNT, Outcome::GoneReplayed as usize + 1);
     }
 
     #[test]

@@ -1,15 +1,15 @@
-//! The death notice (docs/PROTOCOL.md, "Death notice"). Sending: once `exit.rs`
-//! has marked the controller dead, an accepted heartbeat is rewritten in place
-//! into the notice that answers it and sent back out of the interface it came in
-//! on (XDP_TX). One answer per accepted heartbeat: the rate is the peer's own,
-//! and replayed heartbeats, refused before this, get none. Receiving: a notice
-//! is fresh when it echoes one of our last heartbeats, and is recorded apart
-//! from the peer's heartbeat fields.
+//! The death notice (docs/PROTOCOL.md, "Death notice"), sending side: once
+//! `exit.rs` has marked the controller dead, a peer's heartbeat that counted
+//! as life is rewritten in place into the notice that answers it and sent back
+//! out of the interface it came in on (XDP_TX). One answer per such heartbeat:
+//! the rate is the peer's own, and replays, refused before this, get none. The
+//! receiving side is in `heartbeat.rs`.
 
-use aya_ebpf::{btf_maps::Array, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{btf_maps::Array, programs::XdpContext};
 use hb_common::{
-    maps::{Key, Owner, PeerState, Sent, MAP_MMAPABLE},
-    wire::{Gone, Heartbeat, Refusal, WIRE_LEN},
+    maps::{Key, Owner, Sent, MAP_MMAPABLE},
+    wire::MsgType,
+    wire2::{self, Head, BODY, LEN},
 };
 use network_types::udp::UdpHdr;
 
@@ -18,26 +18,8 @@ use crate::parse::{ptr_at_bounded, Src, Udp};
 /// TTL (IPv4) or hop limit (IPv6) of a notice: it may be routed back.
 const HOPS: u8 = 64;
 /// UDP length of a notice, the same as the heartbeat's.
-const UDP_LEN: u16 = (UdpHdr::LEN + WIRE_LEN) as u16;
+const UDP_LEN: u16 = (UdpHdr::LEN + LEN) as u16;
 const IPPROTO_UDP: u8 = 17;
-
-/// Records the authenticated notice in `buf` in its sender's entry when it
-/// echoes one of our last heartbeats; a replay otherwise.
-#[inline(always)]
-pub fn record(
-    p: &mut PeerState,
-    buf: &[u8; WIRE_LEN],
-    sent: &Array<Sent, 1, MAP_MMAPABLE>,
-) -> Result<(), Refusal> {
-    let g = Gone::read_unauthenticated(buf);
-    if !sent.get(0).is_some_and(|s| g.echoes(s.epoch, s.seq)) {
-        return Err(Refusal::GoneReplayed);
-    }
-    p.gone_ns = unsafe { bpf_ktime_get_ns() };
-    p.gone_epoch = g.dead_epoch;
-    p.gone_seq = g.echo_seq;
-    Ok(())
-}
 
 /// The IP header fields a reply rewrites.
 enum Ip {
@@ -52,8 +34,9 @@ fn mut_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
     ptr_at_bounded::<T>(ctx, off).map(|p| p.cast_mut())
 }
 
-/// Rewrites the accepted heartbeat `hb` at `udp` into the notice that answers
-/// it, addressed back to its sender: Ethernet and IP addresses swapped, VLAN tag
+/// Rewrites the heartbeat `hb` at `udp` into the notice that answers it
+/// (session and seq: the dead controller's last; your session and seq: the
+/// heartbeat's), addressed back to its sender: Ethernet and IP addresses swapped, VLAN tag
 /// and IP options kept, from and to the heartbeat port (`port`: the sender's
 /// XDP looks at that port only; the heartbeat came from an ephemeral one). False,
 /// with the frame untouched, when a header cannot be reached (it always can:
@@ -63,11 +46,12 @@ pub fn answer(
     ctx: &XdpContext,
     udp: &Udp,
     port: u16,
-    hb: &Heartbeat,
+    hb: &Head,
     owner: &Owner,
     key: &Array<Key, 1>,
+    sent: &Array<Sent, 1, MAP_MMAPABLE>,
 ) -> bool {
-    let Some(key) = key.get(0) else {
+    let (Some(key), Some(last)) = (key.get(0), sent.get(0)) else {
         return false;
     };
     // Every pointer first, so that a miss changes nothing.
@@ -77,7 +61,10 @@ pub fn answer(
     let Some(uh) = mut_at::<[u8; 8]>(ctx, udp.payload_off.wrapping_sub(UdpHdr::LEN)) else {
         return false;
     };
-    let Some(payload) = mut_at::<[u8; WIRE_LEN]>(ctx, udp.payload_off) else {
+    let Some(head) = mut_at::<[u8; BODY]>(ctx, udp.payload_off) else {
+        return false;
+    };
+    let Some(body) = mut_at::<[u8; LEN - BODY]>(ctx, udp.payload_off + BODY) else {
         return false;
     };
     let ip = match udp.src {
@@ -98,14 +85,22 @@ pub fn answer(
             _ => return false,
         },
     };
-    let notice = Gone {
-        cluster_id: hb.cluster_id,
-        node_id: owner.node_id,
-        dead_epoch: owner.epoch,
-        echo_epoch: hb.epoch,
-        echo_seq: hb.seq,
-    }
-    .encode(key);
+    let notice = wire2::notice_head(
+        &Head {
+            msg_type: MsgType::Gone,
+            flags: 0,
+            state: 0,
+            body_gen: 0,
+            cluster_id: hb.cluster_id,
+            from: owner.node_id,
+            to: hb.from,
+            session: owner.session,
+            seq: last.seq,
+            your_session: hb.session,
+            your_seq: hb.seq,
+        },
+        key,
+    );
     // SAFETY: each pointer was bounds-checked against the frame above.
     unsafe {
         *eth = swap::<12, 6>(*eth);
@@ -131,13 +126,18 @@ pub fn answer(
                 *addrs = a;
                 *hops = HOPS;
                 // Mandatory on IPv6: over the pseudo-header, the UDP header
-                // (checksum field zero) and the notice.
+                // (checksum field zero) and the notice (its body is zero).
                 let mut sum = words(&a, 0);
                 sum += u32::from(UDP_LEN) + u32::from(IPPROTO_UDP);
                 sum += u32::from(u16::from_be_bytes([ports[0], ports[1]]));
                 sum += u32::from(u16::from_be_bytes([ports[2], ports[3]]));
                 sum += u32::from(UDP_LEN);
-                let c = !fold(words(&notice, sum));
+                for w in notice {
+                    let v = u64::from_be(w);
+                    sum += (v >> 48) as u32 + (v >> 32 & 0xffff) as u32;
+                    sum += (v >> 16 & 0xffff) as u32 + (v & 0xffff) as u32;
+                }
+                let c = !fold(sum);
                 // A computed zero is sent as all ones (zero means "none").
                 csum = if c == 0 { 0xffff } else { c }.to_be_bytes();
             }
@@ -146,7 +146,8 @@ pub fn answer(
         *uh = [
             ports[0], ports[1], ports[2], ports[3], len[0], len[1], csum[0], csum[1],
         ];
-        *payload = notice;
+        core::ptr::copy_nonoverlapping(notice.as_ptr().cast::<u8>(), head.cast::<u8>(), BODY);
+        *body = [0; LEN - BODY];
     }
     true
 }

@@ -34,9 +34,10 @@ mod prog {
     use hb_common::{
         maps::{
             Config, Event, Key, Lease, Outcome, Owner, PeerState, Seen, Sent, Stats, VipWatch,
-            CONFIG_PASS_HEARTBEATS, EVENTS_BYTES, EVENT_GONE, EVENT_PEER, MAP_MMAPABLE, MAX_PEERS,
-            MAX_VIPS, SEEN_SLOTS,
+            CONFIG_PASS_HEARTBEATS, EVENTS_BYTES, EVENT_GONE, MAP_MMAPABLE, MAX_PEERS, MAX_VIPS,
+            SEEN_SLOTS,
         },
+        wire2::{Refusal, FLAG_HOLDS},
         MsgType,
     };
 
@@ -47,9 +48,9 @@ mod prog {
     };
 
     /// node id -> what we know of that peer. Keys are written by the controller
-    /// (the allow-list); values by this program.
+    /// (the allow-list, and our own id for collisions); values by this program.
     #[btf_map]
-    pub static PEERS: HashMap<u32, PeerState, { MAX_PEERS as usize }> = HashMap::new();
+    pub static PEERS: HashMap<u32, PeerState, { MAX_PEERS as usize + 1 }> = HashMap::new();
 
     /// One `Stats` per CPU, at index 0.
     #[btf_map]
@@ -73,18 +74,18 @@ mod prog {
     #[btf_map]
     pub static LEASE: Array<Lease, 1, MAP_MMAPABLE> = Array::new();
 
-    /// The controller's pid, node id and epoch at index 0, and whether it died:
+    /// The controller's pid, node id and session at index 0, and whether it died:
     /// written by the controller, marked dead by `exit.rs`.
     #[btf_map]
     pub static OWNER: Array<Owner, 1> = Array::new();
 
-    /// Our last heartbeat's (epoch, seq) at index 0, written by the sender thread:
-    /// what a peer's death notice must echo.
+    /// Our session and recent sequence numbers at index 0, written by the
+    /// sender thread: what a new session of a peer, and a death notice, must echo.
     #[btf_map]
     pub static SENT: Array<Sent, 1, MAP_MMAPABLE> = Array::new();
 
-    /// When each configured peer was last heard (`seen_slot` of its id), read
-    /// by the sender thread through a mapping.
+    /// When each configured peer was last heard and what to echo to it
+    /// (at its entry's `slot`), read by the sender thread through a mapping.
     #[btf_map]
     pub static SEEN: Array<Seen, { SEEN_SLOTS as usize }, MAP_MMAPABLE> = Array::new();
 
@@ -150,24 +151,21 @@ mod prog {
             return xdp_action::XDP_PASS;
         }
         let outcome = match heartbeat::receive(ctx, &udp, cfg, &PEERS, &KEY, &SENT, &SEEN) {
-            Ok(Received::Heartbeat(hb, news)) => {
-                if news {
-                    notify(EVENT_PEER, hb.node_id);
-                }
+            Ok(Received::Life(hb)) => {
                 // The death check, on this path only: other traffic never pays for it.
                 if hb.msg_type == MsgType::Heartbeat {
                     if let Some(owner) = OWNER.get(0).filter(|o| o.dead_ns != 0) {
-                        // A peer that claims the VIPs took over (after our notice):
-                        // it answers for them now, so we stop. Until then a dead
+                        // A peer that claims a group took over (after our notice):
+                        // it answers for the VIPs now, so we stop. Until then a dead
                         // controller's lease runs on, and a quick restart adopts
                         // it without a gap for clients.
-                        if hb.holds_vip() {
+                        if hb.flags & FLAG_HOLDS != 0 {
                             if let Some(lease) = LEASE.get_ptr_mut(0) {
                                 // SAFETY: an array value, written whole.
                                 unsafe { (*lease).until_ns = 0 };
                             }
                         }
-                        if gone::answer(ctx, &udp, cfg.port, &hb, owner, &KEY) {
+                        if gone::answer(ctx, &udp, cfg.port, &hb, owner, &KEY, &SENT) {
                             count(Outcome::GoneSent);
                             return xdp_action::XDP_TX;
                         }
@@ -175,14 +173,20 @@ mod prog {
                 }
                 Outcome::Accepted
             }
+            Ok(Received::Handshake) => Outcome::Handshake,
             Ok(Received::Gone(node_id)) => {
                 notify(EVENT_GONE, node_id);
                 Outcome::Gone
             }
+            // Not hb's, or not for this node: the stack has it, untouched.
+            Err(Refusal::NotOurs | Refusal::NotForUs) => {
+                count(Outcome::Passed);
+                return xdp_action::XDP_PASS;
+            }
             Err(refusal) => refusal.into(),
         };
         count(outcome);
-        // Valid or not, heartbeats end here: a flood of forgeries never reaches the stack.
+        // Valid or not, hb messages end here: a flood of forgeries never reaches the stack.
         if cfg.flags & CONFIG_PASS_HEARTBEATS != 0 {
             xdp_action::XDP_PASS
         } else {

@@ -4,10 +4,12 @@
 //! advertise), encodes and signs into stack buffers, makes one `sendto` per peer
 //! address and, while the node holds its VIPs, one map write that renews the
 //! holder lease: the lease is tied to what was actually sent, so it never runs
-//! longer than dead-after past the last heartbeat that claimed the VIPs. Before
-//! each send it also records the message's (epoch, seq) in the link's `sent`
-//! map, which a peer's death notice must echo. No allocation, lock or log line
-//! on that path.
+//! longer than dead-after past the last heartbeat that claimed the VIPs. Each
+//! message is addressed to one peer and echoes that peer's session and seq,
+//! read with plain loads from the link's mmapable `seen` array. Before each
+//! beat it records our session and recent sequence numbers in the link's
+//! `sent` map, which a new session of a peer, and a death notice, must echo.
+//! No allocation, lock or log line on that path.
 //!
 //! The controller changes what is advertised with [`Beat::advertise`], which
 //! wakes the thread at once: peers learn a transition immediately, not at the
@@ -24,10 +26,10 @@
 use crate::{
     clock::monotonic,
     mapped::{MapCell, Mapping},
-    sender::{LinkSender, Sequencer},
+    sender::{LinkSender, Says, Sequencer},
 };
 use hb_common::{
-    maps::{seen_slot, Lease, Seen, Sent},
+    maps::{Lease, Seen, Sent},
     MsgType, NodeState,
 };
 use linux_futex::{Futex, Private, TimedWaitError};
@@ -91,7 +93,7 @@ struct Cell {
     lapsed_ns: AtomicU64,
     /// Wakes the controller for a lapse.
     lapse: tokio::sync::Notify,
-    /// The (link, peer) entries whose silence the thread watches, packed by
+    /// The (link, `seen` slot) entries whose silence the thread watches, packed by
     /// [`pack_watch`]; the first `watch_len` are valid. `watch_gen` is bumped
     /// with every change, so that the thread forgets what it already reported.
     watch: [AtomicU64; WATCH_MAX],
@@ -99,14 +101,18 @@ struct Cell {
     watch_gen: AtomicU64,
     /// Wakes the controller: a watched entry fell silent for dead-after.
     silent: tokio::sync::Notify,
+    /// What heartbeats report of the cluster (`Node::view`): the holder we
+    /// see and the peers we hear.
+    holder: AtomicU32,
+    heard: AtomicU64,
 }
 
-/// Most (link, peer) entries the thread watches; more, and the controller
+/// Most (link, slot) entries the thread watches; more, and the controller
 /// watches silence itself.
 pub const WATCH_MAX: usize = 64;
 
-fn pack_watch(link: usize, peer: u32) -> u64 {
-    (link as u64) << 32 | u64::from(peer)
+fn pack_watch(link: usize, slot: u32) -> u64 {
+    (link as u64) << 32 | u64::from(slot)
 }
 
 fn unpack_watch(w: u64) -> (usize, u32) {
@@ -131,9 +137,9 @@ pub struct BeatLink {
     /// The link's record of the last heartbeat sent; None when it could not be
     /// opened (peers' death notices are then refused as replays).
     pub sent: Option<MapCell<Sent>>,
-    /// The link's `seen` array, mapped; None when it could not be (then
-    /// [`Beat::watch`] declines, and the controller keeps its own timer).
-    pub seen: Option<Mapping<Seen>>,
+    /// The link's `seen` array, mapped: what to echo to each peer, and when
+    /// it was last heard.
+    pub seen: Mapping<Seen>,
 }
 
 /// Timing and identity of the thread.
@@ -152,15 +158,6 @@ pub struct BeatParams {
 pub struct Beat {
     cell: Arc<Cell>,
     thread: Option<JoinHandle<()>>,
-    /// Every link's `seen` map is mapped: the thread can watch silence.
-    watches: bool,
-}
-
-/// No two of these node ids share a `seen` slot (`hb_common::maps::seen_slot`).
-pub fn slots_distinct(peers: &[u32]) -> bool {
-    let mut slots: Vec<u32> = peers.iter().map(|&p| seen_slot(p)).collect();
-    slots.sort_unstable();
-    slots.windows(2).all(|w| w[0] != w[1])
 }
 
 /// SCHED_FIFO priority of the sender thread; the controller runs at 50.
@@ -186,8 +183,9 @@ impl Beat {
             watch_len: AtomicUsize::new(0),
             watch_gen: AtomicU64::new(0),
             silent: tokio::sync::Notify::new(),
+            holder: AtomicU32::new(0),
+            heard: AtomicU64::new(0),
         });
-        let watches = links.iter().all(|l| l.seen.is_some());
         let c = cell.clone();
         let thread = std::thread::Builder::new()
             .name("hb-beat".into())
@@ -195,17 +193,14 @@ impl Beat {
         Ok(Self {
             cell,
             thread: Some(thread),
-            watches,
         })
     }
 
-    /// Watches these (link index, peer id) entries' silence from now on,
-    /// replacing the last set; false when the thread cannot (a link's `seen`
-    /// map is not mapped, or too many entries), and the caller must keep a
-    /// timer of its own. The caller must also have checked that no two
-    /// configured peers share a `seen` slot ([`slots_distinct`]).
+    /// Watches these (link index, `seen` slot) entries' silence from now on,
+    /// replacing the last set; false when the thread cannot (too many
+    /// entries), and the caller must keep a timer of its own.
     pub fn watch(&self, entries: &[(usize, u32)]) -> bool {
-        if !self.watches || entries.len() > WATCH_MAX {
+        if entries.len() > WATCH_MAX {
             self.cell.watch_len.store(0, SeqCst);
             return false;
         }
@@ -242,6 +237,19 @@ impl Beat {
     pub fn advertise(&self, a: Advert) {
         let old = self.cell.advert.swap(a.pack(), SeqCst);
         if old != a.pack() {
+            self.cell.wake.value.fetch_add(1, SeqCst);
+            self.cell.wake.wake(1);
+        }
+    }
+
+    /// Changes what heartbeats report of the cluster ([`crate::node::Node::view`]);
+    /// the thread sends at once when it changed.
+    pub fn view(&self, holder: u32, heard: u64) {
+        let old = (
+            self.cell.holder.swap(holder, SeqCst),
+            self.cell.heard.swap(heard, SeqCst),
+        );
+        if old != (holder, heard) {
             self.cell.wake.value.fetch_add(1, SeqCst);
             self.cell.wake.wake(1);
         }
@@ -310,6 +318,11 @@ struct Clock {
     /// The watch generation last seen, and whether a silence was reported in it.
     watch_gen: u64,
     reported: bool,
+    /// Our sequence numbers at the last two turns of the recent window (every
+    /// two dead-afters), and when the last turn was: a seq sent after
+    /// `recent[0]` is recent.
+    recent: [u64; 2],
+    turned: Duration,
 }
 
 impl Clock {
@@ -322,6 +335,8 @@ impl Clock {
             leased: false,
             watch_gen: 0,
             reported: false,
+            recent: [0; 2],
+            turned: Duration::ZERO,
         }
     }
 
@@ -335,8 +350,12 @@ impl Clock {
         let mut sent_word = None;
         loop {
             let woken = self.cell.wake.value.load(SeqCst);
-            let word = self.cell.advert.load(SeqCst);
-            let a = Advert::unpack(word);
+            let word = (
+                self.cell.advert.load(SeqCst),
+                self.cell.holder.load(SeqCst),
+                self.cell.heard.load(SeqCst),
+            );
+            let a = Advert::unpack(word.0);
             if a.leaving {
                 self.leave(a);
                 return;
@@ -381,11 +400,11 @@ impl Clock {
         let mut earliest: Option<Duration> = None;
         let mut silent = false;
         for w in &self.cell.watch[..n.min(WATCH_MAX)] {
-            let (link, peer) = unpack_watch(w.load(SeqCst));
-            let Some(seen) = self.links.get(link).and_then(|l| l.seen.as_ref()) else {
+            let (link, slot) = unpack_watch(w.load(SeqCst));
+            let Some(seen) = self.links.get(link).map(|l| &l.seen) else {
                 continue;
             };
-            let last = seen.read(seen_slot(peer) as usize).last_seen_ns;
+            let last = seen.read(slot as usize).last_seen_ns;
             let deadline = Duration::from_nanos(last) + self.p.dead_after;
             if now > deadline {
                 silent = true;
@@ -422,18 +441,36 @@ impl Clock {
             self.cell.lapse.notify_one();
         }
         let lapsed = self.cell.lapsed_ns.load(SeqCst) != 0;
-        let payload = self.seq.next(msg, a.state, a.holds_vip, a.reaches_ping);
-        let sent = Sent {
-            epoch: self.seq.epoch,
-            _pad: 0,
-            seq: self.seq.seq(),
+        let seq = self.seq.tick();
+        if now.saturating_sub(self.turned) >= 2 * self.p.dead_after {
+            self.recent = [self.recent[1], seq - 1];
+            self.turned = now;
+        }
+        let says = Says {
+            msg_type: msg,
+            state: a.state,
+            holds_vip: a.holds_vip,
+            reaches_ping: a.reaches_ping,
+            holder: self.cell.holder.load(SeqCst),
+            heard: self.cell.heard.load(SeqCst),
         };
+        self.seq.say(&says);
+        let sent = Sent {
+            session: self.seq.session,
+            seq,
+            recent_lo: self.recent[0],
+        };
+        let seq = &self.seq;
         for l in &mut self.links {
             // Before the send: the answer to it may come back at once.
             if let Some(m) = &mut l.sent {
                 m.set(sent);
             }
-            l.sender.send(&payload);
+            let seen = &l.seen;
+            l.sender.send(|d| {
+                let s = seen.read(d.slot as usize);
+                seq.message(&says, d.peer, (s.echo_session, s.echo_seq))
+            });
         }
         self.cell.last_sent_ns.store(now.as_nanos() as u64, SeqCst);
         self.cell.sent.fetch_add(1, SeqCst);
@@ -490,17 +527,9 @@ mod tests {
 
     #[test]
     fn watch_entries_pack_and_unpack() {
-        for (link, peer) in [(0, 1), (3, u32::MAX), (WATCH_MAX, 0)] {
-            assert_eq!(unpack_watch(pack_watch(link, peer)), (link, peer));
+        for (link, slot) in [(0, 1), (3, u32::MAX), (WATCH_MAX, 0)] {
+            assert_eq!(unpack_watch(pack_watch(link, slot)), (link, slot));
         }
-    }
-
-    #[test]
-    fn peers_sharing_a_seen_slot_are_found() {
-        let slots = hb_common::maps::SEEN_SLOTS;
-        assert!(slots_distinct(&[1, 2, 3]));
-        assert!(slots_distinct(&[]));
-        assert!(!slots_distinct(&[1, 2, 1 + slots]));
     }
 
     #[test]

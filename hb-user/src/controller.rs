@@ -17,7 +17,7 @@ use crate::{
     node::{Action, Claim, Input, Level, Node, NodeParams, Sample},
     notice,
     pinger::Pinger,
-    sender::{LinkSender, Sequencer, Targets},
+    sender::{Dest, LinkSender, Sequencer, Targets},
     statedir::StateDir,
     status::StatusFile,
 };
@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use aya::programs::XdpMode;
 use hb_common::{
     maps::Key,
-    wire::{FLAG_HOLDS_VIP, FLAG_REACHES_PING},
+    wire2::{self, Body, Head, FLAG_HOLDS, FLAG_REACHES_PING},
     MsgType, NodeState, PeerState,
 };
 use std::{
@@ -35,7 +35,7 @@ use std::{
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Why `run` failed: a bad setting (exit code 2, nothing touched), a kernel
 /// that lacks a feature (nothing touched), or a runtime error.
@@ -80,8 +80,8 @@ struct Plan {
     vips: Vec<PlacedVip>,
 }
 
-/// Name, ifindex, MAC and the peer addresses heartbeats to go out on it.
-type PlannedLink = (String, u32, [u8; 6], Vec<IpAddr>);
+/// Name, ifindex, MAC and the peer (id, address) pairs heartbeats go to on it.
+type PlannedLink = (String, u32, [u8; 6], Vec<(u32, IpAddr)>);
 
 async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
     let mut links = Vec::new();
@@ -130,7 +130,7 @@ async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
     // A peer address goes out on the link whose subnet holds it; a routed one on
     // the first link.
     for p in &cfg.peers {
-        links[link_of(p.addr).unwrap_or(0)].3.push(p.addr);
+        links[link_of(p.addr).unwrap_or(0)].3.push((p.id, p.addr));
     }
     Ok(Plan { links, vips })
 }
@@ -168,27 +168,26 @@ fn xdp_attach(plane: &mut DataPlane, iface: &str, mode: XdpModeArg) -> Result<&'
 
 /// What a start made, for the loop.
 struct Started {
-    epoch: u32,
+    session: u64,
     links: Vec<Link>,
     /// The sockets and lease maps the sender thread takes.
     beat_links: Vec<BeatLink>,
     pinger: Option<Pinger>,
 }
 
-/// The start's steps after the state dir and pin root: the epoch, a data plane
+/// The start's steps after the state dir and pin root: the session, a data plane
 /// per link (from the objects loaded before anything changed), the sockets. On
 /// an error the data planes opened so far are dropped, which removes what they
 /// pinned and leaves what a previous run pinned (see `DataPlane`'s Drop).
 fn start(
     cfg: &RunConfig,
-    state_dir: &StateDir,
     key: Key,
     peer_ids: &[u32],
     planned: Vec<PlannedLink>,
     vips: &[PlacedVip],
     loaded: Vec<DataPlane>,
 ) -> Result<Started, RunError> {
-    let epoch = state_dir.next_epoch()?;
+    let session = crate::sender::new_session()?;
     let mut links = Vec::new();
     let mut beat_links = Vec::new();
     for (i, ((iface, ifindex, mac, targets), fresh)) in planned.into_iter().zip(loaded).enumerate()
@@ -198,6 +197,7 @@ fn start(
             port: cfg.port,
             pass_heartbeats: cfg.pass_heartbeats,
             key,
+            node_id: cfg.node_id,
             peers: peer_ids.to_vec(),
             mac,
             // Each link's program watches ARP for the VIPs that live on it.
@@ -236,7 +236,16 @@ fn start(
             warn!("the XDP link on {iface} could not be pinned: it will not outlive this process");
         }
         let inherited = origin != Origin::Fresh && plane.lease()? > monotonic();
-        let (sender, targets) = LinkSender::new(&iface, ifindex, mac, &targets, cfg.port)?;
+        // A peer's `seen` slot is its index among the configured ids.
+        let dests: Vec<Dest> = targets
+            .iter()
+            .map(|&(peer, addr)| Dest {
+                peer,
+                slot: peer_ids.iter().position(|&p| p == peer).unwrap_or(0) as u32,
+                addr,
+            })
+            .collect();
+        let (sender, targets) = LinkSender::new(&iface, ifindex, mac, &dests, cfg.port)?;
         let lease = plane
             .lease_map()
             .map_err(|e| warn!("the sender cannot renew the lease on {iface}: {e:#}"))
@@ -250,10 +259,11 @@ fn start(
         if unmapped {
             warn!("the lease or sent map on {iface} cannot be mapped into memory: each heartbeat costs map update syscalls");
         }
+        // Messages echo each peer's session from it: without it no session
+        // is ever established.
         let seen = plane
             .seen_map()
-            .map_err(|e| info!("the seen map on {iface} cannot be mapped into memory: the controller times peers' silence itself: {e:#}"))
-            .ok();
+            .with_context(|| format!("mapping the seen map on {iface} into memory"))?;
         beat_links.push(BeatLink {
             sender,
             lease,
@@ -276,7 +286,7 @@ fn start(
         Some(Pinger::new(&cfg.ping)?)
     };
     Ok(Started {
-        epoch,
+        session,
         links,
         beat_links,
         pinger,
@@ -314,12 +324,12 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         v
     };
     let Started {
-        epoch,
+        session,
         mut links,
         beat_links,
         pinger,
     } = match start(
-        &cfg, &state_dir, key, &peer_ids, plan.links, &plan.vips, loaded,
+        &cfg, key, &peer_ids, plan.links, &plan.vips, loaded,
     ) {
         Ok(s) => s,
         Err(e) => {
@@ -330,7 +340,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         }
     };
     for l in &mut links {
-        l.plane.started(cfg.node_id, epoch);
+        l.plane.started(cfg.node_id, session);
     }
     // Subscribed before the links are read, so no change falls between the two.
     let link_events = LinkEvents::subscribe()?;
@@ -353,7 +363,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
             leave_copies: 3,
             watchdog: crate::beat::watchdog(cfg.dead_after),
         },
-        Sequencer::new(cfg.node_id, cfg.cluster_id, cfg.priority, epoch, key),
+        Sequencer::new(cfg.node_id, cfg.cluster_id, cfg.priority, session, key),
         beat_links,
         Advert {
             state: NodeState::Init,
@@ -400,19 +410,11 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         observed: Duration::ZERO,
         hop_refreshes: 0,
         replays: notice::Replays::default(),
-        slots_distinct: {
-            let d = crate::beat::slots_distinct(&peer_ids);
-            if !d {
-                info!(
-                    "two peer ids are equal modulo {}: the controller times peers' silence itself",
-                    hb_common::maps::SEEN_SLOTS
-                );
-            }
-            d
-        },
         beat_watches: false,
+        bodies: BTreeMap::new(),
         beat: Some(beat),
-        epoch,
+        session,
+        key,
         peer_ids,
         links,
         vips: plan.vips,
@@ -422,7 +424,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         since_unix_ms: 0,
     };
     info!(
-        "node {} epoch {epoch} priority {} on {}: INIT, waiting up to {} ms to hear {} peer(s)",
+        "node {} session {session:016x} priority {} on {}: INIT, waiting up to {} ms to hear {} peer(s)",
         c.cfg.node_id,
         c.cfg.priority,
         c.cfg.ifaces.join(", "),
@@ -444,7 +446,10 @@ struct Controller {
     node: Node,
     /// The sender thread; taken by the graceful stop.
     beat: Option<Beat>,
-    epoch: u32,
+    /// Our session (random, drawn at this start) and the key, for the
+    /// peers' body MACs.
+    session: u64,
+    key: Key,
     peer_ids: Vec<u32>,
     links: Vec<Link>,
     vips: Vec<PlacedVip>,
@@ -469,11 +474,10 @@ struct Controller {
     hop_refreshes: u64,
     /// Death notices refused as replays, as last counted.
     replays: notice::Replays,
-    /// No two configured peers share a `seen` slot, so the sender thread can
-    /// watch their silence (`Beat::watch`).
-    slots_distinct: bool,
     /// It does, as of the last look: our own timer skips peers' silence.
     beat_watches: bool,
+    /// Per (link index, peer), the last body whose MAC held.
+    bodies: BTreeMap<(usize, u32), Body>,
 }
 
 impl Controller {
@@ -631,18 +635,30 @@ impl Controller {
     }
 
     /// What each link's XDP program recorded of each peer.
-    fn samples(&self) -> BTreeMap<u32, Vec<Sample>> {
-        self.peer_ids
+    fn samples(&mut self) -> BTreeMap<u32, Vec<Sample>> {
+        let mut out = BTreeMap::new();
+        for &id in &self.peer_ids {
+            let mut per_link = Vec::with_capacity(self.links.len());
+            for (i, l) in self.links.iter().enumerate() {
+                let p = l.plane.peer(id).ok().flatten().unwrap_or_default();
+                let last = self.bodies.entry((i, id)).or_default();
+                per_link.push(sample(&p, &self.key, last));
+            }
+            out.insert(id, per_link);
+        }
+        out
+    }
+
+    /// When a message from our own id in another session last came, on any
+    /// link (XDP records it in our own entry).
+    fn collision(&self) -> Option<Duration> {
+        self.links
             .iter()
-            .map(|&id| {
-                let per_link = self
-                    .links
-                    .iter()
-                    .map(|l| sample(&l.plane.peer(id).ok().flatten().unwrap_or_default()))
-                    .collect();
-                (id, per_link)
-            })
-            .collect()
+            .filter_map(|l| l.plane.peer(self.cfg.node_id).ok().flatten())
+            .map(|p| p.last_seen_ns)
+            .max()
+            .filter(|&ns| ns != 0)
+            .map(Duration::from_nanos)
     }
 
     async fn poll(&mut self) {
@@ -651,10 +667,11 @@ impl Controller {
             // Our own heartbeats stopped for longer than dead-after: step down
             // first, then observe (and elect) as usual.
             if let Some(silent) = b.lapse() {
+                let peers = self.samples();
                 let actions = self.node.handle(Input::Lapsed {
                     now: monotonic(),
                     silent,
-                    peers: self.samples(),
+                    peers,
                 });
                 self.perform(actions).await;
                 if let Some(b) = &self.beat {
@@ -668,14 +685,22 @@ impl Controller {
             link_up: self.links.iter().any(|l| l.up),
             reach: self.reach(),
             peers: self.samples(),
+            collision: self.collision(),
         };
         let actions = self.node.handle(input);
         // Before performing: the status written among the actions says it.
-        self.beat_watches = self.slots_distinct
-            && self
-                .beat
-                .as_ref()
-                .is_some_and(|b| b.watch(self.node.live()));
+        let slot = |peer: u32| self.peer_ids.iter().position(|&p| p == peer);
+        let watch: Vec<(usize, u32)> = self
+            .node
+            .live()
+            .iter()
+            .filter_map(|&(link, peer)| Some((link, slot(peer)? as u32)))
+            .collect();
+        self.beat_watches = self.beat.as_ref().is_some_and(|b| {
+            let (holder, heard) = self.node.view();
+            b.view(holder, heard);
+            b.watch(&watch)
+        });
         self.perform(actions).await;
     }
 
@@ -799,6 +824,10 @@ impl Controller {
                     level: Level::Warn,
                     msg,
                 } => warn!("{msg}"),
+                Action::Log {
+                    level: Level::Error,
+                    msg,
+                } => error!("{msg}"),
                 Action::SetLease { until } => self.set_lease(until),
                 Action::Advertise { .. } => {
                     if let (Some(b), Some(adv)) = (&self.beat, a.advert()) {
@@ -923,7 +952,7 @@ impl Controller {
             pid: std::process::id(),
             node_id: self.cfg.node_id,
             priority: self.cfg.priority,
-            epoch: self.epoch,
+            session: format!("{:016x}", self.session),
             state: self.node.state().name().to_string(),
             since_unix_ms: self.since_unix_ms,
             ifaces: self.cfg.ifaces.clone(),
@@ -953,6 +982,7 @@ impl Controller {
                 "controller"
             }
             .into(),
+            id_collision: self.node.collision(),
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,
@@ -998,17 +1028,31 @@ fn vip_list(vips: &[PlacedVip], links: &[Link]) -> String {
         .join(", ")
 }
 
-fn sample(p: &PeerState) -> Sample {
-    Sample {
-        last_seen: (p.last_seen_ns != 0).then(|| Duration::from_nanos(p.last_seen_ns)),
-        left: p.msg_type == MsgType::Leave as u8,
-        epoch: p.epoch,
-        gone_epoch: (p.gone_ns != 0).then_some(p.gone_epoch),
-        priority: p.priority,
-        state: NodeState::from_u8(p.state).unwrap_or(NodeState::Init),
-        holds_vip: p.flags & FLAG_HOLDS_VIP != 0,
-        reaches_ping: p.flags & FLAG_REACHES_PING != 0,
+/// One link's record of a peer, for the core. The head was checked by XDP;
+/// the body (priority, the holder it sees) is read only when its MAC holds,
+/// else the last valid one (`last`) stays in force.
+fn sample(p: &PeerState, key: &Key, last: &mut Body) -> Sample {
+    let at = |ns: u64| (ns != 0).then(|| Duration::from_nanos(ns));
+    let mut s = Sample {
+        last_seen: at(p.last_seen_ns),
+        session: p.session,
+        gone_session: (p.gone_ns != 0).then_some(p.gone_session),
+        old_version: at(p.old_version_ns),
+        ..Sample::default()
+    };
+    let Ok(head) = Head::parse_unauthenticated(&p.message) else {
+        return s;
+    };
+    if wire2::body_mac_ok(&p.message, key) {
+        *last = Body::parse(&p.message);
     }
+    s.left = head.msg_type == MsgType::Leave;
+    s.state = NodeState::from_u8(head.state).unwrap_or(NodeState::Init);
+    s.holds_vip = head.flags & FLAG_HOLDS != 0;
+    s.reaches_ping = head.flags & FLAG_REACHES_PING != 0;
+    s.priority = last.groups[0].priority;
+    s.holder = (last.holders[0] != 0).then_some(last.holders[0]);
+    s
 }
 
 fn unix_ms() -> u128 {

@@ -50,6 +50,12 @@ pub struct PeerView {
     pub holds_vip: bool,
     /// It reaches one of its ping targets (or has none).
     pub reaches_ping: bool,
+    /// The node it sees holding the VIPs (itself included), if any: a node
+    /// we cannot hear may still be alive and holding.
+    pub holder: Option<u32>,
+    /// It speaks wire version 1 (an old hb): alive, but its heartbeats never
+    /// count; we take nothing while it does.
+    pub old_version: bool,
 }
 
 /// A node's rank: the highest wins.
@@ -95,6 +101,19 @@ pub enum Reason {
         silent: Duration,
         dead_after: Duration,
     },
+    /// A live peer sees another node holding the VIPs that we cannot hear (a
+    /// partial partition): taking them would make two holders.
+    HeldElsewhere {
+        holder: u32,
+        seen_by: u32,
+    },
+    /// A peer still speaks wire version 1: it may hold the VIPs, and we cannot
+    /// read its heartbeats.
+    OldPeer {
+        peer: u32,
+    },
+    /// Another machine sends with our node id.
+    IdCollision,
 }
 
 /// The peer event that led to a takeover.
@@ -160,6 +179,8 @@ pub struct Machine {
     fence: Fence,
     /// Peers fenced since they were last heard: they need no second fencing.
     fenced: BTreeSet<u32>,
+    /// Another machine uses our node id: hold nothing.
+    collision: bool,
 }
 
 impl Machine {
@@ -173,7 +194,19 @@ impl Machine {
             last_change: None,
             fence: Fence::Idle,
             fenced: BTreeSet::new(),
+            collision: false,
         }
+    }
+
+    /// Whether another machine uses our node id (see [`Machine::set_collision`]).
+    pub fn collision(&self) -> bool {
+        self.collision
+    }
+
+    /// Another machine sends with our node id (or stopped): while it does,
+    /// every step elects BACKUP.
+    pub fn set_collision(&mut self, on: bool) {
+        self.collision = on;
     }
 
     pub fn state(&self) -> NodeState {
@@ -353,7 +386,7 @@ impl Machine {
                     alive
                         || peers
                             .iter()
-                            .any(|v| v.id == *id && ((v.left && v.last_seen.is_some()) || v.gone))
+                            .any(|v| v.id == *id && ((v.left && v.last_seen.is_some()) || v.gone || v.old_version))
                 });
                 if !all_heard && waited < self.p.init_dead {
                     return (Init, Reason::Reconnected); // no transition, so no reason is shown
@@ -376,6 +409,23 @@ impl Machine {
 
     /// BACKUP or MASTER, from the live peers' ranks and claims.
     fn elect(&self, reach: bool, peers: &[PeerView]) -> (NodeState, Reason) {
+        if self.collision {
+            return (NodeState::Backup, Reason::IdCollision);
+        }
+        if let Some(v) = peers.iter().find(|v| v.old_version) {
+            return (NodeState::Backup, Reason::OldPeer { peer: v.id });
+        }
+        // A holder that a live peer hears and we do not: stay out.
+        if self.state != NodeState::Master {
+            let hidden = peers.iter().find_map(|v| {
+                let h = v.holder?;
+                let unheard = h != self.p.node_id && h != v.id && !self.is_alive(h);
+                (self.is_alive(v.id) && unheard).then_some((h, v.id))
+            });
+            if let Some((holder, seen_by)) = hidden {
+                return (NodeState::Backup, Reason::HeldElsewhere { holder, seen_by });
+            }
+        }
         let me = self.rank(reach);
         let live = peers
             .iter()
@@ -464,6 +514,15 @@ impl fmt::Display for Reason {
                 "we outrank peer {by}, which holds the VIP: waiting for it to release it"
             ),
             Reason::Elected { after: Some(c) } => write!(f, "{c}"),
+            Reason::HeldElsewhere { holder, seen_by } => write!(
+                f,
+                "peer {seen_by} sees node {holder} holding the VIP, and we cannot hear node {holder}: staying out"
+            ),
+            Reason::OldPeer { peer } => write!(
+                f,
+                "peer {peer} speaks wire version 1: upgrade it; taking nothing while it may hold the VIP"
+            ),
+            Reason::IdCollision => write!(f, "another machine uses our node id"),
             Reason::Lapsed { silent, dead_after } => write!(
                 f,
                 "our heartbeats stopped for {} ms > dead-after {} ms (paused or starved): a peer may hold the VIP",
@@ -543,6 +602,8 @@ mod tests {
             state,
             holds_vip: state == Master,
             reaches_ping: true,
+            holder: None,
+            old_version: false,
         }
     }
 

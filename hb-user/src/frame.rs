@@ -3,7 +3,7 @@
 //! way, heartbeats do not cross netfilter's OUTPUT hook, so a firewall rule there
 //! cannot silence the node (XDP already makes INPUT rules harmless).
 
-use hb_common::wire::WIRE_LEN;
+use hb_common::wire2::LEN as WIRE_LEN;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{IpProto, Ipv4Hdr},
@@ -108,19 +108,19 @@ mod tests {
 
     #[test]
     fn headers_and_checksums_verify() {
-        let payload = [0xa5u8; 36];
+        let payload = [0xa5u8; WIRE_LEN];
         let f = udp_frame(&ends(), 7, &payload);
-        assert_eq!(f.len(), 14 + 20 + 8 + 36);
+        assert_eq!(f.len(), 14 + 20 + 8 + WIRE_LEN);
         assert_eq!(&f[..6], &[2, 0, 0, 0, 0, 2]);
         assert_eq!(&f[12..14], &[0x08, 0x00]);
         let ip = &f[14..34];
         assert_eq!(ip[0], 0x45);
-        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 64);
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), (20 + 8 + WIRE_LEN) as u16);
         assert_eq!(ip[9], 17);
         assert_eq!(!(sum16(0, ip) as u16), 0, "IPv4 header checksum verifies");
         let udp = &f[34..];
         assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 694);
-        assert_eq!(u16::from_be_bytes([udp[4], udp[5]]), 44);
+        assert_eq!(u16::from_be_bytes([udp[4], udp[5]]), (8 + WIRE_LEN) as u16);
         let mut pseudo = [0u8; 12];
         pseudo[..4].copy_from_slice(&ip[12..16]);
         pseudo[4..8].copy_from_slice(&ip[16..20]);

@@ -53,7 +53,10 @@ pub struct Settings {
     /// Let heartbeats go on to the stack after handling them (debugging).
     pub pass_heartbeats: bool,
     pub key: Key,
-    /// Node ids of the configured peers: the allow-list.
+    /// This node's id: messages are addressed to it.
+    pub node_id: u32,
+    /// Node ids of the configured peers: the allow-list. A peer's index here
+    /// is its `seen` slot.
     pub peers: Vec<u32>,
     /// The MAC of the interface this program is attached to: ARP claiming a VIP
     /// from any other MAC counts as a conflict. Differs per link.
@@ -276,11 +279,11 @@ impl DataPlane {
     /// The start went through: from now on dropping this data plane is a
     /// graceful stop, which removes the pins whatever their origin, and a death
     /// of this process without one is reported to peers (the death notice), as
-    /// node `node_id` of `epoch`. Registering clears a previous run's death mark:
-    /// call it before the first heartbeat leaves.
-    pub fn started(&mut self, node_id: u32, epoch: u32) {
+    /// node `node_id` in `session`. Registering clears a previous run's death
+    /// mark: call it before the first heartbeat leaves.
+    pub fn started(&mut self, node_id: u32, session: u64) {
         self.started = true;
-        if let Err(e) = self.set_owner(node_id, epoch, std::process::id()) {
+        if let Err(e) = self.set_owner(node_id, session, std::process::id()) {
             warn!("no death notice: registering this process with the exit watch: {e:#}");
         } else if !self.death_notice_armed() {
             warn!("no death notice: the exit watch is not attached, so peers wait dead-after if this process dies");
@@ -311,8 +314,8 @@ impl DataPlane {
     }
 
     /// Registers process `pid` (in our pid namespace) as this data plane's
-    /// controller, node `node_id` of `epoch`, alive: a death mark is cleared.
-    pub fn set_owner(&mut self, node_id: u32, epoch: u32, pid: u32) -> Result<()> {
+    /// controller, node `node_id` in `session`, alive: a death mark is cleared.
+    pub fn set_owner(&mut self, node_id: u32, session: u64, pid: u32) -> Result<()> {
         let ns = std::fs::metadata("/proc/self/ns/pid").context("reading /proc/self/ns/pid")?;
         // The helper compares the kernel's dev_t, MKDEV(major, minor), not the
         // encoding stat(2) returns.
@@ -320,8 +323,7 @@ impl DataPlane {
         self.write_owner(Owner {
             pid,
             node_id,
-            epoch,
-            _pad: 0,
+            session,
             pidns_dev: (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev)),
             pidns_ino: ns.ino(),
             dead_ns: 0,
@@ -349,9 +351,9 @@ impl DataPlane {
         }
         let ago = crate::clock::monotonic().saturating_sub(Duration::from_nanos(o.dead_ns));
         info!(
-            "the previous controller (pid {}, epoch {}) died {} ms ago; its data plane has been answering peers' heartbeats with death notices since",
+            "the previous controller (pid {}, session {:016x}) died {} ms ago; its data plane has been answering peers' heartbeats with death notices since",
             o.pid,
-            o.epoch,
+            o.session,
             ago.as_millis()
         );
         Ok(())
@@ -547,13 +549,18 @@ impl DataPlane {
                 .iter()
                 .fold(0, |f, ip| f | vip_filter_bit(ip.octets())),
             quiet_ns: s.quiet.as_nanos() as u64,
+            node_id: s.node_id,
+            _pad2: 0,
         };
         // Key and peers first: a configured port switches the program on.
         Array::<_, Key>::try_from(self.map_mut(names::KEY)?)?.set(0, s.key, 0)?;
         let mut peers = HashMap::<_, u32, PeerState>::try_from(self.map_mut(names::PEERS)?)?;
-        for id in &s.peers {
-            if peers.get(id, 0).is_err() {
-                peers.insert(*id, PeerState::default(), 0)?;
+        // Each peer's slot is its index; our own entry records id collisions.
+        let slots = s.peers.iter().zip(0u32..).chain([(&s.node_id, u32::MAX)]);
+        for (id, slot) in slots {
+            let kept = peers.get(id, 0).ok().filter(|p| p.slot == slot);
+            if kept.is_none() {
+                peers.insert(*id, PeerState { slot, ..PeerState::default() }, 0)?;
             }
         }
         Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)?.set(0, config, 0)?;

@@ -27,12 +27,12 @@ pub struct Sample {
     pub last_seen: Option<Duration>,
     #[serde(default)]
     pub left: bool,
-    /// Epoch of its last accepted heartbeat.
+    /// Its session that this link's data plane adopted (0: none).
     #[serde(default)]
-    pub epoch: u32,
-    /// The epoch a fresh death notice from its kernel named, if one came.
+    pub session: u64,
+    /// The session a fresh death notice from its kernel named, if one came.
     #[serde(default)]
-    pub gone_epoch: Option<u32>,
+    pub gone_session: Option<u64>,
     #[serde(default)]
     pub priority: u8,
     #[serde(default = "init_state", with = "state_name")]
@@ -41,6 +41,13 @@ pub struct Sample {
     pub holds_vip: bool,
     #[serde(default = "yes")]
     pub reaches_ping: bool,
+    /// The node it sees holding the VIPs (itself included), if any.
+    #[serde(default)]
+    pub holder: Option<u32>,
+    /// CLOCK_MONOTONIC of its last authenticated wire version 1 heartbeat:
+    /// it runs an old hb.
+    #[serde(default, with = "opt_ms")]
+    pub old_version: Option<Duration>,
 }
 
 impl Default for Sample {
@@ -49,12 +56,14 @@ impl Default for Sample {
         Self {
             last_seen: None,
             left: false,
-            epoch: 0,
-            gone_epoch: None,
+            session: 0,
+            gone_session: None,
             priority: 0,
             state: NodeState::Init,
             holds_vip: false,
             reaches_ping: true,
+            holder: None,
+            old_version: None,
         }
     }
 }
@@ -92,6 +101,10 @@ pub enum Input {
         link_up: bool,
         reach: bool,
         peers: BTreeMap<u32, Vec<Sample>>,
+        /// When a message from our own node id in another session last came
+        /// (another machine was given our id), on any link.
+        #[serde(default, with = "opt_ms", skip_serializing_if = "Option::is_none")]
+        collision: Option<Duration>,
     },
     /// The sender found our heartbeats had stopped for `silent` (more than
     /// dead-after) while we claimed the VIPs: the process was paused or starved.
@@ -123,6 +136,7 @@ pub enum Input {
 pub enum Level {
     Info,
     Warn,
+    Error,
 }
 
 /// What the core asks the executor to do, in order.
@@ -224,6 +238,14 @@ pub struct Node {
     /// The (link index, peer) entries heard within dead-after at the last
     /// observation: those whose silence is a deadline.
     live: Vec<(usize, u32)>,
+    /// While another machine uses our id: when that ends without news.
+    collision_until: Option<Duration>,
+    /// While a peer speaks wire version 1: when that ends without news.
+    old_version_until: Option<Duration>,
+    /// See [`Node::view`].
+    view: (u32, u64),
+    /// Peers heard speaking wire version 1, as of the last observation.
+    old_peers: BTreeSet<u32>,
 }
 
 /// Re-announcements for ARP conflicts: at most one per this period.
@@ -240,6 +262,10 @@ impl Node {
             reach: !p.machine.ping_quorum,
             silence_at: None,
             live: Vec::new(),
+            collision_until: None,
+            old_version_until: None,
+            view: (0, 0),
+            old_peers: BTreeSet::new(),
             p,
         }
     }
@@ -254,7 +280,13 @@ impl Node {
     /// [`Node::next_deadline`] without the peers' silence: the end of INIT, a
     /// fencing retry.
     pub fn next_timer(&self) -> Option<Duration> {
-        self.machine.next_deadline()
+        let end = |t: Option<Duration>| t.map(|t| t + Duration::from_micros(1));
+        self.machine
+            .next_deadline()
+            .into_iter()
+            .chain(end(self.collision_until))
+            .chain(end(self.old_version_until))
+            .min()
     }
 
     /// Whether we reached a ping target at the last observation.
@@ -271,12 +303,17 @@ impl Node {
         let silence = self.silence_at.map(|t| t + Duration::from_micros(1));
         silence
             .into_iter()
-            .chain(self.machine.next_deadline())
+            .chain(self.next_timer())
             .min()
     }
 
     pub fn state(&self) -> NodeState {
         self.machine.state()
+    }
+
+    /// Another machine sends with our node id (as of the last observation).
+    pub fn collision(&self) -> bool {
+        self.machine.collision()
     }
 
     pub fn holds_vip(&self) -> bool {
@@ -302,7 +339,8 @@ impl Node {
                 link_up,
                 reach,
                 peers,
-            } => self.observe(now, link_up, reach, &peers, &mut out),
+                collision,
+            } => self.observe(now, link_up, reach, &peers, collision, &mut out),
             Input::Claims { now, claims } => self.claims(now, &claims, &mut out),
             Input::Lapsed { now, silent, peers } => self.lapsed(now, silent, &peers, &mut out),
             Input::FenceDone { now, peers, ok } => {
@@ -331,9 +369,11 @@ impl Node {
         link_up: bool,
         reach: bool,
         peers: &BTreeMap<u32, Vec<Sample>>,
+        collision: Option<Duration>,
         out: &mut Vec<Action>,
     ) {
         self.reach = reach;
+        self.watch_collision(now, collision, out);
         let views = self.merge(now, peers, out);
         // Peer events are about the state before this step: a peer heard while we
         // were taking over is not one that rejoined while we held the VIPs.
@@ -342,7 +382,35 @@ impl Node {
             self.apply(now, held, ev, out);
         }
         self.watch_rivals(&views, out);
+        self.see(&views);
         out.push(self.advert());
+    }
+
+    /// What our heartbeats report of the cluster: the node we see holding the
+    /// VIPs (ourselves included; 0: none) and a bit (`id % 64`) per peer we
+    /// hear. A peer that cannot hear that holder stays out (the partial
+    /// partition of three nodes).
+    pub fn view(&self) -> (u32, u64) {
+        self.view
+    }
+
+    fn see(&mut self, views: &[PeerView]) {
+        let live = |v: &&PeerView| self.machine.is_alive(v.id);
+        let holder = if self.holds_vip() {
+            Some(self.p.machine.node_id)
+        } else {
+            views
+                .iter()
+                .filter(live)
+                .filter(|v| v.holds_vip)
+                .max_by_key(|v| v.rank())
+                .map(|v| v.id)
+        };
+        let heard = views
+            .iter()
+            .filter(live)
+            .fold(0u64, |b, v| b | 1 << (v.id % 64));
+        self.view = (holder.unwrap_or(0), heard);
     }
 
     /// One view per peer, merged over links: the freshest entry wins, so a peer
@@ -356,6 +424,7 @@ impl Node {
     ) -> Vec<PeerView> {
         let dead_after = self.p.machine.dead_after;
         let mut views = Vec::with_capacity(peers.len());
+        let mut old_until = None;
         // Entries heard within dead-after, not a leave: their silence is a deadline.
         let live: Vec<(usize, u32, Duration)> = peers
             .iter()
@@ -411,14 +480,30 @@ impl Node {
                 .copied()
                 .max_by_key(|s| s.last_seen)
                 .unwrap_or_default();
-            // Its controller is gone when a death notice on any link names an
-            // epoch at least as new as the newest heartbeat on any link: a notice
-            // that reached one link counts, a restarted controller's heartbeat
-            // on any link ends it.
-            let newest = samples.iter().map(|s| s.epoch).max().unwrap_or(0);
+            // Its controller is gone when a death notice on any link names the
+            // session we hear from it now (the freshest link's): a notice that
+            // reached one link counts, a restarted controller's newly adopted
+            // session on any link ends it.
             let gone = samples
                 .iter()
-                .any(|s| s.gone_epoch.is_some_and(|e| e >= newest));
+                .any(|s| s.gone_session.is_some_and(|g| g == freshest.session));
+            let old_version = samples
+                .iter()
+                .filter_map(|s| s.old_version)
+                .max()
+                .filter(|&t| now.saturating_sub(t) <= dead_after);
+            let was_old = self.old_peers.contains(&id);
+            if old_version.is_some() && !was_old {
+                warn(out, format!("peer {id} speaks wire version 1 (an old hb): upgrade it; taking no VIP while it runs"));
+                self.old_peers.insert(id);
+            } else if old_version.is_none() && was_old {
+                info(out, format!("peer {id} no longer speaks wire version 1"));
+                self.old_peers.remove(&id);
+            }
+            if let Some(t) = old_version {
+                let at = t + dead_after;
+                old_until = Some(old_until.map_or(at, |o: Duration| o.min(at)));
+            }
             views.push(PeerView {
                 id,
                 last_seen: freshest.last_seen,
@@ -428,9 +513,32 @@ impl Node {
                 state: freshest.state,
                 holds_vip: freshest.holds_vip,
                 reaches_ping: freshest.reaches_ping,
+                holder: freshest.holder,
+                old_version: old_version.is_some(),
             });
         }
+        self.old_version_until = old_until;
         views
+    }
+
+    /// Another machine uses our node id while messages of it came within
+    /// dead-after: said once per episode, and the election holds no VIP.
+    fn watch_collision(&mut self, now: Duration, last: Option<Duration>, out: &mut Vec<Action>) {
+        let dead_after = self.p.machine.dead_after;
+        let on = last.filter(|&t| now.saturating_sub(t) <= dead_after);
+        if on.is_some() && !self.machine.collision() {
+            out.push(Action::Log {
+                level: Level::Error,
+                msg: format!(
+                    "another machine sends as node {} (our id) in another session: two nodes were given one id; holding no VIP while it lasts",
+                    self.p.machine.node_id
+                ),
+            });
+        } else if on.is_none() && self.machine.collision() {
+            info(out, format!("no other machine has sent as node {} for dead-after: the id collision is over", self.p.machine.node_id));
+        }
+        self.machine.set_collision(on.is_some());
+        self.collision_until = on.map(|t| t + dead_after);
     }
 
     fn apply(&mut self, now: Duration, held: bool, ev: Event, out: &mut Vec<Action>) {
@@ -724,6 +832,7 @@ mod tests {
             link_up: true,
             reach: true,
             peers: peers.iter().cloned().collect(),
+            collision: None,
         })
     }
 
@@ -811,7 +920,7 @@ mod tests {
                     // The second link heard nothing: the merge must still see the peer.
                     peers.insert(id, vec![s, Sample::default()]);
                 }
-                let actions = n.handle(Input::Observe { now, link_up, reach: true, peers });
+                let actions = n.handle(Input::Observe { now, link_up, reach: true, peers, collision: None });
                 let mut leased = false;
                 for a in &actions {
                     match a {

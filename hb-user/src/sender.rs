@@ -7,7 +7,10 @@
 use crate::frame::{udp_frame, Ends};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use hb_common::{wire::WIRE_LEN, Heartbeat, Key, MsgType, NodeState};
+use hb_common::{
+    wire2::{self, Body, Group, Head, FLAG_HOLDS, FLAG_REACHES_PING, GROUP_HOLDS, LEN},
+    Key, MsgType, NodeState,
+};
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -32,8 +35,19 @@ impl Path {
     }
 }
 
+/// One peer address heartbeats go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dest {
+    /// The peer's node id: each message is addressed to one peer.
+    pub peer: u32,
+    /// Its entry in the `seen` array (`PeerState::slot`).
+    pub slot: u32,
+    pub addr: IpAddr,
+}
+
 #[derive(Clone)]
 struct Target {
+    dest: Dest,
     addr: SocketAddr,
     /// Frame addresses when the packet-socket path can be used.
     ends: Option<Ends>,
@@ -104,16 +118,16 @@ fn packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
 }
 
 impl LinkSender {
-    /// Sockets on `iface` (index `ifindex`, MAC `mac`) sending to `targets` on
-    /// `port`, and the handle that publishes their next hops.
+    /// Sockets on `iface` (index `ifindex`, MAC `mac`) sending to `targets`
+    /// (peer id, address) on `port`, and the handle that publishes their next hops.
     pub fn new(
         iface: &str,
         ifindex: u32,
         mac: [u8; 6],
-        targets: &[IpAddr],
+        targets: &[Dest],
         port: u16,
     ) -> Result<(Self, Targets)> {
-        let want = |v6: bool| targets.iter().any(|t| t.is_ipv6() == v6);
+        let want = |v6: bool| targets.iter().any(|t| t.addr.is_ipv6() == v6);
         let packet = match packet_socket(ifindex) {
             Ok(fd) => Some(fd),
             Err(e) => {
@@ -137,8 +151,9 @@ impl LinkSender {
         let shared = Arc::new(ArcSwap::from_pointee(
             targets
                 .iter()
-                .map(|a| Target {
-                    addr: SocketAddr::new(*a, port),
+                .map(|&dest| Target {
+                    dest,
+                    addr: SocketAddr::new(dest.addr, port),
                     ends: None,
                 })
                 .collect::<Vec<_>>(),
@@ -163,13 +178,15 @@ impl LinkSender {
         ))
     }
 
-    /// Sends one encoded message to every target. A failed send (link down, no
-    /// route, neighbour not resolved yet, a full buffer) is returned as a count,
-    /// not an error: the next beat tries again, and silence is what peers act on.
-    pub fn send(&mut self, payload: &[u8; WIRE_LEN]) -> usize {
+    /// Sends every target the message `message(its Dest)` builds for it. A
+    /// failed send (link down, no route, neighbour not resolved yet, a full
+    /// buffer) is returned as a count, not an error: the next beat tries
+    /// again, and silence is what peers act on.
+    pub fn send(&mut self, mut message: impl FnMut(&Dest) -> [u8; LEN]) -> usize {
         let mut failed = 0;
         let targets = self.targets.load();
         for t in targets.iter() {
+            let payload = &message(&t.dest);
             if let (Some(ends), Some(fd)) = (t.ends, &self.packet) {
                 self.ip_id = self.ip_id.wrapping_add(1);
                 let frame = udp_frame(&ends, self.ip_id, payload);
@@ -261,55 +278,104 @@ fn send_frame(fd: &OwnedFd, ifindex: u32, dst_mac: &[u8; 6], frame: &[u8]) -> bo
     }
 }
 
-/// Builds successive messages of one controller run: same epoch, strictly
-/// increasing sequence numbers.
+/// What one beat's messages say, the same to every peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Says {
+    pub msg_type: MsgType,
+    pub state: NodeState,
+    pub holds_vip: bool,
+    pub reaches_ping: bool,
+    /// The node we see holding the VIPs (ourselves included); 0: none.
+    pub holder: u32,
+    /// Bit `id % 64` of each peer we hear.
+    pub heard: u64,
+}
+
+/// Builds the messages of one controller run: one session, drawn at random
+/// at the start, and one sequence number per beat (its messages to every
+/// peer and link share it), strictly increasing.
 pub struct Sequencer {
     pub node_id: u32,
     pub cluster_id: u32,
     pub priority: u8,
-    pub epoch: u32,
+    pub session: u64,
     seq: u64,
     key: Key,
+    /// The body last sent and its generation (bumped on every change).
+    body: Body,
+    body_gen: u16,
+}
+
+/// A fresh session id: random, never 0.
+pub fn new_session() -> Result<u64> {
+    loop {
+        let s = getrandom::u64().context("drawing a session id from the kernel's random source")?;
+        if s != 0 {
+            return Ok(s);
+        }
+    }
 }
 
 impl Sequencer {
-    pub fn new(node_id: u32, cluster_id: u32, priority: u8, epoch: u32, key: Key) -> Self {
+    pub fn new(node_id: u32, cluster_id: u32, priority: u8, session: u64, key: Key) -> Self {
         Self {
             node_id,
             cluster_id,
             priority,
-            epoch,
+            session,
             seq: 0,
             key,
+            body: Body::default(),
+            body_gen: 0,
         }
     }
 
-    /// The next message, encoded and signed.
-    pub fn next(
-        &mut self,
-        msg_type: MsgType,
-        state: NodeState,
-        holds_vip: bool,
-        reaches_ping: bool,
-    ) -> [u8; hb_common::wire::WIRE_LEN] {
-        use hb_common::wire::{FLAG_HOLDS_VIP, FLAG_REACHES_PING};
+    /// The next beat's sequence number.
+    pub fn tick(&mut self) -> u64 {
         self.seq += 1;
-        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
-        Heartbeat {
-            msg_type,
-            flags: flag(holds_vip, FLAG_HOLDS_VIP) | flag(reaches_ping, FLAG_REACHES_PING),
-            priority: self.priority,
-            state: state as u8,
-            cluster_id: self.cluster_id,
-            node_id: self.node_id,
-            epoch: self.epoch,
-            seq: self.seq,
-        }
-        .encode(&self.key)
+        self.seq
     }
 
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Sets what this beat's messages say (call after [`Sequencer::tick`]).
+    pub fn say(&mut self, w: &Says) {
+        let mut body = Body {
+            heard: w.heard,
+            ..Body::default()
+        };
+        body.groups[0] = Group {
+            priority: self.priority,
+            state: w.state as u8,
+            flags: if w.holds_vip { GROUP_HOLDS } else { 0 },
+        };
+        body.holders[0] = w.holder;
+        if body != self.body {
+            self.body = body;
+            self.body_gen = self.body_gen.wrapping_add(1);
+        }
+    }
+
+    /// This beat's message to peer `to`, echoing `echo` (its session and
+    /// seq as our data plane last saw them), signed.
+    pub fn message(&self, w: &Says, to: u32, echo: (u64, u64)) -> [u8; LEN] {
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        let head = Head {
+            msg_type: w.msg_type,
+            flags: flag(w.holds_vip, FLAG_HOLDS) | flag(w.reaches_ping, FLAG_REACHES_PING),
+            state: w.state as u8,
+            body_gen: self.body_gen,
+            cluster_id: self.cluster_id,
+            from: self.node_id,
+            to,
+            session: self.session,
+            seq: self.seq,
+            your_session: echo.0,
+            your_seq: echo.1,
+        };
+        wire2::encode(&head, &self.body, &self.key)
     }
 }
 
@@ -318,24 +384,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sequence_grows_and_messages_decode() {
+    fn messages_carry_the_session_and_a_new_body_generation_on_change() {
         let key = Key { k0: 1, k1: 2 };
-        let mut s = Sequencer::new(3, 9, 80, 4, key);
-        let a = hb_common::wire::decode(
-            &s.next(MsgType::Heartbeat, NodeState::Master, true, true),
-            &key,
-            9,
-        )
-        .unwrap();
-        let b = hb_common::wire::decode(
-            &s.next(MsgType::Leave, NodeState::Backup, false, true),
-            &key,
-            9,
-        )
-        .unwrap();
-        assert_eq!((a.node_id, a.epoch, a.seq, a.priority), (3, 4, 1, 80));
-        assert!(a.holds_vip() && !b.holds_vip());
-        assert!(b.is_after(a.epoch, a.seq));
-        assert_eq!(b.msg_type, MsgType::Leave);
+        let mut s = Sequencer::new(3, 9, 80, 0xabc, key);
+        let says = Says {
+            msg_type: MsgType::Heartbeat,
+            state: NodeState::Master,
+            holds_vip: true,
+            reaches_ping: true,
+            holder: 3,
+            heard: 1 << 4,
+        };
+        s.tick();
+        s.say(&says);
+        let (h, b) = wire2::decode(&s.message(&says, 4, (0x44, 7)), &key, 9, 4).unwrap();
+        assert_eq!((h.from, h.to, h.session, h.seq), (3, 4, 0xabc, 1));
+        assert_eq!((h.your_session, h.your_seq), (0x44, 7));
+        assert_eq!(h.flags, FLAG_HOLDS | FLAG_REACHES_PING);
+        assert_eq!((b.groups[0].priority, b.holders[0], b.heard), (80, 3, 1 << 4));
+        let gen = h.body_gen;
+        s.tick();
+        s.say(&says);
+        let (h2, _) = wire2::decode(&s.message(&says, 4, (0x44, 8)), &key, 9, 4).unwrap();
+        assert_eq!((h2.seq, h2.body_gen), (2, gen), "same body, same generation");
+        let leave = Says {
+            msg_type: MsgType::Leave,
+            state: NodeState::Backup,
+            holds_vip: false,
+            holder: 0,
+            ..says
+        };
+        s.tick();
+        s.say(&leave);
+        let (h3, b3) = wire2::decode(&s.message(&leave, 4, (0x44, 8)), &key, 9, 4).unwrap();
+        assert_ne!(h3.body_gen, gen);
+        assert_eq!((h3.msg_type, b3.holders[0], b3.groups[0].flags), (MsgType::Leave, 0, 0));
+        assert!(new_session().unwrap() != 0);
     }
 }

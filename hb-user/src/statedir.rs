@@ -1,8 +1,9 @@
 //! The controller's state directory: a lock so two controllers never drive
-//! the same node, the epoch counter, and the status file.
+//! the same node, and the status file. Nothing in it is needed for safety:
+//! sessions (wire v2) replaced the persisted epoch, so a wiped or restored
+//! state directory is harmless.
 
 use std::{
-    cell::Cell,
     fs::{File, OpenOptions},
     io::{ErrorKind, Read, Seek, SeekFrom, Write},
     os::unix::fs::OpenOptionsExt,
@@ -18,7 +19,6 @@ use nix::{
 };
 
 const LOCK: &str = "lock";
-const EPOCH: &str = "epoch";
 
 /// An open state directory, exclusively locked for as long as this value lives.
 #[derive(Debug)]
@@ -27,10 +27,9 @@ pub struct StateDir {
     /// Held, not used: dropping it releases the lock.
     _lock: Flock<File>,
     /// What this process made, for [`StateDir::discard`]: directories
-    /// (outermost first), the lock file, the epoch file.
+    /// (outermost first), the lock file.
     made_dirs: Vec<PathBuf>,
     made_lock: bool,
-    made_epoch: Cell<bool>,
 }
 
 impl StateDir {
@@ -89,19 +88,12 @@ impl StateDir {
             _lock: lock,
             made_dirs,
             made_lock,
-            made_epoch: Cell::new(false),
         })
     }
 
-    /// After a failed start: removes what this process made (the epoch and lock
-    /// files when they are new, then the directories it created, each only when
-    /// empty). An epoch file that was there keeps its increment: an epoch may
-    /// be skipped, never reused.
+    /// After a failed start: removes what this process made (the lock file
+    /// when it is new, then the directories it created, each only when empty).
     pub fn discard(self) {
-        let _ = std::fs::remove_file(self.dir.join(format!(".{EPOCH}.tmp")));
-        if self.made_epoch.get() {
-            let _ = std::fs::remove_file(self.dir.join(EPOCH));
-        }
         if self.made_lock {
             let _ = std::fs::remove_file(self.dir.join(LOCK));
         }
@@ -110,46 +102,11 @@ impl StateDir {
         created::remove_dirs(&made_dirs);
     }
 
-    /// Returns the next epoch: `<dir>/epoch` (missing => 0) plus 1, stored
-    /// durably before returning so that a crash never reuses an epoch.
-    pub fn next_epoch(&self) -> anyhow::Result<u32> {
-        let path = self.dir.join(EPOCH);
-        let current = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<u32>().map_err(|_| {
-                // Silently restarting at 1 could reuse an epoch peers already saw.
-                anyhow::anyhow!(
-                    "{} holds {:?}, not an epoch number; restore it (peers reject epochs they have seen)",
-                    path.display(),
-                    text.chars().take(40).collect::<String>()
-                )
-            })?,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.made_epoch.set(true);
-                0
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        let Some(next) = current.checked_add(1) else {
-            bail!("{} is at the largest epoch, {current}", path.display());
-        };
-        self.write_file_durable(EPOCH, format!("{next}\n").as_bytes())?;
-        Ok(next)
-    }
-
     /// Atomically replaces `<dir>/<name>` with `contents`: readers see the old
     /// or the new file, never a partial one. Not synced to disk: for files that
     /// are rewritten every second and worthless after a reboot (status.json), an
     /// fsync would only stall the controller's loop.
     pub fn write_file(&self, name: &str, contents: &[u8]) -> anyhow::Result<()> {
-        self.replace(name, contents, false)
-    }
-
-    /// [`StateDir::write_file`], synced to disk, rename included, so it survives a crash.
-    pub fn write_file_durable(&self, name: &str, contents: &[u8]) -> anyhow::Result<()> {
-        self.replace(name, contents, true)
-    }
-
-    fn replace(&self, name: &str, contents: &[u8], durable: bool) -> anyhow::Result<()> {
         if name.is_empty() || name == "." || name == ".." || name == LOCK || name.contains('/') {
             bail!("{name:?} is not a file name usable in the state dir");
         }
@@ -164,14 +121,7 @@ impl StateDir {
                 .mode(0o644)
                 .open(&tmp)?;
             f.write_all(contents)?;
-            if durable {
-                f.sync_all()?;
-            }
             std::fs::rename(&tmp, &path)?;
-            // The rename itself is durable only once the directory is synced.
-            if durable {
-                File::open(&self.dir)?.sync_all()?;
-            }
             Ok(())
         };
         write().with_context(|| format!("cannot write {}", path.display()))
@@ -208,21 +158,14 @@ mod tests {
     }
 
     #[test]
-    fn epoch_increments_across_opens() {
-        let t = TempDir::new("epoch");
+    fn opens_private_and_reopens() {
+        let t = TempDir::new("open");
         let dir = t.0.join("state");
-        {
-            let s = StateDir::open(&dir).unwrap();
-            assert_eq!(s.path(), dir);
-            assert_eq!(s.next_epoch().unwrap(), 1);
-            assert_eq!(s.next_epoch().unwrap(), 2);
-        }
+        drop(StateDir::open(&dir).unwrap());
         let s = StateDir::open(&dir).unwrap();
-        assert_eq!(s.next_epoch().unwrap(), 3);
-        assert_eq!(std::fs::read_to_string(dir.join("epoch")).unwrap(), "3\n");
+        assert_eq!(s.path(), dir);
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
-        assert!(!dir.join(".epoch.tmp").exists());
     }
 
     #[test]
@@ -241,42 +184,25 @@ mod tests {
     }
 
     #[test]
-    fn garbage_epoch_is_an_error() {
-        let t = TempDir::new("garbage");
-        let s = StateDir::open(&t.0).unwrap();
-        for bad in ["", "x\n", "-1", "4294967296"] {
-            std::fs::write(t.0.join("epoch"), bad).unwrap();
-            let e = s.next_epoch().unwrap_err().to_string();
-            assert!(e.contains("not an epoch number"), "{bad:?}: {e}");
-            assert_eq!(std::fs::read_to_string(t.0.join("epoch")).unwrap(), bad);
-        }
-        std::fs::write(t.0.join("epoch"), u32::MAX.to_string()).unwrap();
-        assert!(s.next_epoch().is_err());
-    }
-
-    #[test]
     fn discard_removes_what_open_made_and_nothing_else() {
         let t = TempDir::new("discard");
         let dir = t.0.join("a/state");
         let s = StateDir::open(&dir).unwrap();
-        s.next_epoch().unwrap();
         s.discard();
         assert!(!t.0.exists(), "{} left", t.0.display());
 
-        // A state dir a previous run left: its files stay, the epoch moved on.
+        // A state dir a previous run left: its files stay.
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("epoch"), "7\n").unwrap();
+        std::fs::write(dir.join("lock"), "1\n").unwrap();
         std::fs::write(dir.join("status.json"), "{}").unwrap();
         let s = StateDir::open(&dir).unwrap();
-        assert_eq!(s.next_epoch().unwrap(), 8);
         s.discard();
         let mut left: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["epoch", "status.json"]);
-        assert_eq!(std::fs::read_to_string(dir.join("epoch")).unwrap(), "8\n");
+        assert_eq!(left, ["lock", "status.json"]);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use crate::loader::{pinned_lease, pinned_maps, pinned_owner, pinned_vips};
 use anyhow::{Context, Result};
-use hb_common::{wire::FLAG_HOLDS_VIP, MsgType, NodeState, PeerState, Stats};
+use hb_common::{
+    wire2::{Head, FLAG_HOLDS},
+    MsgType, NodeState, PeerState, Stats,
+};
 use serde::{Deserialize, Serialize};
 use std::{
     path::{Path, PathBuf},
@@ -19,7 +22,8 @@ pub struct StatusFile {
     pub pid: u32,
     pub node_id: u32,
     pub priority: u8,
-    pub epoch: u32,
+    /// This run's session id (hex): random, drawn at start.
+    pub session: String,
     pub state: String,
     pub since_unix_ms: u128,
     pub ifaces: Vec<String>,
@@ -43,6 +47,10 @@ pub struct StatusFile {
     /// the mapped `seen` arrays) or "controller" (its own timer).
     #[serde(default)]
     pub silence_watch: String,
+    /// Another machine sends with our node id (within dead-after): we hold
+    /// no VIP while it does.
+    #[serde(default)]
+    pub id_collision: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -60,7 +68,8 @@ pub struct PeerRow {
     /// None: never heard.
     pub last_seen_ms_ago: Option<u64>,
     pub alive: bool,
-    pub epoch: u32,
+    /// Its session this data plane adopted (hex; "none" before the handshake).
+    pub session: String,
     pub seq: u64,
     pub accepted: u64,
     pub state: String,
@@ -69,13 +78,26 @@ pub struct PeerRow {
     pub left: bool,
     /// Its kernel sent a fresh death notice: its controller died (see `gone_*`).
     pub gone: bool,
-    /// The last death notice: how long ago (None: never), the epoch of the
+    /// The last death notice: how long ago (None: never), the session of the
     /// controller it reported dead, and our sequence number it echoed.
     pub gone_ms_ago: Option<u64>,
-    pub gone_epoch: u32,
+    pub gone_session: String,
     pub gone_seq: u64,
+    /// It sent wire version 1 heartbeats within dead-after: an old hb, which
+    /// this node cannot work with (upgrade it).
+    pub old_version: bool,
     /// Source address of its last accepted heartbeat (IPv4 or IPv6).
     pub src: String,
+}
+
+/// Messages with our own node id from another machine, seen by XDP on one link.
+#[derive(Serialize, Debug)]
+pub struct Collision {
+    pub link: String,
+    pub messages: u64,
+    pub last_ms_ago: u64,
+    /// The other machine's session (hex).
+    pub session: String,
 }
 
 /// ARP claims for a VIP from foreign MACs, seen by XDP on one link.
@@ -122,6 +144,9 @@ pub struct Report {
     pub counters: Vec<LinkCounters>,
     pub vip_conflicts: Vec<VipConflicts>,
     pub planes: Vec<LinkPlane>,
+    /// Messages from our own node id in another session, per link: another
+    /// machine was given our id.
+    pub id_collisions: Vec<Collision>,
     /// "this node", "peer N", or "none".
     pub vip_holder: String,
     /// Set when there is nothing to show: no status file and nothing pinned
@@ -176,6 +201,7 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
             counters: Vec::new(),
             vip_conflicts: Vec::new(),
             planes: Vec::new(),
+            id_collisions: Vec::new(),
             vip_holder: "none".into(),
             not_running: Some(format!(
                 "hb-user is not running on this node: no status file in {} and nothing pinned under {}",
@@ -189,6 +215,7 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
     let mut counters = Vec::new();
     let mut vip_conflicts = Vec::new();
     let mut planes = Vec::new();
+    let mut id_collisions = Vec::new();
     for link in &links {
         let (until, pinned) = pinned_lease(&pin_root.join(link))?;
         let (owner, armed) = pinned_owner(&pin_root.join(link))?.unwrap_or_default();
@@ -215,6 +242,18 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
         }
         let (entries, stats) = pinned_maps(&pin_root.join(link))?;
         for (id, p) in entries {
+            // Our own entry (no slot) records another machine with our id.
+            if p.slot == u32::MAX {
+                if p.last_seen_ns != 0 {
+                    id_collisions.push(Collision {
+                        link: link.clone(),
+                        messages: p.accepted,
+                        last_ms_ago: now.saturating_sub(p.last_seen_ns) / 1_000_000,
+                        session: format!("{:016x}", p.session),
+                    });
+                }
+                continue;
+            }
             peers.push(row(id, link, &p, now, dead_after_ns));
         }
         counters.push(LinkCounters {
@@ -238,6 +277,7 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
         counters,
         vip_conflicts,
         planes,
+        id_collisions,
         vip_holder: holder,
         not_running: None,
     })
@@ -250,26 +290,33 @@ fn has_pins(dir: &Path) -> bool {
 
 fn row(id: u32, link: &str, p: &PeerState, now: u64, dead_after_ns: u64) -> PeerRow {
     let ago = (p.last_seen_ns != 0).then(|| now.saturating_sub(p.last_seen_ns));
-    let left = p.msg_type == MsgType::Leave as u8;
+    let head = Head::parse_unauthenticated(&p.message).ok();
+    let left = head.is_some_and(|h| h.msg_type == MsgType::Leave);
     let gone = p.gone();
+    let hex = |s: u64| if s == 0 { "none".to_string() } else { format!("{s:016x}") };
     PeerRow {
         peer: id,
         link: link.to_string(),
         last_seen_ms_ago: ago.map(|ns| ns / 1_000_000),
         alive: ago.is_some_and(|ns| ns <= dead_after_ns) && !left && !gone,
-        epoch: p.epoch,
+        session: hex(p.session),
         seq: p.seq,
         accepted: p.accepted,
-        state: NodeState::from_u8(p.state)
-            .map(|s| s.name().to_string())
-            .unwrap_or_else(|| format!("?{}", p.state)),
-        priority: p.priority,
-        holds_vip: p.flags & FLAG_HOLDS_VIP != 0,
+        state: head
+            .map(|h| {
+                NodeState::from_u8(h.state)
+                    .map(|s| s.name().to_string())
+                    .unwrap_or_else(|| format!("?{}", h.state))
+            })
+            .unwrap_or_else(|| "-".into()),
+        priority: hb_common::wire2::Body::parse(&p.message).groups[0].priority,
+        holds_vip: head.is_some_and(|h| h.flags & FLAG_HOLDS != 0),
         left,
         gone,
         gone_ms_ago: (p.gone_ns != 0).then(|| now.saturating_sub(p.gone_ns) / 1_000_000),
-        gone_epoch: p.gone_epoch,
+        gone_session: hex(p.gone_session),
         gone_seq: p.gone_seq,
+        old_version: p.old_version_ns != 0 && now.saturating_sub(p.old_version_ns) <= dead_after_ns,
         src: if p.src_ipv6 != [0; 16] {
             std::net::Ipv6Addr::from(p.src_ipv6).to_string()
         } else {
@@ -294,10 +341,10 @@ pub fn render(r: &Report) -> String {
                     .saturating_sub(n.since_unix_ms)) as u64,
             );
             out += &format!(
-                "node {} (priority {}, epoch {}): {}{} on {}\n",
+                "node {} (priority {}, session {}): {}{} on {}\n",
                 n.node_id,
                 n.priority,
-                n.epoch,
+                n.session,
                 n.state,
                 if n.since_unix_ms > 0 {
                     format!(" for {:.1} s", since.as_secs_f64())
@@ -344,7 +391,7 @@ pub fn render(r: &Report) -> String {
             )
         }
     }
-    out += "\nPEER  LINK        LAST SEEN     EPOCH/SEQ        STATE    PRIO  VIP  ACCEPTED\n";
+    out += "\nPEER  LINK        LAST SEEN     SESSION/SEQ                STATE    PRIO  VIP  ACCEPTED\n";
     for p in &r.peers {
         let seen = match (p.last_seen_ms_ago, p.left, p.gone) {
             (_, _, true) => "GONE".to_string(),
@@ -353,11 +400,11 @@ pub fn render(r: &Report) -> String {
             (Some(ms), false, _) => format!("{ms} ms{}", if p.alive { "" } else { " DEAD" }),
         };
         out += &format!(
-            "{:<5} {:<11} {:<13} {:<16} {:<8} {:<5} {:<4} {}\n",
+            "{:<5} {:<11} {:<13} {:<26} {:<8} {:<5} {:<4} {}\n",
             p.peer,
             p.link,
             seen,
-            format!("{}/{}", p.epoch, p.seq),
+            format!("{}/{}", p.session, p.seq),
             p.state,
             p.priority,
             if p.holds_vip { "yes" } else { "-" },
@@ -366,11 +413,23 @@ pub fn render(r: &Report) -> String {
     }
     for p in r.peers.iter().filter(|p| p.gone) {
         out += &format!(
-            "peer {} on {}: controller gone (death notice from its kernel {} ms ago: epoch {} died)\n",
+            "peer {} on {}: controller gone (death notice from its kernel {} ms ago: session {} died)\n",
             p.peer,
             p.link,
             p.gone_ms_ago.unwrap_or(0),
-            p.gone_epoch
+            p.gone_session
+        );
+    }
+    for p in r.peers.iter().filter(|p| p.old_version) {
+        out += &format!(
+            "peer {} on {}: speaks wire version 1 (an old hb): upgrade it; this node takes no VIP meanwhile\n",
+            p.peer, p.link
+        );
+    }
+    for c in &r.id_collisions {
+        out += &format!(
+            "ERROR on {}: another machine sends with this node's id (session {}, {} messages, last {} ms ago): two nodes were given one id\n",
+            c.link, c.session, c.messages, c.last_ms_ago
         );
     }
     out += "\n";

@@ -2,7 +2,11 @@
 //! IPv4 options and fragment fields; IPv6 with extension headers, carrying UDP
 //! or ICMPv6; ARP; TCP.
 
-use hb_common::{Heartbeat, Key, MsgType, NodeState};
+use hb_common::{
+    wire::Heartbeat as V1Heartbeat,
+    wire2::{self, Body, Group, Head, FLAG_HOLDS, FLAG_REACHES_PING, GROUP_HOLDS, LEN},
+    Key, MsgType, NodeState,
+};
 
 pub const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -24,18 +28,58 @@ pub fn key() -> Key {
     Key::from_bytes(core::array::from_fn(|i| i as u8))
 }
 
-/// A heartbeat from `node_id` in cluster 7 with the given epoch and seq.
-pub fn heartbeat(node_id: u32, epoch: u32, seq: u64) -> Heartbeat {
-    Heartbeat {
+/// The cluster id the frames use.
+pub const CLUSTER: u32 = 7;
+
+/// A heartbeat head (wire v2) from `from` to `to` in cluster 7: MASTER,
+/// holding, reaching its ping targets, in `session` at `seq`, echoing
+/// `your` (the receiver's session and the last seq heard from it).
+pub fn head(from: u32, to: u32, session: u64, seq: u64, your: (u64, u64)) -> Head {
+    Head {
         msg_type: MsgType::Heartbeat,
+        flags: FLAG_HOLDS | FLAG_REACHES_PING,
+        state: NodeState::Master as u8,
+        body_gen: 1,
+        cluster_id: CLUSTER,
+        from,
+        to,
+        session,
+        seq,
+        your_session: your.0,
+        your_seq: your.1,
+    }
+}
+
+/// A body: priority 100 in group 0, holding it, seeing `holder` hold it.
+pub fn body(holder: u32) -> Body {
+    let mut b = Body::default();
+    b.groups[0] = Group {
+        priority: 100,
+        state: NodeState::Master as u8,
+        flags: GROUP_HOLDS,
+    };
+    b.holders[0] = holder;
+    b
+}
+
+/// `h` with [`body`] of its sender, both MACs under [`key`].
+pub fn message(h: &Head) -> [u8; LEN] {
+    wire2::encode(h, &body(h.from), &key())
+}
+
+/// A wire version 1 heartbeat from `node_id` (an old hb), under [`key`].
+pub fn v1_heartbeat(node_id: u32, epoch: u32, seq: u64, leave: bool) -> [u8; hb_common::wire::WIRE_LEN] {
+    V1Heartbeat {
+        msg_type: if leave { MsgType::Leave } else { MsgType::Heartbeat },
         flags: hb_common::wire::FLAG_HOLDS_VIP,
         priority: 100,
         state: NodeState::Master as u8,
-        cluster_id: 7,
+        cluster_id: CLUSTER,
         node_id,
         epoch,
         seq,
     }
+    .encode(&key())
 }
 
 /// What goes into an IPv4 frame.

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cluster;
 pub mod frames;
 pub mod keepalived;
+pub mod linuxha;
 pub mod netns;
 pub mod probe;
 

@@ -82,6 +82,10 @@ pub fn ensure_system_packages() -> Result<()> {
         ("strace", "strace"),
         // The benchmark's baseline (cargo xtask bench and its test).
         ("keepalived", "keepalived"),
+        // Linux-HA heartbeat (v1, UDP 694) for the coexistence test; its
+        // IPaddr resource adds the VIP with ifconfig.
+        ("/usr/libexec/heartbeat/heartbeat", "heartbeat"),
+        ("ifconfig", "net-tools"),
     ])
 }
 

@@ -4,7 +4,10 @@
 //! key, replays of heartbeats a node already sent, and junk VRRP (IP protocol 112).
 
 use anyhow::Result;
-use hb_common::{Heartbeat, Key, MsgType, NodeState};
+use hb_common::{
+    wire2::{self, Head},
+    Key,
+};
 use std::{
     net::Ipv4Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -86,37 +89,26 @@ pub fn junk_vrrp(e: &Endpoints, n: usize, rng: &mut Rng) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The heartbeat a master `node` sends: what the replays and forgeries imitate.
-pub fn master_heartbeat(
-    cluster_id: u32,
-    node: u32,
-    priority: u8,
-    epoch: u32,
-    seq: u64,
-) -> Heartbeat {
-    Heartbeat {
-        msg_type: MsgType::Heartbeat,
-        flags: hb_common::wire::FLAG_HOLDS_VIP,
-        priority,
-        state: NodeState::Master as u8,
+/// The heartbeat head a master `from` sends to `to` in `session`, echoing
+/// `to`'s session `your`: what the replays and forgeries imitate.
+pub fn master_heartbeat(cluster_id: u32, from: u32, to: u32, session: u64, your: u64) -> Head {
+    Head {
         cluster_id,
-        node_id: node,
-        epoch,
-        seq,
+        ..crate::frames::head(from, to, session, 0, (your, 1))
     }
 }
 
-/// Heartbeat frames for `seqs` in `epoch`, MACed with `key`.
+/// Heartbeat frames for `seqs` in the template's session, MACed with `key`.
 pub fn heartbeats(
     e: &Endpoints,
     port: u16,
-    template: Heartbeat,
+    template: Head,
     seqs: impl Iterator<Item = u64>,
     key: &Key,
 ) -> Vec<Vec<u8>> {
     seqs.map(|seq| {
-        let hb = Heartbeat { seq, ..template };
-        udp_frame(e, port, port, &hb.encode(key))
+        let h = Head { seq, ..template };
+        udp_frame(e, port, port, &wire2::encode(&h, &crate::frames::body(h.from), key))
     })
     .collect()
 }
@@ -233,8 +225,8 @@ mod tests {
             0,
             "IPv4 header checksum"
         );
-        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 64, "IPv4 total length");
-        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 44, "UDP length");
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 20 + 8 + 36, "IPv4 total length");
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 8 + 36, "UDP length");
         let v = junk_vrrp(&ends(), 2, &mut Rng(1));
         assert_eq!(v[0][23], IPPROTO_VRRP);
         assert_ne!(v[0][34..], v[1][34..], "junk differs");
@@ -243,12 +235,12 @@ mod tests {
     #[test]
     fn replays_carry_valid_macs_and_old_sequence_numbers() {
         let key = Key { k0: 1, k1: 2 };
-        let t = master_heartbeat(1, 1, 100, 5, 0);
+        let t = master_heartbeat(1, 1, 2, 5, 9);
         let f = heartbeats(&ends(), 694, t, 1..4, &key);
         assert_eq!(f.len(), 3);
-        let hb = hb_common::wire::decode(&f[2][42..], &key, 1).expect("valid heartbeat");
-        assert_eq!((hb.epoch, hb.seq, hb.node_id), (5, 3, 1));
+        let (h, _) = wire2::decode(&f[2][42..], &key, 1, 2).expect("valid heartbeat");
+        assert_eq!((h.session, h.seq, h.from, h.your_session), (5, 3, 1, 9));
         let other = Key { k0: 3, k1: 4 };
-        assert!(hb_common::wire::decode(&f[0][42..], &other, 1).is_err());
+        assert!(wire2::decode(&f[0][42..], &other, 1, 2).is_err());
     }
 }

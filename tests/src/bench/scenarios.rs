@@ -623,13 +623,18 @@ pub fn flood_hb(
     let key = read_key(bed.cluster.key_file())?;
     let j: serde_json::Value = serde_json::from_str(&bed.cluster.status(BACKUP, true)?)?;
     let peer = &j["peers"][0];
-    let (epoch, seq) = (
-        peer["epoch"].as_u64().context("peer epoch")? as u32,
+    let hex = |v: &serde_json::Value, what: &str| -> Result<u64> {
+        let s = v.as_str().with_context(|| format!("{what} in status"))?;
+        u64::from_str_radix(s, 16).with_context(|| format!("{what} {s:?}"))
+    };
+    let (session, seq) = (
+        hex(&peer["session"], "peer session")?,
         peer["seq"].as_u64().context("peer seq")?,
     );
+    let ours = hex(&j["node"]["session"], "node session")?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let port = hb_common::wire::DEFAULT_PORT;
-    let template = flood::master_heartbeat(1, PRIMARY, 100, epoch, 0);
+    let template = flood::master_heartbeat(1, PRIMARY, BACKUP, session, ours);
     let wrong = hb_common::Key {
         k0: rng.next_u64(),
         k1: rng.next_u64(),

@@ -159,6 +159,9 @@ pub struct PeerState {
     /// peer's index in its configuration).
     pub slot: u32,
     pub _pad2: u32,
+    /// `bpf_ktime_get_ns()` when `session` was adopted: with several links,
+    /// the controller trusts the link that adopted last (see `node.rs`).
+    pub adopted_ns: u64,
     /// The last message that counted as life, whole (both MACs): the
     /// controller checks its body MAC and reads the groups from it.
     pub message: [u8; crate::wire2::LEN],
@@ -182,6 +185,7 @@ impl Default for PeerState {
             _pad: [0; 2],
             slot: 0,
             _pad2: 0,
+            adopted_ns: 0,
             message: [0; crate::wire2::LEN],
         }
     }
@@ -461,7 +465,7 @@ impl Stats {
 }
 
 // Both sides rely on these sizes; a change here is a change of the map ABI.
-const _: () = assert!(core::mem::size_of::<PeerState>() == 104 + crate::wire2::LEN);
+const _: () = assert!(core::mem::size_of::<PeerState>() == 112 + crate::wire2::LEN);
 // XDP reads the message's first word with one aligned load.
 const _: () = assert!(core::mem::offset_of!(PeerState, message) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
@@ -533,10 +537,19 @@ mod tests {
             gone_session: 4,
             ..p
         };
-        assert!(notice.gone(), "a late heartbeat of the dead session does not undo it");
-        let restarted = PeerState { session: 5, ..notice };
+        assert!(
+            notice.gone(),
+            "a late heartbeat of the dead session does not undo it"
+        );
+        let restarted = PeerState {
+            session: 5,
+            ..notice
+        };
         assert!(!restarted.gone(), "a newly adopted session ends it");
-        assert_eq!(Stats::FIELDS[Outcome::GoneReplayed as usize], "gone_replayed");
+        assert_eq!(
+            Stats::FIELDS[Outcome::GoneReplayed as usize],
+            "gone_replayed"
+        );
         assert_eq!(Stats::COUNT, Outcome::GoneReplayed as usize + 1);
     }
 

@@ -1,8 +1,8 @@
-//! Heartbeat wire format v1: a fixed 36-byte UDP payload, integers in network byte
-//! order, authenticated by a SipHash-2-4 MAC over the 28 bytes before it.
-//! The byte table is in docs/PROTOCOL.md; this file is the only implementation.
-//! Besides heartbeats and leaves it defines the death notice ([`Gone`]), which a
-//! node's XDP program builds when its controller has died.
+//! What both wire versions share (magic, message types, node states, the
+//! big-endian readers), and version 1: a fixed 36-byte UDP payload
+//! authenticated by a SipHash-2-4 MAC over the 28 bytes before it. hb speaks
+//! version 2 (`wire2.rs`); a version 1 message is still authenticated, so that
+//! a node can name a peer that runs an old hb (docs/PROTOCOL.md, "Version 1").
 
 use crate::{maps::Key, siphash::siphash24};
 
@@ -20,9 +20,6 @@ pub const DEFAULT_PORT: u16 = 694;
 pub const FLAG_HOLDS_VIP: u8 = 1 << 0;
 /// Flag bit: the sender reaches one of its ping targets (or has none configured).
 pub const FLAG_REACHES_PING: u8 = 1 << 1;
-/// A death notice is fresh when it echoes one of the receiver's last this many
-/// sequence numbers (in its current epoch): the answer to a recent heartbeat.
-pub const GONE_WINDOW: u64 = 8;
 
 /// What a message says.
 #[repr(u8)]
@@ -33,7 +30,7 @@ pub enum MsgType {
     /// "I am stopping on purpose": peers need not wait for dead-after.
     Leave = 2,
     /// "This node's controller died": sent by its kernel (XDP) in answer to a
-    /// heartbeat, see [`Gone`].
+    /// heartbeat (docs/PROTOCOL.md, "Death notice").
     Gone = 3,
 }
 
@@ -92,9 +89,6 @@ pub enum Refusal {
     UnknownNode,
     BadMac,
     Replayed,
-    /// A death notice that echoes none of the receiver's last [`GONE_WINDOW`]
-    /// sequence numbers of its current epoch: captured earlier and replayed.
-    GoneReplayed,
 }
 
 /// A heartbeat's fields, decoded.
@@ -203,85 +197,9 @@ impl Heartbeat {
         })
     }
 
-    /// True when `self` comes strictly after `(epoch, seq)`: the anti-replay rule.
-    #[inline(always)]
-    pub fn is_after(&self, epoch: u32, seq: u64) -> bool {
-        self.epoch > epoch || (self.epoch == epoch && self.seq > seq)
-    }
-
     pub fn holds_vip(&self) -> bool {
         self.flags & FLAG_HOLDS_VIP != 0
     }
-}
-
-/// A death notice: the answer of a node whose controller died, built by its XDP
-/// program from the heartbeat it answers. It has the heartbeat's layout with
-/// type 3; bytes 4..8 carry the dead controller's epoch instead of flags,
-/// priority, state and reserved, and the epoch and sequence fields echo the
-/// receiver's own numbers from the heartbeat answered, so the notice is bound to
-/// that heartbeat and cannot be replayed later (see [`Gone::echoes`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Gone {
-    pub cluster_id: u32,
-    /// The node whose controller died (the sender of the notice).
-    pub node_id: u32,
-    /// The epoch of the controller that died.
-    pub dead_epoch: u32,
-    /// Epoch of the heartbeat answered: the receiver's own.
-    pub echo_epoch: u32,
-    /// Sequence number of the heartbeat answered: the receiver's own.
-    pub echo_seq: u64,
-}
-
-impl Gone {
-    /// Encodes the notice and appends its MAC under `key`.
-    #[inline(always)]
-    pub fn encode(&self, key: &Key) -> [u8; WIRE_LEN] {
-        let mut b = header(MsgType::Gone);
-        b[4..8].copy_from_slice(&self.dead_epoch.to_be_bytes());
-        b[8..12].copy_from_slice(&self.cluster_id.to_be_bytes());
-        b[12..16].copy_from_slice(&self.node_id.to_be_bytes());
-        b[16..20].copy_from_slice(&self.echo_epoch.to_be_bytes());
-        b[20..28].copy_from_slice(&self.echo_seq.to_be_bytes());
-        sealed(b, key)
-    }
-
-    /// Reads the fields of a frame [`Heartbeat::parse_unauthenticated`] found to
-    /// be of type 3. The MAC is NOT checked here.
-    #[inline(always)]
-    pub fn read_unauthenticated(b: &[u8; WIRE_LEN]) -> Self {
-        Self {
-            dead_epoch: be32(b, 4),
-            cluster_id: be32(b, 8),
-            node_id: be32(b, 12),
-            echo_epoch: be32(b, 16),
-            echo_seq: be64(b, 20),
-        }
-    }
-
-    /// True when the notice answers one of the receiver's last [`GONE_WINDOW`]
-    /// heartbeats, given the receiver's current epoch and last sequence number
-    /// sent (epoch 0: nothing sent yet, so nothing can be answered).
-    #[inline(always)]
-    pub fn echoes(&self, epoch: u32, last_seq: u64) -> bool {
-        epoch != 0
-            && self.echo_epoch == epoch
-            && self.echo_seq <= last_seq
-            && last_seq - self.echo_seq < GONE_WINDOW
-    }
-}
-
-/// Decodes and authenticates a death notice for `cluster_id` (the stateless
-/// checks; freshness needs the receiver's numbers, see [`Gone::echoes`]).
-pub fn decode_gone(payload: &[u8], key: &Key, cluster_id: u32) -> Result<Gone, Refusal> {
-    let hb = decode(payload, key, cluster_id)?;
-    if hb.msg_type != MsgType::Gone {
-        return Err(Refusal::BadType);
-    }
-    let Ok(buf) = <&[u8; WIRE_LEN]>::try_from(payload) else {
-        return Err(Refusal::BadLength);
-    };
-    Ok(Gone::read_unauthenticated(buf))
 }
 
 /// Decodes and authenticates a UDP payload for `cluster_id`: every stateless check
@@ -381,76 +299,6 @@ mod tests {
         }
     }
 
-    fn notice() -> Gone {
-        Gone {
-            cluster_id: 7,
-            node_id: 1,
-            dead_epoch: 0x0a0b_0c0d,
-            echo_epoch: 3,
-            echo_seq: 0x0102_0304_0506_0708,
-        }
-    }
-
-    #[test]
-    fn gone_round_trip_and_layout() {
-        let g = notice();
-        let b = g.encode(&KEY);
-        assert_eq!(&b[..4], &[0x48, 0x42, 1, 3]);
-        assert_eq!(&b[4..8], &[0x0a, 0x0b, 0x0c, 0x0d], "dead epoch");
-        assert_eq!(&b[8..12], &[0, 0, 0, 7]);
-        assert_eq!(&b[12..16], &[0, 0, 0, 1], "the dead node");
-        assert_eq!(&b[16..20], &[0, 0, 0, 3], "echoed epoch");
-        assert_eq!(&b[20..28], &[1, 2, 3, 4, 5, 6, 7, 8], "echoed seq");
-        let m = siphash24(KEY.k0, KEY.k1, &b[..28]);
-        assert_eq!(&b[28..], &m.to_be_bytes());
-        assert_eq!(decode_gone(&b, &KEY, 7), Ok(g));
-        // The generic decoder sees its type, so no heartbeat is mistaken for one.
-        assert_eq!(decode(&b, &KEY, 7).map(|h| h.msg_type), Ok(MsgType::Gone));
-        assert_eq!(
-            decode_gone(&sample().encode(&KEY), &KEY, 7),
-            Err(Refusal::BadType)
-        );
-        assert_eq!(decode_gone(&b, &KEY, 8), Err(Refusal::WrongCluster));
-        for bit in 0..WIRE_LEN * 8 {
-            let mut f = b;
-            f[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode_gone(&f, &KEY, 7).is_err(), "bit {bit} flipped");
-        }
-    }
-
-    #[test]
-    fn gone_is_fresh_only_within_the_window_of_our_epoch() {
-        let g = Gone {
-            echo_epoch: 5,
-            echo_seq: 100,
-            ..notice()
-        };
-        assert!(g.echoes(5, 100), "the heartbeat just sent");
-        assert!(g.echoes(5, 100 + GONE_WINDOW - 1));
-        assert!(
-            !g.echoes(5, 100 + GONE_WINDOW),
-            "our seq moved on: a replay"
-        );
-        assert!(!g.echoes(5, 99), "echoes a seq we never sent");
-        assert!(!g.echoes(6, 100), "our previous epoch");
-        assert!(!g.echoes(4, 100));
-        let zero = Gone {
-            echo_epoch: 0,
-            echo_seq: 0,
-            ..notice()
-        };
-        assert!(!zero.echoes(0, 0), "nothing sent yet");
-    }
-
-    #[test]
-    fn replay_order() {
-        let hb = sample();
-        assert!(hb.is_after(2, u64::MAX));
-        assert!(hb.is_after(3, hb.seq - 1));
-        assert!(!hb.is_after(3, hb.seq));
-        assert!(!hb.is_after(4, 0));
-    }
-
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics_and_needs_the_mac(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
@@ -474,11 +322,6 @@ mod tests {
             prop_assert_eq!(decode(&b, &KEY, 7).is_ok(), tag == genuine);
         }
 
-        #[test]
-        fn gone_round_trips_any_fields(cluster_id: u32, node_id: u32, dead_epoch: u32, echo_epoch: u32, echo_seq: u64) {
-            let g = Gone { cluster_id, node_id, dead_epoch, echo_epoch, echo_seq };
-            prop_assert_eq!(decode_gone(&g.encode(&KEY), &KEY, cluster_id), Ok(g));
-        }
 
         #[test]
         fn round_trips_any_fields(flags: u8, priority: u8, state: u8, cluster_id: u32, node_id: u32, epoch: u32, seq: u64, leave: bool) {

@@ -1,5 +1,5 @@
-//! Wire format v2 (docs/PROTOCOL-v2.md; not on the wire yet: hb still speaks
-//! v1, `wire.rs`). Sessions instead of persisted epochs: every controller start
+//! Wire format v2 (docs/PROTOCOL.md), the one hb speaks; `wire.rs` keeps
+//! what is shared and version 1, recognized to name old peers. Sessions instead of persisted epochs: every controller start
 //! draws a random session id, every message is addressed to one peer and echoes
 //! that peer's session and the last sequence number heard from it, and a
 //! receiver counts a message as life only when it echoes the receiver's current
@@ -145,7 +145,8 @@ pub fn head_mac_ok(b: &[u8; LEN], key: &Key) -> bool {
 /// [`head_mac_ok`] of a message held as [`Words`].
 #[inline(always)]
 pub fn head_mac_ok_words(w: &Words, key: &Key) -> bool {
-    u64::from_be(w[HEAD_MAC / 8]) == siphash24_words::<{ HEAD_MAC / 8 }, { LEN / 8 }>(key.k0, key.k1, w)
+    u64::from_be(w[HEAD_MAC / 8])
+        == siphash24_words::<{ HEAD_MAC / 8 }, { LEN / 8 }>(key.k0, key.k1, w)
 }
 
 pub fn body_mac_ok(b: &[u8; LEN], key: &Key) -> bool {
@@ -309,7 +310,7 @@ impl Verdict {
     }
 }
 
-/// The session rules (docs/PROTOCOL-v2.md, "Sessions"): `ours` is the
+/// The session rules (docs/PROTOCOL.md, "Sessions"): `ours` is the
 /// receiver's current session, and our sequence numbers sent within the last
 /// two dead-afters are `recent_lo < n <= recent_hi`.
 #[inline(always)]
@@ -371,7 +372,9 @@ pub fn notice_head(h: &Head, key: &Key) -> [u64; BODY / 8] {
     w[4] = be(h.seq);
     w[5] = be(h.your_session);
     w[6] = be(h.your_seq);
-    w[7] = be(siphash24_words::<{ HEAD_MAC / 8 }, { BODY / 8 }>(key.k0, key.k1, &w));
+    w[7] = be(siphash24_words::<{ HEAD_MAC / 8 }, { BODY / 8 }>(
+        key.k0, key.k1, &w,
+    ));
     w
 }
 
@@ -586,7 +589,7 @@ mod tests {
         );
     }
 
-    /// docs/PROTOCOL-v2.md, "Worked example": the same bytes.
+    /// docs/PROTOCOL.md, "Worked example": the same bytes.
     const WORKED_EXAMPLE: [&str; 4] = [
         "48 42 02 01 01 00 00 00 00 00 00 07 00 00 00 01 00 00 00 02 00 00 00 00 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 37 4c d2 ee 91 e8 0e db 64 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 df 22 60 16 48 7c 60 dc",
         "48 42 02 01 01 00 00 00 00 00 00 07 00 00 00 02 00 00 00 01 00 00 00 00 fe dc ba 98 76 54 32 10 00 00 00 00 00 00 00 01 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 00 01 6e 79 7c 56 1d 0a 84 b4 5a 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 72 f0 84 df ff 67 85 9b",
@@ -594,7 +597,7 @@ mod tests {
         "48 42 02 01 01 01 00 01 00 00 00 07 00 00 00 02 00 00 00 01 00 00 00 00 fe dc ba 98 76 54 32 10 00 00 00 00 00 00 00 02 01 23 45 67 89 ab cd ef 00 00 00 00 00 00 00 02 c7 39 00 34 0e a3 5a 33 5a 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 02 03 4c 55 09 58 cb 24 e3",
     ];
 
-    /// The worked example of docs/PROTOCOL-v2.md: a handshake and a heartbeat
+    /// The worked example of docs/PROTOCOL.md: a handshake and a heartbeat
     /// between node 1 (session 0x0123456789abcdef) and node 2
     /// (0xfedcba9876543210), cluster 7, key file 000102030405060708090a0b0c0d0e0f.
     pub fn worked_example() -> [[u8; LEN]; 4] {

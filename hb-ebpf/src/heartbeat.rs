@@ -11,8 +11,8 @@ use aya_ebpf::{
 };
 use hb_common::{
     maps::{
-        Config, Key, PeerState, Seen, Sent, EVENT_COLLISION, EVENT_PEER, MAP_MMAPABLE,
-        MAX_PEERS, SEEN_SLOTS,
+        Config, Key, PeerState, Seen, Sent, EVENT_COLLISION, EVENT_PEER, MAP_MMAPABLE, MAX_PEERS,
+        SEEN_SLOTS,
     },
     wire::{self, MsgType},
     wire2::{self, Head, Refusal, Session, Verdict, Words, LEN},
@@ -63,7 +63,9 @@ pub fn receive(
     // is then one load (byte-wise reads would spill past the 512-byte stack).
     let mut w: Words = [0; LEN / 8];
     // SAFETY: the bound above covers LEN bytes; `w` is LEN bytes.
-    unsafe { core::ptr::copy_nonoverlapping(payload.cast::<u8>(), w.as_mut_ptr().cast::<u8>(), LEN) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(payload.cast::<u8>(), w.as_mut_ptr().cast::<u8>(), LEN)
+    };
     // 2-3. Magic, version, type.
     let h = Head::from_words(&w)?;
     if h.cluster_id != cfg.cluster_id {
@@ -111,6 +113,7 @@ pub fn receive(
     let v = wire2::judge(&s, &h, ours.session, ours.recent_lo, ours.seq)?;
     if v == Verdict::Adopt {
         p.session = h.session;
+        p.adopted_ns = now;
     }
     if v != Verdict::Echo {
         p.seq = h.seq;
@@ -154,14 +157,7 @@ pub fn receive(
 /// our session, else another machine configured with our id, recorded in our
 /// own entry for the controller.
 #[inline(always)]
-fn collision(
-    w: &Words,
-    h: &Head,
-    key: &Key,
-    ours: &Sent,
-    cfg: &Config,
-    peers: &Peers,
-) -> Refusal {
+fn collision(w: &Words, h: &Head, key: &Key, ours: &Sent, cfg: &Config, peers: &Peers) -> Refusal {
     if !wire2::head_mac_ok_words(w, key) {
         return Refusal::BadMac;
     }
@@ -187,7 +183,13 @@ fn collision(
 /// leave clears it), so that the controller can name the old peer and stay
 /// out of its way; it never counts as life.
 #[inline(always)]
-fn old_version(ctx: &XdpContext, udp: &Udp, cfg: &Config, peers: &Peers, key: &Array<Key, 1>) -> Refusal {
+fn old_version(
+    ctx: &XdpContext,
+    udp: &Udp,
+    cfg: &Config,
+    peers: &Peers,
+    key: &Array<Key, 1>,
+) -> Refusal {
     if udp.ip_room < V1_UDP_LEN {
         return Refusal::NotOurs;
     }
@@ -214,7 +216,11 @@ fn old_version(ctx: &XdpContext, udp: &Udp, cfg: &Config, peers: &Peers, key: &A
     // SAFETY: a hash map value, written by this program only.
     let p = unsafe { &mut *peer };
     let was = p.old_version_ns;
-    p.old_version_ns = if hb.msg_type == MsgType::Leave { 0 } else { now };
+    p.old_version_ns = if hb.msg_type == MsgType::Leave {
+        0
+    } else {
+        now
+    };
     if (was == 0) != (p.old_version_ns == 0) || now.wrapping_sub(was) >= cfg.quiet_ns {
         crate::prog::notify(EVENT_PEER, hb.node_id);
     }

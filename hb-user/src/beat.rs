@@ -446,12 +446,19 @@ impl Clock {
             self.recent = [self.recent[1], seq - 1];
             self.turned = now;
         }
+        // Never name ourselves the holder unless this message claims it (a
+        // leave, or a view older than the advert).
+        let holder = self.cell.holder.load(SeqCst);
         let says = Says {
             msg_type: msg,
             state: a.state,
             holds_vip: a.holds_vip,
             reaches_ping: a.reaches_ping,
-            holder: self.cell.holder.load(SeqCst),
+            holder: if holder == self.seq.node_id && !a.holds_vip {
+                0
+            } else {
+                holder
+            },
             heard: self.cell.heard.load(SeqCst),
         };
         self.seq.say(&says);

@@ -328,9 +328,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         mut links,
         beat_links,
         pinger,
-    } = match start(
-        &cfg, key, &peer_ids, plan.links, &plan.vips, loaded,
-    ) {
+    } = match start(&cfg, key, &peer_ids, plan.links, &plan.vips, loaded) {
         Ok(s) => s,
         Err(e) => {
             // `start` dropped the data planes it opened, which took their pins.
@@ -1036,6 +1034,8 @@ fn sample(p: &PeerState, key: &Key, last: &mut Body) -> Sample {
     let mut s = Sample {
         last_seen: at(p.last_seen_ns),
         session: p.session,
+        adopted: at(p.adopted_ns),
+        seq: p.seq,
         gone_session: (p.gone_ns != 0).then_some(p.gone_session),
         old_version: at(p.old_version_ns),
         ..Sample::default()

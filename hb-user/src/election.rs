@@ -384,9 +384,10 @@ impl Machine {
                 // died, is accounted for as much as a live one.
                 let all_heard = self.alive.iter().all(|(id, &alive)| {
                     alive
-                        || peers
-                            .iter()
-                            .any(|v| v.id == *id && ((v.left && v.last_seen.is_some()) || v.gone || v.old_version))
+                        || peers.iter().any(|v| {
+                            v.id == *id
+                                && ((v.left && v.last_seen.is_some()) || v.gone || v.old_version)
+                        })
                 });
                 if !all_heard && waited < self.p.init_dead {
                     return (Init, Reason::Reconnected); // no transition, so no reason is shown

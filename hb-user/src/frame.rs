@@ -115,7 +115,10 @@ mod tests {
         assert_eq!(&f[12..14], &[0x08, 0x00]);
         let ip = &f[14..34];
         assert_eq!(ip[0], 0x45);
-        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), (20 + 8 + WIRE_LEN) as u16);
+        assert_eq!(
+            u16::from_be_bytes([ip[2], ip[3]]),
+            (20 + 8 + WIRE_LEN) as u16
+        );
         assert_eq!(ip[9], 17);
         assert_eq!(!(sum16(0, ip) as u16), 0, "IPv4 header checksum verifies");
         let udp = &f[34..];

@@ -560,7 +560,14 @@ impl DataPlane {
         for (id, slot) in slots {
             let kept = peers.get(id, 0).ok().filter(|p| p.slot == slot);
             if kept.is_none() {
-                peers.insert(*id, PeerState { slot, ..PeerState::default() }, 0)?;
+                peers.insert(
+                    *id,
+                    PeerState {
+                        slot,
+                        ..PeerState::default()
+                    },
+                    0,
+                )?;
             }
         }
         Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)?.set(0, config, 0)?;

@@ -27,9 +27,14 @@ pub struct Sample {
     pub last_seen: Option<Duration>,
     #[serde(default)]
     pub left: bool,
-    /// Its session that this link's data plane adopted (0: none).
+    /// Its session that this link's data plane adopted (0: none), when, and
+    /// the highest sequence number accepted in it.
     #[serde(default)]
     pub session: u64,
+    #[serde(default, with = "opt_ms")]
+    pub adopted: Option<Duration>,
+    #[serde(default)]
+    pub seq: u64,
     /// The session a fresh death notice from its kernel named, if one came.
     #[serde(default)]
     pub gone_session: Option<u64>,
@@ -57,6 +62,8 @@ impl Default for Sample {
             last_seen: None,
             left: false,
             session: 0,
+            adopted: None,
+            seq: 0,
             gone_session: None,
             priority: 0,
             state: NodeState::Init,
@@ -301,10 +308,7 @@ impl Node {
     /// polling. Just past dead-after: silence must exceed it.
     pub fn next_deadline(&self) -> Option<Duration> {
         let silence = self.silence_at.map(|t| t + Duration::from_micros(1));
-        silence
-            .into_iter()
-            .chain(self.next_timer())
-            .min()
+        silence.into_iter().chain(self.next_timer()).min()
     }
 
     pub fn state(&self) -> NodeState {
@@ -425,6 +429,30 @@ impl Node {
         let dead_after = self.p.machine.dead_after;
         let mut views = Vec::with_capacity(peers.len());
         let mut old_until = None;
+        // Only the links that speak for a peer now count as life (see `current`).
+        let peers: BTreeMap<u32, Vec<Sample>> = peers
+            .iter()
+            .map(|(&id, samples)| {
+                let cur = current(samples);
+                let eff = samples
+                    .iter()
+                    .zip(cur)
+                    .map(|(s, c)| {
+                        if c {
+                            *s
+                        } else {
+                            Sample {
+                                last_seen: None,
+                                left: false,
+                                ..*s
+                            }
+                        }
+                    })
+                    .collect();
+                (id, eff)
+            })
+            .collect();
+        let peers = &peers;
         // Entries heard within dead-after, not a leave: their silence is a deadline.
         let live: Vec<(usize, u32, Duration)> = peers
             .iter()
@@ -535,7 +563,13 @@ impl Node {
                 ),
             });
         } else if on.is_none() && self.machine.collision() {
-            info(out, format!("no other machine has sent as node {} for dead-after: the id collision is over", self.p.machine.node_id));
+            info(
+                out,
+                format!(
+                    "no other machine has sent as node {} for dead-after: the id collision is over",
+                    self.p.machine.node_id
+                ),
+            );
         }
         self.machine.set_collision(on.is_some());
         self.collision_until = on.map(|t| t + dead_after);
@@ -710,6 +744,32 @@ impl Node {
             out.push(announce("conflict"));
         }
     }
+}
+
+/// Which links' entries speak for a peer now: those in the session adopted
+/// last (on any link), at the highest sequence number any link accepted in
+/// it. A link whose entry lags (it was cut while the others went on) counts
+/// again once it catches up; until then a capture from another link replayed
+/// on it is not life. So the links share one anti-replay window per peer,
+/// ordered by (session, seq), not by arrival time.
+pub fn current(samples: &[Sample]) -> Vec<bool> {
+    let newest = samples
+        .iter()
+        .filter(|s| s.session != 0)
+        .max_by_key(|s| s.adopted);
+    let Some(newest) = newest else {
+        return vec![true; samples.len()];
+    };
+    let top = samples
+        .iter()
+        .filter(|s| s.session == newest.session)
+        .map(|s| s.seq)
+        .max()
+        .unwrap_or(0);
+    samples
+        .iter()
+        .map(|s| s.session == newest.session && s.seq == top)
+        .collect()
 }
 
 fn info(out: &mut Vec<Action>, msg: String) {

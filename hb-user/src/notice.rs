@@ -2,7 +2,6 @@
 //! counted. (Whether a peer's controller is gone is the core's call: node.rs.)
 
 use crate::loader::DataPlane;
-use hb_common::wire::GONE_WINDOW;
 use tracing::warn;
 
 /// Refused notices per link, as last read; None before the first read, which
@@ -27,7 +26,7 @@ impl Replays {
             if let Some(before) = self.seen[i].replace(now) {
                 if now > before {
                     warn!(
-                        "refused {} replayed death notice(s) on {iface}: they echo none of our last {GONE_WINDOW} heartbeats (captured earlier and sent again?)",
+                        "refused {} replayed death notice(s) on {iface}: they echo none of our recent heartbeats of this session (captured earlier and sent again?)",
                         now - before
                     );
                 }

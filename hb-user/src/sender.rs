@@ -401,12 +401,19 @@ mod tests {
         assert_eq!((h.from, h.to, h.session, h.seq), (3, 4, 0xabc, 1));
         assert_eq!((h.your_session, h.your_seq), (0x44, 7));
         assert_eq!(h.flags, FLAG_HOLDS | FLAG_REACHES_PING);
-        assert_eq!((b.groups[0].priority, b.holders[0], b.heard), (80, 3, 1 << 4));
+        assert_eq!(
+            (b.groups[0].priority, b.holders[0], b.heard),
+            (80, 3, 1 << 4)
+        );
         let gen = h.body_gen;
         s.tick();
         s.say(&says);
         let (h2, _) = wire2::decode(&s.message(&says, 4, (0x44, 8)), &key, 9, 4).unwrap();
-        assert_eq!((h2.seq, h2.body_gen), (2, gen), "same body, same generation");
+        assert_eq!(
+            (h2.seq, h2.body_gen),
+            (2, gen),
+            "same body, same generation"
+        );
         let leave = Says {
             msg_type: MsgType::Leave,
             state: NodeState::Backup,
@@ -418,7 +425,10 @@ mod tests {
         s.say(&leave);
         let (h3, b3) = wire2::decode(&s.message(&leave, 4, (0x44, 8)), &key, 9, 4).unwrap();
         assert_ne!(h3.body_gen, gen);
-        assert_eq!((h3.msg_type, b3.holders[0], b3.groups[0].flags), (MsgType::Leave, 0, 0));
+        assert_eq!(
+            (h3.msg_type, b3.holders[0], b3.groups[0].flags),
+            (MsgType::Leave, 0, 0)
+        );
         assert!(new_session().unwrap() != 0);
     }
 }

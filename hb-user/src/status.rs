@@ -216,6 +216,7 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
     let mut vip_conflicts = Vec::new();
     let mut planes = Vec::new();
     let mut id_collisions = Vec::new();
+    let mut sampled = Vec::new();
     for link in &links {
         let (until, pinned) = pinned_lease(&pin_root.join(link))?;
         let (owner, armed) = pinned_owner(&pin_root.join(link))?.unwrap_or_default();
@@ -255,11 +256,30 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
                 continue;
             }
             peers.push(row(id, link, &p, now, dead_after_ns));
+            sampled.push(crate::node::Sample {
+                session: p.session,
+                adopted: (p.adopted_ns != 0).then(|| Duration::from_nanos(p.adopted_ns)),
+                seq: p.seq,
+                ..Default::default()
+            });
         }
         counters.push(LinkCounters {
             link: link.clone(),
             counters: Stats::FIELDS.into_iter().zip(stats.as_array()).collect(),
         });
+    }
+    // With several links, only the entries that speak for a peer now count
+    // (the controller's rule, `node::current`): a lagging link replaying a
+    // capture does not make a dead peer look alive here either.
+    let mut by_peer: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (i, r) in peers.iter().enumerate() {
+        by_peer.entry(r.peer).or_default().push(i);
+    }
+    for rows in by_peer.values() {
+        let samples: Vec<crate::node::Sample> = rows.iter().map(|&i| sampled[i]).collect();
+        for (&i, cur) in rows.iter().zip(crate::node::current(&samples)) {
+            peers[i].alive &= cur;
+        }
     }
     let holder = if running && node.as_ref().is_some_and(|n| n.state == "MASTER") {
         "this node".to_string()
@@ -293,7 +313,13 @@ fn row(id: u32, link: &str, p: &PeerState, now: u64, dead_after_ns: u64) -> Peer
     let head = Head::parse_unauthenticated(&p.message).ok();
     let left = head.is_some_and(|h| h.msg_type == MsgType::Leave);
     let gone = p.gone();
-    let hex = |s: u64| if s == 0 { "none".to_string() } else { format!("{s:016x}") };
+    let hex = |s: u64| {
+        if s == 0 {
+            "none".to_string()
+        } else {
+            format!("{s:016x}")
+        }
+    };
     PeerRow {
         peer: id,
         link: link.to_string(),

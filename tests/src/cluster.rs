@@ -436,6 +436,24 @@ impl Cluster {
         ))
     }
 
+    /// Starts `hb-user <args>` as node `id` would run (its namespace), logging
+    /// to `log`: for a process with another configuration than the node's.
+    /// The caller ends it; an aborted test's cleanup kills it.
+    pub fn spawn_as_node(&self, id: u32, args: &[String], log: &std::path::Path) -> Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut cmd = self.command(id, args)?;
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("HB_LOG", "info");
+        let child = cmd.spawn().context("spawning hb-user")?;
+        track_process(child.id() as i32);
+        Ok(child)
+    }
+
     /// `hb-user <args>` entering node `id`'s network namespace, and nothing else.
     fn command(&self, id: u32, args: &[String]) -> Result<Command> {
         let netns = File::open(format!("/var/run/netns/{}", self.node(id).ns))?;

@@ -162,6 +162,8 @@ pub struct PeerState {
     /// `bpf_ktime_get_ns()` when `session` was adopted: with several links,
     /// the controller trusts the link that adopted last (see `node.rs`).
     pub adopted_ns: u64,
+    /// Our seq that the adopting message echoed (`wire2::Session::proof`).
+    pub adopted_echo: u64,
     /// The last message that counted as life, whole (both MACs): the
     /// controller checks its body MAC and reads the groups from it.
     pub message: [u8; crate::wire2::LEN],
@@ -186,6 +188,7 @@ impl Default for PeerState {
             slot: 0,
             _pad2: 0,
             adopted_ns: 0,
+            adopted_echo: 0,
             message: [0; crate::wire2::LEN],
         }
     }
@@ -465,7 +468,7 @@ impl Stats {
 }
 
 // Both sides rely on these sizes; a change here is a change of the map ABI.
-const _: () = assert!(core::mem::size_of::<PeerState>() == 112 + crate::wire2::LEN);
+const _: () = assert!(core::mem::size_of::<PeerState>() == 120 + crate::wire2::LEN);
 // XDP reads the message's first word with one aligned load.
 const _: () = assert!(core::mem::offset_of!(PeerState, message) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);

@@ -287,6 +287,10 @@ pub struct Session {
     /// What our messages to the peer echo (your session, your seq).
     pub echo_session: u64,
     pub echo_seq: u64,
+    /// Our seq that the message adopting `adopted` echoed: a later adoption
+    /// must echo a higher one, so an earlier session of the peer, captured
+    /// within our recent window, is never adopted again.
+    pub proof: u64,
 }
 
 /// What an authenticated head does to the receiver's [`Session`].
@@ -321,19 +325,21 @@ pub fn judge(
     recent_lo: u64,
     recent_hi: u64,
 ) -> Result<Verdict, Refusal> {
+    // Before we have sent anything (session 0) nothing can echo us.
+    let echoes_us = ours != 0 && h.your_session == ours;
     if s.adopted != 0 && h.session == s.adopted {
         if h.seq <= s.seq {
             return Err(Refusal::Replayed);
         }
-        return Ok(if h.your_session == ours {
+        return Ok(if echoes_us {
             Verdict::Life
         } else {
             Verdict::Advance
         });
     }
-    if h.your_session == ours {
+    if echoes_us {
         let recent = recent_lo < h.your_seq && h.your_seq <= recent_hi;
-        return if recent {
+        return if recent && h.your_seq > s.proof {
             Ok(Verdict::Adopt)
         } else {
             Err(Refusal::StaleSession)
@@ -383,6 +389,7 @@ pub fn notice_head(h: &Head, key: &Key) -> [u64; BODY / 8] {
 pub fn apply(s: &mut Session, h: &Head, v: Verdict) {
     if v == Verdict::Adopt {
         s.adopted = h.session;
+        s.proof = h.your_seq;
     }
     if v != Verdict::Echo {
         s.seq = h.seq;
@@ -559,12 +566,43 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_session_is_never_adopted_again() {
+        // A's old session 0xa1 was adopted with an echo of our seq 95; A
+        // restarted as 0xa2 and proved itself with an echo of seq 97.
+        let mut s = Session::default();
+        assert_eq!(
+            feed(&mut s, &head(1, 2, 0xa1, 7, (0xb, 95)), 0xb, 90, 100),
+            Ok(Verdict::Adopt)
+        );
+        assert_eq!(
+            feed(&mut s, &head(1, 2, 0xa2, 1, (0xb, 97)), 0xb, 90, 100),
+            Ok(Verdict::Adopt)
+        );
+        // A capture of the old session, echoing an older seq of ours (it was
+        // sent before the restart), still within the recent window: refused.
+        assert_eq!(
+            judge(&s, &head(1, 2, 0xa1, 8, (0xb, 96)), 0xb, 90, 100),
+            Err(Refusal::StaleSession)
+        );
+    }
+
+    #[test]
+    fn before_we_sent_anything_a_first_contact_is_echoed() {
+        let s = Session::default();
+        assert_eq!(
+            judge(&s, &head(1, 2, 0xa, 1, (0, 0)), 0, 0, 0),
+            Ok(Verdict::Echo)
+        );
+    }
+
+    #[test]
     fn a_restarted_peer_is_adopted_and_its_old_session_is_not() {
         let mut s = Session {
             adopted: 0xa1,
             seq: 40,
             echo_session: 0xa1,
             echo_seq: 40,
+            proof: 10,
         };
         // A restarted (0xa2): its first messages know nothing of us.
         assert_eq!(

@@ -109,11 +109,13 @@ pub fn receive(
         seq: p.seq,
         echo_session: sn.echo_session,
         echo_seq: sn.echo_seq,
+        proof: p.adopted_echo,
     };
     let v = wire2::judge(&s, &h, ours.session, ours.recent_lo, ours.seq)?;
     if v == Verdict::Adopt {
         p.session = h.session;
         p.adopted_ns = now;
+        p.adopted_echo = h.your_seq;
     }
     if v != Verdict::Echo {
         p.seq = h.seq;
@@ -164,18 +166,25 @@ fn collision(w: &Words, h: &Head, key: &Key, ours: &Sent, cfg: &Config, peers: &
     if h.session == ours.session {
         return Refusal::NotForUs;
     }
+    record_collision(peers, cfg, h.session);
+    Refusal::IdCollision
+}
+
+/// Another machine's message with our id, in `session` (0: wire v1), recorded
+/// in our own entry; news when the first after a quiet gap.
+#[inline(always)]
+fn record_collision(peers: &Peers, cfg: &Config, session: u64) {
     if let Some(me) = peers.get_ptr_mut(cfg.node_id) {
         let now = unsafe { bpf_ktime_get_ns() };
         // SAFETY: a hash map value, written by this program only.
         let me = unsafe { &mut *me };
         if me.last_seen_ns == 0 || now.wrapping_sub(me.last_seen_ns) >= cfg.quiet_ns {
-            crate::prog::notify(EVENT_COLLISION, h.from);
+            crate::prog::notify(EVENT_COLLISION, cfg.node_id);
         }
         me.last_seen_ns = now;
-        me.session = h.session;
+        me.session = session;
         me.accepted += 1;
     }
-    Refusal::IdCollision
 }
 
 /// A 36-byte payload: a wire version 1 message when it says so. One from a
@@ -211,6 +220,11 @@ fn old_version(
     };
     if !wire::mac_ok(&buf, key) {
         return Refusal::BadMac;
+    }
+    // An old hb on another machine with our id: a collision all the same.
+    if hb.node_id == cfg.node_id {
+        record_collision(peers, cfg, 0);
+        return Refusal::IdCollision;
     }
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a hash map value, written by this program only.

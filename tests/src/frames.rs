@@ -68,9 +68,18 @@ pub fn message(h: &Head) -> [u8; LEN] {
 }
 
 /// A wire version 1 heartbeat from `node_id` (an old hb), under [`key`].
-pub fn v1_heartbeat(node_id: u32, epoch: u32, seq: u64, leave: bool) -> [u8; hb_common::wire::WIRE_LEN] {
+pub fn v1_heartbeat(
+    node_id: u32,
+    epoch: u32,
+    seq: u64,
+    leave: bool,
+) -> [u8; hb_common::wire::WIRE_LEN] {
     V1Heartbeat {
-        msg_type: if leave { MsgType::Leave } else { MsgType::Heartbeat },
+        msg_type: if leave {
+            MsgType::Leave
+        } else {
+            MsgType::Heartbeat
+        },
         flags: hb_common::wire::FLAG_HOLDS_VIP,
         priority: 100,
         state: NodeState::Master as u8,

@@ -99,6 +99,7 @@ fn a_crashed_holder_stops_answering_for_the_vip() {
 #[test]
 fn a_restarted_controller_adopts_the_pinned_program() {
     let (_g, mut c) = cluster("ad", FAST);
+    let old = status_json(&c, 1)["node"]["session"].clone();
     c.signal(1, Signal::SIGKILL).unwrap();
     assert!(
         c.wait_for(BOUND, |c| c.holders().contains(&2)),
@@ -118,6 +119,18 @@ fn a_restarted_controller_adopts_the_pinned_program() {
     assert!(c.log(1).contains("adopted the XDP program"), "{}", c.log(1));
     let after = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
     assert!(after >= during, "peer state was lost: {during} -> {after}");
+    // The restart is a new session (wire v2), which node 2 adopted from the
+    // adopted data plane's echo, and node 2's heartbeats, echoing it, count as
+    // life there again.
+    let new = status_json(&c, 1)["node"]["session"].clone();
+    assert!(new.is_string() && new != old, "session {old} -> {new}");
+    assert!(
+        c.wait_for(BOUND, |c| status_json(c, 2)["peers"][0]["session"] == new
+            && status_json(c, 1)["peers"][0]["alive"] == true),
+        "node 2 did not adopt node 1's new session {new}: {}\n{}",
+        status_json(&c, 2),
+        status_json(&c, 1)
+    );
 }
 
 #[test]

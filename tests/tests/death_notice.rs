@@ -1,17 +1,22 @@
 //! The death notice end to end: real hb-user processes in namespaces. A SIGKILL
 //! of the holder's controller moves the VIP within about one interval instead
 //! of dead-after, because the dead node's kernel answers the backup's next
-//! heartbeat with "controller gone"; a captured notice sent again later is
-//! refused and counted; a restarted controller rejoins without a flap; a
-//! graceful stop sends none.
+//! heartbeat with "controller gone"; a captured notice sent again once it no
+//! longer echoes a recent heartbeat of the receiver's session is refused and
+//! counted; a restarted controller (a new session) rejoins without a flap and
+//! ends "gone"; a graceful stop sends none.
 //!
 //! Native XDP on veth needs an XDP program at the other end for XDP_TX to get
 //! through (see `Cluster::enable_xdp_tx`); the replay test runs in generic
 //! mode, which needs nothing. In an emulated VM (`hb_tests::emulated`) the
 //! 250 ms bound is printed, not asserted: the rest is.
 
-use hb_common::wire::{decode_gone, MsgType, WIRE_LEN};
-use hb_tests::cluster::{test_lan, Cluster, BOUND, FAST};
+use hb_common::{
+    maps::Sent,
+    wire::MsgType,
+    wire2::{self, Head, LEN},
+};
+use hb_tests::cluster::{test_lan, Cluster, BOUND, FAST, IFACE};
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
@@ -32,6 +37,29 @@ fn status_json(c: &Cluster, id: u32) -> serde_json::Value {
 
 fn counter(j: &serde_json::Value, name: &str) -> u64 {
     j["counters"][0]["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// A session as `status --json` prints it (hex); None for "none" or missing.
+fn hex_session(v: &serde_json::Value) -> Option<u64> {
+    v.as_str().and_then(|s| u64::from_str_radix(s, 16).ok())
+}
+
+/// Node `id`'s current session, from its status.
+fn session_of(c: &Cluster, id: u32) -> u64 {
+    let j = status_json(c, id);
+    hex_session(&j["node"]["session"]).unwrap_or_else(|| panic!("no session in {j}"))
+}
+
+/// What node `id`'s sender thread last published in its link's `sent` map
+/// (pinned on the cluster's bpffs): its session and recent sequence numbers.
+fn sent_of(c: &Cluster, id: u32) -> Sent {
+    let path = c.pin_root(id).join(IFACE).join("sent");
+    let data = aya::maps::MapData::from_pin(&path).expect("open the pinned sent map");
+    let map = aya::maps::Map::from_map_data(data).unwrap();
+    aya::maps::Array::<_, Sent>::try_from(&map)
+        .unwrap()
+        .get(&0, 0)
+        .unwrap()
 }
 
 /// Nodes 1 (priority 100, the holder) and 2 running with `args`, settled.
@@ -99,13 +127,14 @@ fn sigkill_of_the_holder_moves_the_vip_well_before_dead_after() {
     assert!(counter(&j, "gone_sent") > 0, "{j}");
 }
 
-/// Whether `frame` is an IPv4 death notice (any addresses) for the port 694.
+/// Whether `frame` is an IPv4 death notice (wire v2, any addresses) for the port 694.
 fn is_notice(frame: &[u8]) -> bool {
     let udp = 14 + 20;
-    frame.len() == udp + 8 + WIRE_LEN
+    frame.len() == udp + 8 + LEN
         && frame[12..14] == [0x08, 0x00]
         && frame[23] == 17
         && frame[udp + 2..udp + 4] == 694u16.to_be_bytes()
+        && frame[udp + 8 + 2] == wire2::VERSION
         && frame[udp + 8 + 3] == MsgType::Gone as u8
 }
 
@@ -114,6 +143,7 @@ fn a_replayed_death_notice_is_refused_counted_and_logged() {
     let mut args = DEFAULTS.to_vec();
     args.extend(["--xdp-mode", "generic"]);
     let (_g, mut c) = settled("dnr", &args, false);
+    let (s1, s2) = (session_of(&c, 1), session_of(&c, 2));
     // Capture the first notice on its way from node 1 to the switch.
     let captured = std::thread::scope(|s| {
         let cap = s.spawn(|| {
@@ -135,20 +165,38 @@ fn a_replayed_death_notice_is_refused_counted_and_logged() {
         c.logs()
     );
     let key = hb_user::keyfile::read(c.key_file()).unwrap();
-    let notice = decode_gone(&captured[captured.len() - WIRE_LEN..], &key, 1).unwrap();
-    assert_eq!((notice.node_id, notice.echo_epoch), (1, 1), "{notice:?}");
-    // Node 2's sequence moves on past the window (node 1's data plane, still
-    // attached, records node 2's heartbeats).
-    assert!(
-        c.wait_for(BOUND, |c| {
-            let seq = status_json(c, 1)["peers"][0]["seq"].as_u64().unwrap_or(0);
-            seq >= notice.echo_seq + hb_common::wire::GONE_WINDOW + 2
-        }),
-        "node 2's sequence did not move on"
+    let payload: &[u8; LEN] = captured[captured.len() - LEN..].try_into().unwrap();
+    assert!(wire2::head_mac_ok(payload, &key), "the notice's head MAC");
+    let notice = Head::parse_unauthenticated(payload).unwrap();
+    // From the dead controller's session, answering a heartbeat of node 2's.
+    assert_eq!(
+        (
+            notice.msg_type,
+            notice.from,
+            notice.to,
+            notice.session,
+            notice.your_session
+        ),
+        (MsgType::Gone, 1, 2, s1, s2),
+        "{notice:?}"
     );
+    assert!(notice.your_seq > 0, "{notice:?}");
+    // Node 2's recent window moves on past the heartbeat the notice answered
+    // (2 to 4 dead-afters; node 1's data plane, still attached, goes on
+    // answering node 2's newer heartbeats meanwhile).
+    assert!(
+        c.wait_for(BOUND, |c| sent_of(c, 2).recent_lo >= notice.your_seq),
+        "node 2's recent window did not move on: {:?}, notice echoes seq {}",
+        sent_of(&c, 2),
+        notice.your_seq
+    );
+    assert_eq!(sent_of(&c, 2).session, s2, "node 2 did not restart");
     let before = status_json(&c, 2);
     assert_eq!(counter(&before, "gone_replayed"), 0, "{before}");
     assert!(counter(&before, "gone") > 0, "{before}");
+    let p = &before["peers"][0];
+    assert_eq!(hex_session(&p["gone_session"]), Some(s1), "{p}");
+    assert_eq!(p["gone"], true, "{p}");
     c.lab
         .send_frames(&c.node(1).ns, "eth0", &[&captured])
         .unwrap();
@@ -166,7 +214,7 @@ fn a_replayed_death_notice_is_refused_counted_and_logged() {
     );
     let p = &status_json(&c, 2)["peers"][0];
     assert_ne!(
-        p["gone_seq"], notice.echo_seq,
+        p["gone_seq"], notice.your_seq,
         "the replay was not recorded: {p}"
     );
     assert_eq!(c.state_of(2).as_deref(), Some("MASTER"));
@@ -193,12 +241,42 @@ fn log_since(c: &Cluster, id: u32, from: usize) -> String {
 /// the next 1.5 s and that node 2 saw node 1 come back exactly once, with no
 /// notice or silence after.
 fn restart_after_notice(c: &mut Cluster, holder: u32, rejoined: impl FnMut(&Cluster) -> bool) {
+    let old = session_of(c, 1);
     kill_holder(c);
     assert!(c.log(2).contains(NOTICE_LINE), "{}", c.logs());
     std::thread::sleep(Duration::from_millis(300));
+    let p = &status_json(c, 2)["peers"][0];
+    assert_eq!(
+        (
+            p["gone"].as_bool(),
+            hex_session(&p["gone_session"]),
+            hex_session(&p["session"])
+        ),
+        (Some(true), Some(old), Some(old)),
+        "the notice names the adopted session: {p}"
+    );
     let mark = c.log(2).len();
     c.start(1).unwrap();
     assert!(c.wait_for(BOUND, rejoined), "{}", c.logs());
+    // The restart drew a new session, which node 2 adopted: that ends "gone"
+    // (the notice named the old one), whatever late notices say.
+    let new = session_of(c, 1);
+    assert_ne!(new, old, "a restart draws a new session");
+    assert!(
+        c.wait_for(BOUND, |c| hex_session(
+            &status_json(c, 2)["peers"][0]["session"]
+        ) == Some(new)),
+        "node 2 did not adopt node 1's new session {new:016x}: {}",
+        status_json(c, 2)
+    );
+    let p = &status_json(c, 2)["peers"][0];
+    assert_eq!(hex_session(&p["session"]), Some(new), "{p}");
+    assert_eq!(hex_session(&p["gone_session"]), Some(old), "{p}");
+    assert_eq!(
+        (p["gone"].as_bool(), p["alive"].as_bool()),
+        (Some(false), Some(true)),
+        "{p}"
+    );
     let seen = holders_over(c, Duration::from_millis(1500));
     assert!(
         seen.iter().all(|h| h == &[holder]),

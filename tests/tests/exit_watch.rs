@@ -11,6 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A controller's session, as `hb-user run` draws one at each start.
+const SESSION: u64 = 0x1f2e_3d4c_5b6a_7988;
+
 fn watching() -> DataPlane {
     hb_tests::require_root("attaching a raw tracepoint program");
     let mut dp = DataPlane::load().expect("load the object");
@@ -47,27 +50,29 @@ fn owner_within(dp: &DataPlane, bound: Duration) -> Owner {
 fn the_death_of_the_registered_process_marks_it_dead() {
     let mut dp = watching();
     let child = sleeper();
-    dp.set_owner(3, 11, child.id()).unwrap();
+    dp.set_owner(3, SESSION, child.id()).unwrap();
     let o = dp.owner().unwrap();
     assert_eq!(
-        (o.pid, o.node_id, o.epoch, o.dead_ns),
-        (child.id(), 3, 11, 0)
+        (o.pid, o.node_id, o.session, o.dead_ns),
+        (child.id(), 3, SESSION, 0)
     );
     assert_ne!(o.pidns_ino, 0);
     let t0 = hb_tests::monotonic_ns();
     kill(child);
     let o = owner_within(&dp, Duration::from_secs(2));
     assert!(o.dead_ns >= t0, "not marked dead: {o:?}");
-    // Registering again (a restarted controller) clears the mark.
-    dp.set_owner(3, 12, std::process::id()).unwrap();
-    assert_eq!(dp.owner().unwrap().dead_ns, 0);
+    // Registering again (a restarted controller, with a new session) clears the mark.
+    dp.set_owner(3, SESSION ^ 0xffff, std::process::id())
+        .unwrap();
+    let o = dp.owner().unwrap();
+    assert_eq!((o.session, o.dead_ns), (SESSION ^ 0xffff, 0));
 }
 
 #[test]
 fn threads_other_processes_and_an_unregistered_process_do_not_count() {
     let mut dp = watching();
     // This process registered: its threads come and go, it lives on.
-    dp.set_owner(3, 11, std::process::id()).unwrap();
+    dp.set_owner(3, SESSION, std::process::id()).unwrap();
     for _ in 0..4 {
         std::thread::spawn(|| std::thread::sleep(Duration::from_millis(1)))
             .join()
@@ -78,7 +83,7 @@ fn threads_other_processes_and_an_unregistered_process_do_not_count() {
     assert_eq!(owner_within(&dp, Duration::from_millis(200)).dead_ns, 0);
     // A process that unregistered before it ended (a graceful stop).
     let child = sleeper();
-    dp.set_owner(3, 11, child.id()).unwrap();
+    dp.set_owner(3, SESSION, child.id()).unwrap();
     dp.write_owner(Owner::default()).unwrap();
     kill(child);
     assert_eq!(
@@ -118,7 +123,7 @@ fn pid_one_of(pid: u32) -> Owner {
     Owner {
         pid: 1,
         node_id: 3,
-        epoch: 11,
+        session: SESSION,
         pidns_dev: (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev)),
         pidns_ino: ns.ino(),
         ..Default::default()

@@ -1,14 +1,22 @@
-//! The XDP program attached to a veth in a network namespace, heartbeats sent from
-//! another namespace over the kernel's UDP stack: the peer entry advances, also
-//! while `iptables -A INPUT -p udp --dport 694 -j DROP` keeps a socket on port 694
-//! deaf, and `bpftool` prints the pinned maps with named fields. Heartbeats over
-//! IPv6 are recorded too, and gratuitous ARP for a watched VIP from the other
-//! namespace shows up as a conflict.
+//! The XDP program attached to a veth in a network namespace, heartbeats (wire
+//! v2) sent from another namespace over the kernel's UDP stack: after the session
+//! handshake the peer entry advances, also while `iptables -A INPUT -p udp --dport
+//! 694 -j DROP` keeps a socket on port 694 deaf, and `bpftool` prints the pinned
+//! maps with named fields. Heartbeats over IPv6 are recorded too, and gratuitous
+//! ARP for a watched VIP from the other namespace shows up as a conflict.
+//!
+//! No controller runs here: the test plays the receiver's sender thread (it
+//! writes the `sent` record, our session and recent sequence numbers) and the
+//! peer (it answers the echo the receiver's data plane keeps in `seen`).
 
 use aya::programs::XdpMode;
-use hb_common::{wire::DEFAULT_PORT, Key, PeerState};
+use hb_common::{
+    maps::{Seen, Sent},
+    wire::DEFAULT_PORT,
+    wire2, Key, PeerState,
+};
 use hb_tests::{
-    frames::{heartbeat, key},
+    frames::{body, head, key},
     netns::{sh, Lab},
 };
 use hb_user::{
@@ -23,15 +31,45 @@ use std::{
 const TX_IP: &str = "10.201.0.1";
 const RX_IP: &str = "10.201.0.2";
 const SENDER: u32 = 1;
+/// The receiving node's id: messages are addressed to it.
+const RECEIVER: u32 = 2;
+/// The sender's session, and the receiver's (as its sender thread publishes it).
+const TX_SESSION: u64 = 0x7a11_0000_0000_0001;
+const RX_SESSION: u64 = 0x7b22_0000_0000_0002;
+/// The receiver's last sequence number sent: our heartbeats echo it, so that
+/// the sender's session is adopted as proven fresh.
+const RX_SEQ: u64 = 40;
 
-/// Sends `n` heartbeats from the tx namespace, seqs `first..first+n`, signed with `key`.
+/// Plays the receiver's sender thread: our session, and `(0, RX_SEQ]` recent.
+fn publish_sent(dp: &DataPlane) {
+    dp.sent_map().unwrap().set(Sent {
+        session: RX_SESSION,
+        seq: RX_SEQ,
+        recent_lo: 0,
+    });
+}
+
+/// What the receiver's data plane echoes to the sender (its `seen` slot 0).
+fn echo(dp: &DataPlane) -> Seen {
+    dp.seen_map().unwrap().read(0)
+}
+
+/// Heartbeat `seq` of the sender in its session, echoing `your`, under `key`.
+fn heartbeat(seq: u64, your: (u64, u64), key: &Key) -> [u8; wire2::LEN] {
+    let h = head(SENDER, RECEIVER, TX_SESSION, seq, your);
+    wire2::encode(&h, &body(SENDER), key)
+}
+
+/// Sends `n` heartbeats from the tx namespace, seqs `first..first+n`, echoing
+/// the receiver's session, signed with `key`.
 fn send(lab: &Lab, ns: &str, key: Key, first: u64, n: u64) {
     let from: SocketAddr = (TX_IP.parse::<Ipv4Addr>().unwrap(), 0).into();
     let to: SocketAddr = (RX_IP.parse::<Ipv4Addr>().unwrap(), DEFAULT_PORT).into();
     send_between(lab, ns, from, to, key, first, n);
 }
 
-/// Sends `n` heartbeats from `from` (in `ns`) to `to`, seqs `first..first+n`.
+/// Sends `n` heartbeats from `from` (in `ns`) to `to`, seqs `first..first+n`,
+/// echoing the receiver's session and a recent seq of it.
 fn send_between(
     lab: &Lab,
     ns: &str,
@@ -41,15 +79,51 @@ fn send_between(
     first: u64,
     n: u64,
 ) {
+    let msgs: Vec<_> = (first..first + n)
+        .map(|seq| heartbeat(seq, (RX_SESSION, RX_SEQ), &key))
+        .collect();
+    send_payloads(lab, ns, from, to, &msgs);
+}
+
+/// Sends `msgs` from `from` (in `ns`) to `to`, 2 ms apart.
+fn send_payloads(lab: &Lab, ns: &str, from: SocketAddr, to: SocketAddr, msgs: &[[u8; wire2::LEN]]) {
     lab.in_netns(ns, || {
         let sock = UdpSocket::bind(from).expect("bind sender");
-        for seq in first..first + n {
-            sock.send_to(&heartbeat(SENDER, 1, seq).encode(&key), to)
-                .expect("send");
+        for m in msgs {
+            sock.send_to(m, to).expect("send");
             std::thread::sleep(Duration::from_millis(2));
         }
     })
     .unwrap();
+}
+
+/// The first contact: the sender's seq 1 knows no session of the receiver
+/// (echo 0), which only echoes it back (a handshake step, no life); its next
+/// heartbeats echo the receiver's session and are life from the first on.
+fn handshake(lab: &Lab, ns: &str, from: SocketAddr, to: SocketAddr, dp: &DataPlane) {
+    send_payloads(lab, ns, from, to, &[heartbeat(1, (0, 0), &key())]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dp.stats().unwrap().handshake < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        dp.stats().unwrap().handshake,
+        1,
+        "{:?}",
+        dp.stats().unwrap()
+    );
+    let p = dp.peer(SENDER).unwrap().unwrap();
+    assert_eq!(
+        (p.accepted, p.session, p.last_seen_ns),
+        (0, 0, 0),
+        "no life yet: {p:?}"
+    );
+    let e = echo(dp);
+    assert_eq!(
+        (e.echo_session, e.echo_seq),
+        (TX_SESSION, 1),
+        "the receiver echoes the sender"
+    );
 }
 
 /// Waits (bounded) until the peer entry has `count` accepted heartbeats.
@@ -76,7 +150,7 @@ fn socket_receives(lab: &Lab, ns: &str, during: impl FnOnce() + Send) -> usize {
         .unwrap();
     during();
     let mut n = 0;
-    let mut buf = [0u8; 128];
+    let mut buf = [0u8; 256];
     while n < 1000 && sock.recv_from(&mut buf).is_ok() {
         n += 1;
     }
@@ -109,6 +183,7 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
         port: DEFAULT_PORT,
         pass_heartbeats: false,
         key: key(),
+        node_id: RECEIVER,
         peers: vec![SENDER],
         mac: rx_mac,
         vips_v4: vec![Ipv4Addr::new(10, 201, 0, 100)],
@@ -124,11 +199,23 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
         .unwrap()
         .expect("load and attach in the rx namespace");
     let pins = dp.pin(&pin_root, &rx_if).expect("pin maps");
+    publish_sent(&dp);
 
-    // 1. Plain delivery: the entry advances; heartbeats stop in XDP (socket gets none).
-    let got = socket_receives(&lab, &rx, || send(&lab, &tx, key(), 1, 5));
+    // 1. Plain delivery: after the handshake the entry advances; heartbeats stop
+    //    in XDP (socket gets none).
+    let got = socket_receives(&lab, &rx, || {
+        handshake(
+            &lab,
+            &tx,
+            (TX_IP.parse::<Ipv4Addr>().unwrap(), 0).into(),
+            (RX_IP.parse::<Ipv4Addr>().unwrap(), DEFAULT_PORT).into(),
+            &dp,
+        );
+        send(&lab, &tx, key(), 2, 5)
+    });
     let p = wait_accepted(&dp, 5);
-    assert_eq!((p.accepted, p.epoch, p.seq), (5, 1, 5));
+    assert_eq!((p.accepted, p.session, p.seq), (5, TX_SESSION, 6));
+    assert_eq!(dp.stats().unwrap().accepted, 5);
     assert_eq!(p.src_ipv4, [10, 201, 0, 1]);
     assert_eq!(p.src_mac, tx_mac);
     assert_eq!(p.ifindex, rx_ifindex);
@@ -142,7 +229,7 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
         ..settings.clone()
     })
     .unwrap();
-    let got = socket_receives(&lab, &rx, || send(&lab, &tx, key(), 6, 5));
+    let got = socket_receives(&lab, &rx, || send(&lab, &tx, key(), 7, 5));
     assert_eq!(wait_accepted(&dp, 10).accepted, 10);
     assert_eq!(
         got, 5,
@@ -157,11 +244,11 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
         ],
     )
     .unwrap();
-    let got = socket_receives(&lab, &rx, || send(&lab, &tx, key(), 11, 5));
+    let got = socket_receives(&lab, &rx, || send(&lab, &tx, key(), 12, 5));
     let p = wait_accepted(&dp, 15);
     assert_eq!(
         (p.accepted, p.seq),
-        (15, 15),
+        (15, 16),
         "XDP records heartbeats the firewall drops"
     );
     assert_eq!(got, 0, "iptables DROP keeps the socket deaf");
@@ -183,7 +270,15 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(dp.stats().unwrap().bad_mac, 3);
-    assert_eq!(dp.peer(SENDER).unwrap().unwrap().seq, 15);
+    assert_eq!(dp.peer(SENDER).unwrap().unwrap().seq, 16);
+    // And a captured heartbeat sent again is a replay, never life.
+    send(&lab, &tx, key(), 16, 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dp.stats().unwrap().replayed < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(dp.stats().unwrap().replayed, 1);
+    assert_eq!(dp.peer(SENDER).unwrap().unwrap().accepted, 15);
 
     // 5. bpftool shows the pinned maps by field name.
     let peers = sh(&[
@@ -196,15 +291,19 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
     .unwrap();
     for field in [
         "last_seen_ns",
-        "epoch",
-        "seq",
         "accepted",
+        "session",
+        "seq",
+        "gone_ns",
+        "gone_session",
+        "gone_seq",
+        "old_version_ns",
         "src_ipv4",
         "src_ipv6",
         "src_mac",
         "ifindex",
-        "priority",
-        "state",
+        "slot",
+        "message",
     ] {
         assert!(
             peers.contains(&format!("\"{field}\"")),
@@ -223,9 +322,14 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
         .unwrap(),
     )
     .unwrap();
-    let entry = &json[0]["formatted"]["value"];
+    let entry = json
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["formatted"]["key"] == SENDER))
+        .map(|e| &e["formatted"]["value"])
+        .unwrap_or_else(|| panic!("no entry for node {SENDER}: {json}"));
     assert_eq!(entry["accepted"], 15, "bpftool JSON: {json}");
-    assert_eq!(entry["seq"], 15);
+    assert_eq!(entry["seq"], 16);
+    assert_eq!(entry["session"], TX_SESSION, "bpftool JSON: {json}");
     let stats = sh(&[
         "bpftool",
         "map",
@@ -234,10 +338,15 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
         pins.join("stats").to_str().unwrap(),
     ])
     .unwrap();
-    assert!(
-        stats.contains("\"bad_mac\"") && stats.contains("\"accepted\""),
-        "{stats}"
-    );
+    for field in [
+        "bad_mac",
+        "accepted",
+        "handshake",
+        "replayed",
+        "stale_session",
+    ] {
+        assert!(stats.contains(&format!("\"{field}\"")), "{field}: {stats}");
+    }
     let config = sh(&[
         "bpftool",
         "map",
@@ -249,7 +358,8 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
     assert!(
         config.contains("\"cluster_id\": 7")
             && config.contains("\"port\": 694")
-            && config.contains("\"mac\""),
+            && config.contains("\"mac\"")
+            && config.contains(&format!("\"node_id\": {RECEIVER}")),
         "{config}"
     );
     let vips = sh(&[
@@ -310,6 +420,7 @@ fn ipv6_heartbeats_and_arp_conflicts_over_veth() {
         cluster_id: 7,
         port: DEFAULT_PORT,
         key: key(),
+        node_id: RECEIVER,
         peers: vec![SENDER],
         mac: rx_mac,
         vips_v4: vec![VIP],
@@ -326,13 +437,16 @@ fn ipv6_heartbeats_and_arp_conflicts_over_veth() {
         .unwrap()
         .expect("load and attach in the rx namespace");
     let pins = dp.pin(&pin_root, &rx_if).expect("pin maps");
+    publish_sent(&dp);
 
-    // Heartbeats over IPv6 (neighbour discovery, which XDP passes, runs first).
+    // Heartbeats over IPv6 (neighbour discovery, which XDP passes, runs first),
+    // the handshake included.
     let from = SocketAddr::from((TX_IP6, 0));
     let to = SocketAddr::from((RX_IP6, DEFAULT_PORT));
-    send_between(&lab, &tx, from, to, key(), 1, 5);
+    handshake(&lab, &tx, from, to, &dp);
+    send_between(&lab, &tx, from, to, key(), 2, 5);
     let p = wait_accepted(&dp, 5);
-    assert_eq!((p.accepted, p.epoch, p.seq), (5, 1, 5));
+    assert_eq!((p.accepted, p.session, p.seq), (5, TX_SESSION, 6));
     assert_eq!(Ipv6Addr::from(p.src_ipv6), TX_IP6);
     assert_eq!(p.src_ipv4, [0; 4]);
     assert_eq!(p.src_mac, tx_mac);
@@ -343,7 +457,7 @@ fn ipv6_heartbeats_and_arp_conflicts_over_veth() {
         SocketAddr::from(([10, 203, 0, 1], 0)),
         SocketAddr::from(([10, 203, 0, 2], DEFAULT_PORT)),
         key(),
-        6,
+        7,
         1,
     );
     let p = wait_accepted(&dp, 6);

@@ -74,11 +74,16 @@ impl Rng {
     }
 }
 
-/// `n` frames of random bytes, heartbeat-sized (36 bytes) so that each one
-/// reaches the magic check, to UDP `port`.
+/// `n` frames of hb-shaped junk to UDP `port`: v2's length, magic and version, random after that, so XDP
+/// parses and refuses each one (random bytes of another shape would pass to
+/// the stack: they are not hb's).
 pub fn junk_udp(e: &Endpoints, port: u16, n: usize, rng: &mut Rng) -> Vec<Vec<u8>> {
     (0..n)
-        .map(|i| udp_frame(e, 40000 + (i % 1000) as u16, port, &rng.bytes(36)))
+        .map(|i| {
+            let mut p = rng.bytes(hb_common::wire2::LEN);
+            p[..3].copy_from_slice(&[0x48, 0x42, hb_common::wire2::VERSION]);
+            udp_frame(e, 40000 + (i % 1000) as u16, port, &p)
+        })
         .collect()
 }
 
@@ -108,7 +113,12 @@ pub fn heartbeats(
 ) -> Vec<Vec<u8>> {
     seqs.map(|seq| {
         let h = Head { seq, ..template };
-        udp_frame(e, port, port, &wire2::encode(&h, &crate::frames::body(h.from), key))
+        udp_frame(
+            e,
+            port,
+            port,
+            &wire2::encode(&h, &crate::frames::body(h.from), key),
+        )
     })
     .collect()
 }
@@ -225,7 +235,11 @@ mod tests {
             0,
             "IPv4 header checksum"
         );
-        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 20 + 8 + 36, "IPv4 total length");
+        assert_eq!(
+            u16::from_be_bytes([f[16], f[17]]),
+            20 + 8 + 36,
+            "IPv4 total length"
+        );
         assert_eq!(u16::from_be_bytes([f[38], f[39]]), 8 + 36, "UDP length");
         let v = junk_vrrp(&ends(), 2, &mut Rng(1));
         assert_eq!(v[0][23], IPPROTO_VRRP);

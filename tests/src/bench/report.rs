@@ -134,7 +134,7 @@ pub struct FloodRow {
     pub packets: u64,
     pub rate_pps: f64,
     pub window_s: f64,
-    /// What the target refused, e.g. "bad_magic 1234".
+    /// What the target refused, e.g. "bad_mac 1234, replayed 56".
     pub refused: String,
     pub changes: usize,
     /// The backup's controller CPU during the phase, s/min.
@@ -977,8 +977,10 @@ heartbeats; a VRRP backup sends nothing.\n\n";
     d += "\n## Flood\n\n";
     d += "From the client's namespace, one thread sends prebuilt frames with sendmmsg on an AF_PACKET \
 socket as fast as it can, aimed at the backup (node 2), at the fast setting: junk UDP to port 694 \
-(random 36-byte payloads), then heartbeats correctly framed but MACed with a wrong key, then replays \
-(payloads of heartbeats node 1 already sent: its current epoch, older sequence numbers, valid MACs). \
+(144-byte payloads with hb's magic and version and random bytes after: XDP parses and drops each one), \
+then heartbeats correctly framed but MACed with a wrong key, then replays (node 1's heartbeats to \
+the backup in its current session, echoing the backup's current session, with sequence numbers it \
+already sent and valid MACs). \
 keepalived gets the same junk (random bytes as IP protocol 112, to the VRRP group 224.0.0.18 in frames \
 addressed to the backup's MAC), paced to at most the rate hb's junk phase achieved; what the sender \
 reached is in the table (the receiver's kernel work runs on the sending core too, in softirq). \
@@ -1107,7 +1109,7 @@ mod tests {
             packets: 123456,
             rate_pps: 12345.0,
             window_s: 10.0,
-            refused: "bad_magic 123000".into(),
+            refused: "bad_mac 123000".into(),
             changes: 0,
             backup_cpu_s_per_min: Some(0.3),
         });

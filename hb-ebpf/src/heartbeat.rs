@@ -104,7 +104,7 @@ pub fn receive(
     let slot = seen.get_ptr_mut(p.slot).ok_or(Refusal::UnknownNode)?;
     // SAFETY: an array value of this map; the sender thread only reads it.
     let sn = unsafe { &mut *slot };
-    let s = Session {
+    let mut s = Session {
         adopted: p.session,
         seq: p.seq,
         echo_session: sn.echo_session,
@@ -112,16 +112,12 @@ pub fn receive(
         proof: p.adopted_echo,
     };
     let v = wire2::judge(&s, &h, ours.session, ours.recent_lo, ours.seq)?;
+    wire2::apply(&mut s, &h, v);
+    (p.session, p.seq, p.adopted_echo) = (s.adopted, s.seq, s.proof);
+    (sn.echo_session, sn.echo_seq) = (s.echo_session, s.echo_seq);
     if v == Verdict::Adopt {
-        p.session = h.session;
         p.adopted_ns = now;
-        p.adopted_echo = h.your_seq;
     }
-    if v != Verdict::Echo {
-        p.seq = h.seq;
-    }
-    sn.echo_session = h.session;
-    sn.echo_seq = h.seq;
     if !v.is_life() {
         return Ok(Received::Handshake);
     }

@@ -7,13 +7,6 @@
 
 use hb_tests::cluster::{test_lan, Cluster, BOUND, FASTEST};
 
-/// 2 ms / 8 ms as it is meant to run: with `--realtime`, so that the sender
-/// thread (SCHED_FIFO) is not queued behind ordinary tasks; without it, a
-/// 2-core machine busy with the test's own commands can delay a heartbeat past
-/// dead-after (seen once: the holder's sender late by 11 ms).
-fn fastest_realtime() -> Vec<&'static str> {
-    [FASTEST, &["--realtime"]].concat()
-}
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -61,7 +54,7 @@ fn watch_no_change(c: &Cluster, window: Duration) -> Result<(), String> {
 
 #[test]
 fn a_pair_at_2ms_heartbeats_left_alone_has_no_vip_change() {
-    let (_g, mut c) = test_lan("clk", &[100, 90], &fastest_realtime(), 1);
+    let (_g, mut c) = test_lan("clk", &[100, 90], FASTEST, 1);
     c.start_all().unwrap();
     settle(&mut c);
     if let Err(e) = watch_no_change(&c, Duration::from_secs(20)) {
@@ -71,7 +64,7 @@ fn a_pair_at_2ms_heartbeats_left_alone_has_no_vip_change() {
 
 #[test]
 fn a_backup_paused_for_ten_dead_afters_and_resumed_causes_no_vip_change() {
-    let (_g, mut c) = test_lan("pau", &[100, 90], &fastest_realtime(), 1);
+    let (_g, mut c) = test_lan("pau", &[100, 90], FASTEST, 1);
     c.start_all().unwrap();
     settle(&mut c);
     let pid = Pid::from_raw(c.pid(2).expect("node 2 runs") as i32);

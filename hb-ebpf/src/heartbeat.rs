@@ -59,15 +59,19 @@ pub fn receive(
     }
     let payload: *const [u8; LEN] =
         ptr_at_bounded(ctx, udp.payload_off).ok_or(Refusal::BadLength)?;
-    // One copy to the stack, as aligned words: each field and each MAC block
-    // is then one load (byte-wise reads would spill past the 512-byte stack).
-    let mut w: Words = [0; LEN / 8];
-    // SAFETY: the bound above covers LEN bytes; `w` is LEN bytes.
-    unsafe {
-        core::ptr::copy_nonoverlapping(payload.cast::<u8>(), w.as_mut_ptr().cast::<u8>(), LEN)
+    // One copy, as aligned words, to this CPU's scratch entry (not the stack:
+    // see `SCRATCH`): each field and each MAC block is then one load.
+    let scratch = crate::prog::SCRATCH
+        .get_ptr_mut(0)
+        .ok_or(Refusal::BadLength)?;
+    // SAFETY: the bound above covers LEN bytes; the entry is LEN bytes, and
+    // only this CPU uses it, for this packet.
+    let w: &Words = unsafe {
+        core::ptr::copy_nonoverlapping(payload.cast::<u8>(), scratch.cast::<u8>(), LEN);
+        &*scratch
     };
     // 2-3. Magic, version, type.
-    let h = Head::from_words(&w)?;
+    let h = Head::from_words(w)?;
     if h.cluster_id != cfg.cluster_id {
         return Err(Refusal::WrongCluster);
     }
@@ -75,7 +79,7 @@ pub fn receive(
     let ours = sent.get(0).copied().unwrap_or_default();
     // 4. Our own id: another machine has it (or our own message came back).
     if h.from == cfg.node_id {
-        return Err(collision(&w, &h, key, &ours, cfg, peers));
+        return Err(collision(w, &h, key, &ours, cfg, peers));
     }
     // 5. Addressed to us; 6. a configured peer; 7. the head MAC, the costly
     //    check, only for messages that got this far.
@@ -83,7 +87,7 @@ pub fn receive(
         return Err(Refusal::NotForUs);
     }
     let peer = peers.get_ptr_mut(h.from).ok_or(Refusal::UnknownNode)?;
-    if !wire2::head_mac_ok_words(&w, key) {
+    if !wire2::head_mac_ok_words(w, key) {
         return Err(Refusal::BadMac);
     }
     // SAFETY: a hash map value; only this program writes it after the controller

@@ -224,13 +224,21 @@ pub fn run(series: &[Series]) -> Result<()> {
         initramfs(&k, &init, &hb_user, &bins, &cpio)
             .with_context(|| format!("initramfs for {}", k.release))?;
         say(format!("booting {} ({}) under qemu", k.release, k.package));
-        let boot = qemu::boot(
-            s.label(),
-            &k.vmlinuz,
-            &cpio,
-            &dir.join("console.log"),
-            BOOT_TIMEOUT,
-        )?;
+        let log = dir.join("console.log");
+        let mut boot = qemu::boot(s.label(), &k.vmlinuz, &cpio, &log, BOOT_TIMEOUT)?;
+        // A guest kernel that died before running any step (under TCG one
+        // oopsed in early boot, in sched_clock_cpu) says nothing about hb:
+        // boot it once more, keeping the first console log.
+        if matches!(boot.verdict, qemu::Verdict::Missing(_)) && boot.steps.is_empty() {
+            let first = dir.join("console-first-boot.log");
+            std::fs::rename(&log, &first)?;
+            say(format!(
+                "{}: the guest died before any step (see {}); booting it again",
+                k.release,
+                first.display()
+            ));
+            boot = qemu::boot(s.label(), &k.vmlinuz, &cpio, &log, BOOT_TIMEOUT)?;
+        }
         results.push((k, boot));
     }
 

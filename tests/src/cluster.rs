@@ -7,9 +7,7 @@ use crate::netns::{sh, Lab};
 use anyhow::{bail, Context, Result};
 use nix::{sys::signal::Signal, unistd::Pid};
 use std::{
-    fs::File,
     net::Ipv4Addr,
-    os::{fd::AsRawFd, unix::process::CommandExt},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -460,29 +458,9 @@ impl Cluster {
 
     /// `hb-user <args>` entering node `id`'s network namespace, and nothing else.
     fn command(&self, id: u32, args: &[String]) -> Result<Command> {
-        let netns = File::open(format!("/var/run/netns/{}", self.node(id).ns))?;
         let mut cmd = Command::new(hb_user_bin());
         cmd.args(args);
-        // SAFETY: setns is async-signal-safe; only the network namespace changes, so
-        // the node shares the test's files and mounts (its pins land in our bpffs).
-        // The descriptor moves into the closure and lives as long as `cmd`.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc_setns(
-                    netns.as_raw_fd(),
-                    nix::sched::CloneFlags::CLONE_NEWNET.bits(),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // A caller that blocks signals (hb-lab waits for Ctrl-C with
-                // sigwait) must not pass the mask on: hb-user must see SIGTERM.
-                let mut none: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut none);
-                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-                Ok(())
-            });
-        }
+        crate::netns::enter_on_exec(&mut cmd, &self.node(id).ns)?;
         Ok(cmd)
     }
 
@@ -741,11 +719,6 @@ impl Cluster {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
-}
-
-extern "C" {
-    #[link_name = "setns"]
-    fn libc_setns(fd: i32, nstype: i32) -> i32;
 }
 
 /// The MAC after "lladdr" in `ip neigh` output.

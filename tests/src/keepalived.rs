@@ -11,9 +11,8 @@ use crate::cluster::{forget_process, track_process};
 use anyhow::{bail, Context, Result};
 use nix::{sys::signal::Signal, unistd::Pid};
 use std::{
-    fs::File,
     net::Ipv4Addr,
-    os::{fd::AsRawFd, unix::process::CommandExt},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -121,29 +120,13 @@ impl Keepalived {
             .create(true)
             .append(true)
             .open(&log)?;
-        let netns =
-            File::open(format!("/var/run/netns/{ns}")).with_context(|| format!("netns {ns}"))?;
-        let fd = netns.as_raw_fd();
         let mut cmd = Command::new("keepalived");
         cmd.args(args(&conf_path, dir))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .process_group(0);
-        // SAFETY: setns and sigprocmask are async-signal-safe; only the network
-        // namespace changes. The signal mask is inherited across exec: a caller
-        // that blocks SIGTERM for sigwait must not pass that on.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let mut none: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut none);
-                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-                Ok(())
-            });
-        }
+        crate::netns::enter_on_exec(&mut cmd, ns)?;
         let child = cmd
             .spawn()
             .context("starting keepalived (apt-get install -y keepalived)")?;

@@ -31,10 +31,7 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use std::{
     fs::File,
     net::Ipv4Addr,
-    os::{
-        fd::AsRawFd,
-        unix::{fs::PermissionsExt, process::CommandExt},
-    },
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -189,9 +186,6 @@ impl LinuxHa {
             std::fs::create_dir_all(dir.join(d))?;
         }
         let output = File::create(&out)?;
-        let netns =
-            File::open(format!("/var/run/netns/{ns}")).with_context(|| format!("netns {ns}"))?;
-        let fd = netns.as_raw_fd();
         let mut cmd = Command::new("unshare");
         cmd.args([
             "--uts",
@@ -213,22 +207,8 @@ impl LinuxHa {
         .stdin(Stdio::null())
         .stdout(output.try_clone()?)
         .stderr(output);
-        // SAFETY: setns and sigprocmask are async-signal-safe; only the network
-        // namespace changes here (unshare makes the others). A caller that
-        // blocks signals must not pass the mask on.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let mut none: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut none);
-                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-                Ok(())
-            });
-        }
+        crate::netns::enter_on_exec(&mut cmd, ns)?;
         let mut child = cmd.spawn().context("starting unshare for heartbeat")?;
-        drop(netns);
         let upid = child.id();
         track_process(upid as i32);
         // unshare's one child is the script, which becomes heartbeat by exec.

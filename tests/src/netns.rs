@@ -4,6 +4,31 @@
 use anyhow::{bail, Context, Result};
 use std::{fs::File, os::fd::AsRawFd, path::PathBuf, process::Command};
 
+/// Makes `cmd` enter network namespace `ns` between fork and exec, and
+/// nothing else: the program shares the test's files and mounts (a node's
+/// pins land in the test's bpffs). It also starts with no signal blocked: a
+/// caller that blocks signals (hb-lab waits for Ctrl-C with sigwait) must not
+/// pass its mask on, or the program would not see SIGTERM.
+pub fn enter_on_exec(cmd: &mut Command, ns: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let netns =
+        File::open(format!("/var/run/netns/{ns}")).with_context(|| format!("netns {ns}"))?;
+    // SAFETY: setns, sigemptyset and sigprocmask are async-signal-safe. The
+    // descriptor moves into the closure and lives as long as `cmd`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// "02:00:00:00:00:01".
 pub fn mac_str(m: [u8; 6]) -> String {
     m.map(|b| format!("{b:02x}")).join(":")

@@ -1,5 +1,5 @@
-//! `hb-user cleanup`: after a crash, the XDP program stays attached (its link is
-//! pinned) and the VIPs stay configured, so that a restart can take over without a
+//! `hb-user cleanup`: after a crash, the XDP program stays attached (the kernel
+//! keeps it on the interface) and the VIPs stay configured, so that a restart can take over without a
 //! gap. When no restart is coming, this removes all of it.
 
 use crate::{loader::DataPlane, netlink::Netlink, status::StatusFile};
@@ -22,9 +22,9 @@ pub async fn run(ifaces: &[String], state_dir: &Path, pin_root: &Path) -> Result
     let nl = Netlink::connect()?;
     for iface in ifaces {
         if DataPlane::cleanup(pin_root, iface)? {
-            println!("{iface}: removed the pinned program, link and maps (XDP detached)");
+            println!("{iface}: detached hb's XDP program and removed its pins");
         } else {
-            println!("{iface}: nothing pinned");
+            println!("{iface}: nothing of hb's attached or pinned");
         }
         // The VIPs the crashed controller listed for this interface.
         let vips = status

@@ -214,26 +214,24 @@ fn start(
             quiet: cfg.dead_after / 2,
         };
         let mut mode = "";
-        let (plane, origin) = DataPlane::open(fresh, &cfg.pin_root, &iface, &settings, |p| {
-            mode = xdp_attach(p, &iface, cfg.xdp_mode).map_err(|e| attach_hint(e, &iface))?;
-            Ok(())
-        })?;
-        let pins = cfg.pin_root.join(&iface);
+        let (plane, origin) =
+            DataPlane::open(fresh, &cfg.pin_root, &iface, ifindex, &settings, |p| {
+                mode = xdp_attach(p, &iface, cfg.xdp_mode).map_err(|e| attach_hint(e, &iface))?;
+                Ok(())
+            })?;
+        let pins = if plane.is_pinned() {
+            format!("maps pinned in {}", cfg.pin_root.join(&iface).display())
+        } else {
+            "maps not pinned".to_string()
+        };
         match origin {
-            Origin::Fresh => info!(
-                "XDP attached to {iface} ({mode} mode), program, link and maps pinned in {}",
-                pins.display()
-            ),
+            Origin::Fresh => info!("XDP attached to {iface} ({mode} mode), {pins}"),
             Origin::Adopted => info!(
-                "adopted the XDP program still attached to {iface} (pinned in {}): no gap, peer state kept",
-                pins.display()
+                "took over the XDP program a previous run left on {iface}, in place: no gap, peer state and lease kept; {pins}"
             ),
             Origin::Replaced => info!(
-                "replaced the XDP program pinned on {iface} with this build's, in place: no gap, peer state kept"
+                "replaced the XDP program a previous build left on {iface} with this build's, in place: no gap, peer state and lease kept; {pins}"
             ),
-        }
-        if !plane.is_pinned() {
-            warn!("the XDP link on {iface} could not be pinned: it will not outlive this process");
         }
         let inherited = origin != Origin::Fresh && plane.lease()? > monotonic();
         // A peer's `seen` slot is its index among the configured ids.
@@ -310,13 +308,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
 
     // A start that fails from here removes what it made, and only that.
     let state_dir = StateDir::open(&cfg.state_dir)?;
-    let pin_root = match PinRoot::prepare(&cfg.pin_root) {
-        Ok(r) => r,
-        Err(e) => {
-            state_dir.discard();
-            return Err(e.into());
-        }
-    };
+    let pin_root = PinRoot::prepare(&cfg.pin_root);
     let peer_ids: Vec<u32> = {
         let mut v: Vec<u32> = cfg.peers.iter().map(|p| p.id).collect();
         v.sort_unstable();
@@ -964,6 +956,7 @@ impl Controller {
             ping: self.ping_rows(),
             updated_unix_ms: unix_ms(),
             pinned: self.links.iter().all(|l| l.plane.is_pinned()),
+            death_notice_armed: self.links.iter().all(|l| l.plane.death_notice_armed()),
             transmit: self
                 .links
                 .iter()

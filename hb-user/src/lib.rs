@@ -13,6 +13,7 @@ pub mod events;
 pub mod frame;
 pub mod garp;
 pub mod hooks;
+pub mod ifxdp;
 pub mod kernel;
 pub mod keyfile;
 pub mod loader;

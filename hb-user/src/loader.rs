@@ -1,38 +1,37 @@
-//! Loads hb's XDP object, writes its configuration maps, attaches it to one
-//! interface and pins the maps, the program and the XDP link under
-//! `<pin root>/<iface>/` (default `/sys/fs/bpf/hb/<iface>/`): `bpftool map dump
-//! pinned` shows the maps, and the program stays attached, still recording
-//! heartbeats and enforcing the holder lease, when `hb-user` dies. A restarted
-//! `hb-user` adopts what is pinned, or swaps a different program into the same
-//! link atomically; a graceful stop removes the pins, which detaches it. A
-//! failed start removes only what it pinned itself.
+//! Loads hb's XDP object, writes its configuration maps and attaches it to one
+//! interface through netlink ([`ifxdp`]), so that the kernel keeps it there,
+//! still recording heartbeats and enforcing the holder lease, when `hb-user`
+//! dies, in whatever mount namespace it ran. The maps and program are also
+//! pinned under `<pin root>/<iface>/` (default `/sys/fs/bpf/hb/<iface>/`) when
+//! a bpffs is at hand, for `bpftool map dump pinned`; nothing depends on the
+//! pins. A restarted `hb-user` finds the previous program through the
+//! interface and swaps its own in atomically, taking over its state; a
+//! graceful stop detaches it. A failed start removes only what it made.
 //!
 //! The same object holds the exit watch (`hb_exit`, on the `sched_process_exit`
-//! raw tracepoint), attached and pinned beside the XDP link so that it outlives
-//! the controller too: once the start went through, the controller registers its
-//! pid in `owner`, and should it die without a graceful stop the data plane
-//! answers peers' heartbeats with a death notice.
+//! raw tracepoint), held by the controller alone: once the start went through,
+//! the controller registers its pid in `owner`, and should it die without a
+//! graceful stop the data plane answers peers' heartbeats with a death notice.
 
-use crate::{bpffs, kernel, mapped::MapCell, verifier};
+use crate::{bpffs, ifxdp, kernel, mapped::MapCell, verifier};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        links::{FdLink, PinnedLink},
-        raw_trace_point::RawTracePointLinkId,
-        xdp::{XdpLink, XdpLinkId},
-        ProgramError, ProgramInfo, RawTracePoint, Xdp, XdpMode,
+        raw_trace_point::RawTracePointLinkId, ProgramError, ProgramInfo, RawTracePoint, Xdp,
+        XdpMode,
     },
     Ebpf, EbpfLoader,
 };
 use hb_common::maps::{
     names, vip_filter_bit, Config, Key, Lease, Owner, PeerState, Seen, Sent, Stats, VipWatch,
 };
+use nix::fcntl::{Flock, FlockArg};
 use std::{
     collections::{BTreeMap, HashSet},
     fs::File,
     net::Ipv4Addr,
-    os::unix::fs::MetadataExt,
+    os::{fd::AsFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -68,39 +67,46 @@ pub struct Settings {
     pub quiet: Duration,
 }
 
-/// Pin file names besides the maps'.
+/// Pin file name of the program, beside the maps'.
 const PROG_PIN: &str = "prog";
-const LINK_PIN: &str = "link";
-const EXIT_PROG_PIN: &str = "exit_prog";
-const EXIT_LINK_PIN: &str = "exit_link";
+/// Pins of versions that attached through a pinned bpf_link: removed on sight.
+const OLD_PINS: [&str; 3] = ["link", "exit_prog", "exit_link"];
 
 /// How the data plane on an interface came to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// Loaded from the embedded object and attached now.
+    /// Nothing of hb's was attached: loaded and attached now.
     Fresh,
-    /// The same program and maps a previous run pinned, still attached: taken over.
+    /// The same build's program was attached (a previous run's): ours took
+    /// its place atomically, with its state (peers, lease, death mark).
     Adopted,
-    /// A previous run's different program, replaced by ours in the same XDP link
-    /// (no detach gap); peer entries carried over.
+    /// Another build's program was attached: replaced the same way.
     Replaced,
 }
 
-/// The XDP program with its maps: loaded by this process, or adopted from pins.
+/// Where our program is attached, through netlink ([`ifxdp`]), with a socket
+/// in that interface's namespace to detach it.
+#[derive(Debug)]
+struct OnIface {
+    ifindex: u32,
+    mode: ifxdp::Mode,
+    rtnl: ifxdp::Rtnl,
+}
+
+/// The XDP program with its maps, loaded by this process. It is attached to
+/// the interface through netlink, so the kernel keeps it there when this
+/// process dies, whatever becomes of its mounts; the maps are also pinned for
+/// `bpftool` when a bpffs is at hand.
 pub struct DataPlane {
-    /// The object this process loaded; None when adopted from pins.
-    ebpf: Option<Ebpf>,
-    /// Maps by object name (taken out of `ebpf`, or opened from pins).
+    ebpf: Ebpf,
+    /// Maps by object name (taken out of `ebpf`).
     maps: BTreeMap<&'static str, Map>,
+    /// Where our program is attached.
+    on: Option<OnIface>,
     /// The pin directory, and an exclusive lock on it: one controller per interface.
-    pinned: Option<(PathBuf, File)>,
-    /// The XDP link once pinned: attached for as long as its pin exists.
-    link: Option<PinnedLink>,
-    /// The link made by `attach` (or the swap), until `pin_objects` pins it.
-    attached: Option<XdpLinkId>,
-    /// The exit watch's link once pinned (or adopted): the death notice is armed.
-    exit_link: Option<PinnedLink>,
-    /// The exit watch's link made by `attach_exit`, until `pin_objects` pins it.
+    pinned: Option<(PathBuf, Flock<File>)>,
+    /// The exit watch: held by this process only, it fires while the process
+    /// dies (before its descriptors close) and goes with it.
     exit_attached: Option<RawTracePointLinkId>,
     origin: Origin,
     /// The pin directory was made by this process.
@@ -116,48 +122,111 @@ fn pinned_map(dir: &Path, file: &str) -> Result<Map> {
     Ok(Map::from_map_data(data)?)
 }
 
-/// The pin directory for `iface` under `root` (on a bpffs, mounted on `root`'s
-/// parent when needed), locked for this process: a second controller on the same
-/// interface fails here. The lock goes with the process, crash included. True
-/// when the directory was made here.
-fn lock_pin_dir(root: &Path, iface: &str) -> Result<(PathBuf, File, bool)> {
-    let mount_point = root
-        .parent()
-        .ok_or_else(|| anyhow!("pin root {} has no parent", root.display()))?;
-    if !bpffs::is_bpffs(root) {
-        bpffs::ensure_mounted(mount_point)?;
+/// The pin directory for `iface` under `root` (see [`bpffs::pin_root`]),
+/// locked for this process: a second controller on the same interface fails
+/// here. The lock goes with the process, crash included. True when the
+/// directory was made here. Ok(None) when no bpffs can be had at `root`.
+fn lock_pin_dir(root: &Path, iface: &str) -> Result<Option<(PathBuf, Flock<File>, bool)>> {
+    // PinRoot::prepare said why when there is none.
+    if bpffs::pin_root(root).is_err() {
+        return Ok(None);
     }
     let dir = root.join(iface);
     let made = !dir.exists();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let f = File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    } != 0
-    {
+    let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) else {
         bail!(
             "another hb-user is running on {iface} ({} is locked)",
             dir.display()
         );
-    }
-    Ok((dir, f, made))
+    };
+    Ok(Some((dir, lock, made)))
 }
 
 fn remove_pins(dir: &Path) -> bool {
     let mut removed = false;
-    for file in names::PINNED.iter().map(|(_, f)| *f).chain([
-        PROG_PIN,
-        LINK_PIN,
-        EXIT_PROG_PIN,
-        EXIT_LINK_PIN,
-    ]) {
+    for file in names::PINNED
+        .iter()
+        .map(|(_, f)| *f)
+        .chain([PROG_PIN])
+        .chain(OLD_PINS)
+    {
         removed |= std::fs::remove_file(dir.join(file)).is_ok();
     }
     removed
+}
+
+/// hb's program found attached to an interface, with its maps.
+pub struct Found {
+    pub prog: ProgramInfo,
+    pub mode: ifxdp::Mode,
+    /// By object name; a map an older build lacks is absent.
+    pub maps: BTreeMap<&'static str, Map>,
+}
+
+impl Found {
+    /// hb's data plane on `ifindex`: Ok(None) when no XDP program is attached,
+    /// an error naming it when another program is.
+    pub fn on(ifindex: u32, iface: &str) -> Result<Option<Found>> {
+        let Some(a) = ifxdp::query(ifindex)? else {
+            return Ok(None);
+        };
+        let prog = aya::programs::loaded_programs()
+            .filter_map(|p| p.ok())
+            .find(|p| p.id() == a.prog_id)
+            .ok_or_else(|| anyhow!("the XDP program on {iface} (id {}) vanished", a.prog_id))?;
+        if prog.name_as_str() != Some(names::PROGRAM) {
+            bail!(
+                "another XDP program ({}, id {}) is attached to {iface}: hb will not replace it",
+                prog.name_as_str().unwrap_or("?"),
+                a.prog_id
+            );
+        }
+        let mut maps = BTreeMap::new();
+        for id in prog.map_ids()?.unwrap_or_default() {
+            let Ok(info) = aya::maps::MapInfo::from_id(id) else {
+                continue;
+            };
+            let name = info.name_as_str().unwrap_or_default();
+            if let Some((n, _)) = names::PINNED.iter().find(|(n, _)| *n == name) {
+                maps.insert(*n, Map::from_map_data(MapData::from_id(id)?)?);
+            }
+        }
+        Ok(Some(Found {
+            prog,
+            mode: a.mode,
+            maps,
+        }))
+    }
+
+    fn owner(&self) -> Option<Owner> {
+        let m = self.maps.get(names::OWNER)?;
+        Array::<_, Owner>::try_from(m).ok()?.get(&0, 0).ok()
+    }
+}
+
+/// Says so when the previous data plane saw its controller die. Its lease
+/// needs nothing here: XDP withdrew it when a peer took over after the
+/// notice, and otherwise a quick restart keeps it, as after any crash.
+fn report_dead_owner(o: Option<Owner>) {
+    let Some(o) = o.filter(|o| o.dead_ns != 0) else {
+        return;
+    };
+    let ago = crate::clock::monotonic().saturating_sub(Duration::from_nanos(o.dead_ns));
+    info!(
+        "the previous controller (pid {}, session {:016x}) died {} ms ago; its data plane has been answering peers' heartbeats with death notices since",
+        o.pid,
+        o.session,
+        ago.as_millis()
+    );
+}
+
+/// True when `pid`, in our pid namespace, is a running hb-user.
+fn hb_user_runs(pid: u32) -> bool {
+    pid != std::process::id()
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim_end() == "hb-user")
 }
 
 impl DataPlane {
@@ -186,12 +255,10 @@ impl DataPlane {
             maps.insert(name, map);
         }
         Ok(Self {
-            ebpf: Some(ebpf),
+            ebpf,
             maps,
+            on: None,
             pinned: None,
-            link: None,
-            attached: None,
-            exit_link: None,
             exit_attached: None,
             origin: Origin::Fresh,
             made_dir: false,
@@ -199,85 +266,77 @@ impl DataPlane {
         })
     }
 
-    /// hb on `iface`, pinned under `root`, from `fresh` (just loaded, so that a
-    /// verifier refusal comes before anything is made): what a previous run left
-    /// pinned is adopted (same program) or replaced in place (different program);
-    /// otherwise `fresh` is attached with `attach`. Then configured. Until
+    /// hb on `iface` (`ifindex`) from `fresh` (just loaded, so that a verifier
+    /// refusal comes before anything is made), configured with `settings`. A
+    /// data plane of hb's already on the interface (a previous run's) is
+    /// replaced atomically by ours, which takes over its state; otherwise
+    /// `fresh` is attached with `attach`. The maps are pinned under
+    /// `root/<iface>/` when a bpffs can be had there. Until
     /// [`DataPlane::started`], dropping the result undoes only what this call
-    /// pinned.
+    /// made: a previous run's state stays attached (in our program).
     pub fn open(
         mut fresh: Self,
         root: &Path,
         iface: &str,
+        ifindex: u32,
         settings: &Settings,
         attach: impl FnOnce(&mut DataPlane) -> Result<()>,
     ) -> Result<(Self, Origin)> {
-        let (dir, lock, made_dir) = lock_pin_dir(root, iface)?;
-        let origin = match PinnedLink::from_pin(dir.join(LINK_PIN)) {
-            Ok(old) => {
-                let old_tag = ProgramInfo::from_pin(dir.join(PROG_PIN))
-                    .map(|p| p.tag())
-                    .ok();
-                if old_tag == Some(fresh.program()?.info()?.tag()) {
-                    let mut maps = BTreeMap::new();
-                    for (name, file) in names::PINNED {
-                        maps.insert(name, pinned_map(&dir, file)?);
-                    }
-                    // Our freshly loaded copy is dropped unused.
-                    fresh = Self {
-                        ebpf: None,
-                        maps,
-                        pinned: None,
-                        link: Some(old),
-                        attached: None,
-                        exit_link: PinnedLink::from_pin(dir.join(EXIT_LINK_PIN)).ok(),
-                        exit_attached: None,
-                        origin: Origin::Adopted,
-                        made_dir: false,
-                        started: false,
-                    };
-                    fresh.report_dead_owner()?;
+        if let Some((dir, lock, made_dir)) = lock_pin_dir(root, iface)? {
+            // From here a failure drops `fresh`, which removes what it made.
+            fresh.made_dir = made_dir;
+            fresh.pinned = Some((dir, lock));
+        }
+        let found = Found::on(ifindex, iface)?;
+        if let Some(o) = found.as_ref().and_then(Found::owner) {
+            if o.pid != 0 && o.dead_ns == 0 && hb_user_runs(o.pid) {
+                bail!(
+                    "another hb-user (pid {}) is running on {iface}: stop it first",
+                    o.pid
+                );
+            }
+        }
+        let origin = match found {
+            Some(old) => {
+                let same = old.prog.tag() == fresh.program()?.info()?.tag();
+                report_dead_owner(old.owner());
+                // State first, so that the swap loses nothing but what arrives
+                // in between (a heartbeat or two, recorded again at the next).
+                fresh.carry_from(&old, settings);
+                fresh.configure(settings)?;
+                let old_fd = old.prog.fd()?;
+                let fd = fresh.program()?.fd()?.as_fd().try_clone_to_owned()?;
+                let rtnl = ifxdp::Rtnl::open()?;
+                rtnl.attach(ifindex, fd.as_fd(), old.mode, Some(old_fd.as_fd()))
+                    .with_context(|| format!("replacing hb's XDP program on {iface} in place"))?;
+                fresh.on = Some(OnIface {
+                    ifindex,
+                    mode: old.mode,
+                    rtnl,
+                });
+                // A failed start from here leaves ours attached with the old state.
+                fresh.origin = if same {
                     Origin::Adopted
                 } else {
-                    fresh.carry_peers_from(&dir);
-                    let fd_link: FdLink = old.into();
-                    let xdp_link =
-                        XdpLink::try_from(fd_link).context("the pinned link is not an XDP link")?;
-                    let id = fresh
-                        .program_mut()?
-                        .attach_to_link(xdp_link)
-                        .context("replacing the program in the pinned link")?;
-                    fresh.attached = Some(id);
-                    fresh.arm_exit_watch();
                     Origin::Replaced
-                }
+                };
+                fresh.origin
             }
-            Err(_) => {
-                // Pins without a live link are a crashed run's leftovers.
-                remove_pins(&dir);
-                if let Err(e) = attach(&mut fresh) {
-                    if made_dir {
-                        let _ = std::fs::remove_dir(&dir);
-                    }
-                    return Err(e);
-                }
-                fresh.arm_exit_watch();
+            None => {
+                fresh.configure(settings)?;
+                attach(&mut fresh)?;
                 Origin::Fresh
             }
         };
-        fresh.origin = origin;
-        fresh.made_dir = made_dir;
-        // From here a failure drops `fresh`, which removes what it pinned.
-        fresh.pinned = Some((dir, lock));
-        if origin != Origin::Adopted {
+        fresh.arm_exit_watch();
+        if fresh.pinned.is_some() {
             fresh.pin_objects()?;
         }
-        fresh.configure(settings)?;
         Ok((fresh, origin))
     }
 
     /// The start went through: from now on dropping this data plane is a
-    /// graceful stop, which removes the pins whatever their origin, and a death
+    /// graceful stop, which detaches it and removes the pins, and a death
     /// of this process without one is reported to peers (the death notice), as
     /// node `node_id` in `session`. Registering clears a previous run's death
     /// mark: call it before the first heartbeat leaves.
@@ -298,9 +357,11 @@ impl DataPlane {
         }
     }
 
-    /// Attaches the exit watch (`sched_process_exit`); pinned with the rest.
+    /// Attaches the exit watch (`sched_process_exit`). Not pinned: the kernel
+    /// runs it in the dying process before closing its descriptors, which is
+    /// all it is for.
     pub fn attach_exit(&mut self) -> Result<()> {
-        let prog = exit_program(self.ebpf_mut()?)?;
+        let prog = exit_program(&mut self.ebpf)?;
         let id = prog.attach(names::EXIT_TRACEPOINT).with_context(|| {
             format!("attaching to the raw tracepoint {}", names::EXIT_TRACEPOINT)
         })?;
@@ -308,9 +369,9 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Whether the exit watch is attached (and, once pinned, outlives us).
+    /// Whether the exit watch is attached.
     pub fn death_notice_armed(&self) -> bool {
-        self.exit_link.is_some() || self.exit_attached.is_some()
+        self.exit_attached.is_some()
     }
 
     /// Registers process `pid` (in our pid namespace) as this data plane's
@@ -341,52 +402,84 @@ impl DataPlane {
         Ok(Array::<_, Owner>::try_from(self.map(names::OWNER)?)?.get(&0, 0)?)
     }
 
-    /// Says so when an adopted data plane saw its controller die. Its lease
-    /// needs nothing here: XDP withdrew it when a peer took over after the
-    /// notice, and otherwise a quick restart keeps it, as after any crash.
-    fn report_dead_owner(&self) -> Result<()> {
-        let o = self.owner()?;
-        if o.dead_ns == 0 {
-            return Ok(());
+    /// Takes over a previous data plane's state, before ours replaces it:
+    /// the configured peers' entries (anti-replay state; a peer no longer
+    /// configured stays out of the allow-list), `seen`, the lease (a quick
+    /// restart keeps answering for the VIPs; a program upgrade too), the
+    /// owner with its death mark and the `sent` it answers with (death
+    /// notices go on until we register), the VIP conflict records and the
+    /// counters. A map whose layout differs (another build) is skipped.
+    fn carry_from(&mut self, old: &Found, s: &Settings) {
+        let slots: BTreeMap<u32, u32> = s
+            .peers
+            .iter()
+            .copied()
+            .zip(0u32..)
+            .chain([(s.node_id, u32::MAX)])
+            .collect();
+        if let (Some(o), Ok(m)) = (old.maps.get(names::PEERS), self.map_mut(names::PEERS)) {
+            if let (Ok(o), Ok(mut n)) = (
+                HashMap::<_, u32, PeerState>::try_from(o),
+                HashMap::<_, u32, PeerState>::try_from(m),
+            ) {
+                for (id, p) in o.iter().flatten() {
+                    if slots.get(&id) == Some(&p.slot) {
+                        let _ = n.insert(id, p, 0);
+                    }
+                }
+            }
         }
-        let ago = crate::clock::monotonic().saturating_sub(Duration::from_nanos(o.dead_ns));
-        info!(
-            "the previous controller (pid {}, session {:016x}) died {} ms ago; its data plane has been answering peers' heartbeats with death notices since",
-            o.pid,
-            o.session,
-            ago.as_millis()
-        );
-        Ok(())
+        if let (Some(o), Ok(m)) = (old.maps.get(names::VIPS), self.map_mut(names::VIPS)) {
+            if let (Ok(o), Ok(mut n)) = (
+                HashMap::<_, [u8; 4], VipWatch>::try_from(o),
+                HashMap::<_, [u8; 4], VipWatch>::try_from(m),
+            ) {
+                for (k, w) in o.iter().flatten() {
+                    let _ = n.insert(k, w, 0);
+                }
+            }
+        }
+        self.carry_array::<Seen>(old, names::SEEN, hb_common::maps::SEEN_SLOTS);
+        self.carry_array::<Lease>(old, names::LEASE, 1);
+        self.carry_array::<Sent>(old, names::SENT, 1);
+        self.carry_array::<Owner>(old, names::OWNER, 1);
+        if let (Some(o), Ok(m)) = (old.maps.get(names::STATS), self.map_mut(names::STATS)) {
+            if let (Ok(o), Ok(mut n)) = (
+                PerCpuArray::<_, Stats>::try_from(o),
+                PerCpuArray::<_, Stats>::try_from(m),
+            ) {
+                if let Ok(v) = o.get(&0, 0) {
+                    let _ = n.set(0, v, 0);
+                }
+            }
+        }
     }
 
-    /// Copies peer entries (anti-replay state, last seen) from a previous run's
-    /// pinned peers map, when its layout is readable as ours.
-    fn carry_peers_from(&mut self, dir: &Path) {
-        let Ok(old) = pinned_map(dir, "peers") else {
+    fn carry_array<V: aya::Pod>(&mut self, old: &Found, name: &str, len: u32) {
+        let (Some(o), Ok(m)) = (old.maps.get(name), self.map_mut(name)) else {
             return;
         };
-        let Ok(old) = HashMap::<_, u32, PeerState>::try_from(&old) else {
+        let (Ok(o), Ok(mut n)) = (Array::<_, V>::try_from(o), Array::<_, V>::try_from(m)) else {
             return;
         };
-        let Ok(map) = self.map_mut(names::PEERS) else {
-            return;
-        };
-        let Ok(mut peers) = HashMap::<_, u32, PeerState>::try_from(map) else {
-            return;
-        };
-        for (id, p) in old.iter().flatten() {
-            let _ = peers.insert(id, p, 0);
+        for i in 0..len {
+            if let Ok(v) = o.get(&i, 0) {
+                let _ = n.set(i, v, 0);
+            }
         }
     }
 
-    /// Pins maps, program and (when attached) the link into the locked directory,
-    /// replacing what is there.
+    /// Pins maps and program into the locked directory, replacing what is there
+    /// (for `bpftool` and `hb-user status`; nothing depends on the pins staying).
     fn pin_objects(&mut self) -> Result<()> {
         let dir = self
             .pinned
             .as_ref()
             .map(|(d, _)| d.clone())
             .ok_or_else(|| anyhow!("no pin directory"))?;
+        for file in OLD_PINS {
+            let _ = std::fs::remove_file(dir.join(file));
+        }
         for (name, file) in names::PINNED {
             let path = dir.join(file);
             let _ = std::fs::remove_file(&path);
@@ -399,58 +492,48 @@ impl DataPlane {
         self.program_mut()?
             .pin(&prog_path)
             .with_context(|| format!("pinning {}", prog_path.display()))?;
-        if let Some(id) = self.exit_attached.take() {
-            let exit_prog = dir.join(EXIT_PROG_PIN);
-            let exit_link = dir.join(EXIT_LINK_PIN);
-            let _ = std::fs::remove_file(&exit_prog);
-            let prog = exit_program(self.ebpf_mut()?)?;
-            prog.pin(&exit_prog)
-                .with_context(|| format!("pinning {}", exit_prog.display()))?;
-            let fd_link: FdLink = prog.take_link(id)?.into();
-            // Replacing a previous run's pin detaches its watch (it wrote its own maps).
-            let _ = std::fs::remove_file(&exit_link);
-            self.exit_link = Some(
-                fd_link
-                    .pin(&exit_link)
-                    .with_context(|| format!("pinning {}", exit_link.display()))?,
-            );
-        }
-        // The link: taken from the program, so that only its pin keeps it attached.
-        let link_path = dir.join(LINK_PIN);
-        if let Some(id) = self.attached.take() {
-            {
-                let link = self.program_mut()?.take_link(id)?;
-                let fd_link = FdLink::try_from(link).context(
-                    "XDP attached through netlink (old kernel): the link cannot be pinned",
-                )?;
-                let _ = std::fs::remove_file(&link_path);
-                self.link = Some(
-                    fd_link
-                        .pin(&link_path)
-                        .with_context(|| format!("pinning {}", link_path.display()))?,
-                );
-            }
-        }
         Ok(())
     }
 
-    /// Attaches to `iface` in `mode`.
+    /// Attaches to `iface` in `mode` (driver or generic), where no XDP program is.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<()> {
-        let id = self
-            .program_mut()?
-            .attach(iface, mode)
-            .with_context(|| format!("attaching XDP to {iface} ({mode:?})"))?;
-        self.attached = Some(id);
-        if mode == XdpMode::Driver && driver(iface).as_deref() == Some("veth") {
+        let mode = match mode {
+            XdpMode::Driver => ifxdp::Mode::Driver,
+            XdpMode::Skb => ifxdp::Mode::Skb,
+            other => bail!("XDP mode {other:?} is not one hb uses"),
+        };
+        let ifindex = nix::net::if_::if_nametoindex(iface)
+            .with_context(|| format!("no interface named {iface}"))?;
+        let fd = self.program()?.fd()?.as_fd().try_clone_to_owned()?;
+        let rtnl = ifxdp::Rtnl::open()?;
+        rtnl.attach(ifindex, fd.as_fd(), mode, None)
+            .with_context(|| format!("attaching XDP to {iface} ({} mode)", mode.name()))?;
+        self.on = Some(OnIface {
+            ifindex,
+            mode,
+            rtnl,
+        });
+        if mode == ifxdp::Mode::Driver && driver(iface).as_deref() == Some("veth") {
             warn!("{iface} is a veth in native XDP mode: death notices (XDP_TX) reach the other end only if an XDP program is attached there; run with --xdp-mode generic on veth");
         }
         Ok(())
     }
 
-    /// Pins maps, program and link under `root/<iface>/` (locking it), for a data
-    /// plane attached with [`DataPlane::attach`].
+    /// The mode our program is attached in.
+    pub fn mode(&self) -> Option<&'static str> {
+        self.on.as_ref().map(|o| o.mode.name())
+    }
+
+    /// Pins maps and program under `root/<iface>/` (locking it), for a data
+    /// plane attached with [`DataPlane::attach`]; from then on dropping it
+    /// is a graceful stop.
     pub fn pin(&mut self, root: &Path, iface: &str) -> Result<PathBuf> {
-        let (dir, lock, _) = lock_pin_dir(root, iface)?;
+        if !bpffs::is_bpffs(root) {
+            std::fs::create_dir_all(root)
+                .with_context(|| format!("creating {}", root.display()))?;
+        }
+        let (dir, lock, _) =
+            lock_pin_dir(root, iface)?.ok_or_else(|| anyhow!("no bpffs at {}", root.display()))?;
         remove_pins(&dir);
         self.started = true;
         self.pinned = Some((dir.clone(), lock));
@@ -458,22 +541,37 @@ impl DataPlane {
         Ok(dir)
     }
 
-    /// Removes what a crashed run left pinned for `iface` under `root` (which
-    /// detaches its program). Fails while a controller runs there. True when
-    /// something was removed.
+    /// Removes what a crashed run left on `iface`: hb's program on the
+    /// interface (detached) and the pins under `root`. Fails while a
+    /// controller runs there. True when something was removed.
     pub fn cleanup(root: &Path, iface: &str) -> Result<bool> {
-        if !root.join(iface).exists() {
-            return Ok(false);
+        let mut removed = false;
+        if let Ok(ifindex) = nix::net::if_::if_nametoindex(iface) {
+            if let Some(found) = Found::on(ifindex, iface)? {
+                if let Some(o) = found
+                    .owner()
+                    .filter(|o| o.dead_ns == 0 && hb_user_runs(o.pid))
+                {
+                    bail!("hb-user (pid {}) is running on {iface}: stop it (SIGTERM cleans up) instead", o.pid);
+                }
+                ifxdp::Rtnl::open()?
+                    .detach(ifindex, found.mode, found.prog.fd()?.as_fd())
+                    .with_context(|| format!("detaching hb's XDP program from {iface}"))?;
+                removed = true;
+            }
         }
-        let (dir, _lock, _) = lock_pin_dir(root, iface)?;
-        let removed = remove_pins(&dir);
-        let _ = std::fs::remove_dir(&dir);
+        if root.join(iface).is_dir() && bpffs::is_bpffs(root) {
+            let (dir, _lock, _) = lock_pin_dir(root, iface)?
+                .ok_or_else(|| anyhow!("no bpffs at {}", root.display()))?;
+            removed |= remove_pins(&dir);
+            let _ = std::fs::remove_dir(&dir);
+        }
         Ok(removed)
     }
 
-    /// Whether the program is pinned with its link (it outlives this process).
+    /// Whether the maps are pinned (for `bpftool`).
     pub fn is_pinned(&self) -> bool {
-        self.link.is_some()
+        self.pinned.is_some()
     }
 
     /// Sets the holder lease: this node may answer for its VIPs until `until`
@@ -593,27 +691,18 @@ impl DataPlane {
         Ok(())
     }
 
-    /// The XDP program, e.g. for `TestRun` (not when adopted from pins).
+    /// The XDP program, e.g. for `TestRun`.
     pub fn program(&self) -> Result<&Xdp> {
-        let ebpf = self
+        Ok(self
             .ebpf
-            .as_ref()
-            .ok_or_else(|| anyhow!("adopted: no program object"))?;
-        Ok(ebpf
             .program(names::PROGRAM)
             .ok_or_else(|| anyhow!("no program"))?
             .try_into()?)
     }
 
-    fn ebpf_mut(&mut self) -> Result<&mut Ebpf> {
-        self.ebpf
-            .as_mut()
-            .ok_or_else(|| anyhow!("adopted: no program object"))
-    }
-
     fn program_mut(&mut self) -> Result<&mut Xdp> {
         Ok(self
-            .ebpf_mut()?
+            .ebpf
             .program_mut(names::PROGRAM)
             .ok_or_else(|| anyhow!("no program"))?
             .try_into()?)
@@ -725,55 +814,84 @@ fn driver(iface: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
-/// The peers and summed counters of a pinned map directory (for `status`).
-pub fn pinned_maps(dir: &Path) -> Result<(Vec<(u32, PeerState)>, Stats)> {
-    let open = |file: &str| -> Result<aya::maps::Map> {
-        let path = dir.join(file);
-        let data = aya::maps::MapData::from_pin(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        Ok(aya::maps::Map::from_map_data(data)?)
-    };
-    let peers_map = open("peers")?;
-    let peers = HashMap::<_, u32, PeerState>::try_from(&peers_map)?;
-    let mut v = peers.iter().collect::<Result<Vec<_>, _>>()?;
-    v.sort_by_key(|(id, _)| *id);
-    Ok((v, stats_of(&open("stats")?)?))
+/// A data plane's maps for reading (`hb-user status`): from its pins, or,
+/// without pins (a controller in a private mount namespace), through the
+/// program attached to the interface.
+pub struct View {
+    maps: BTreeMap<&'static str, Map>,
+    /// hb's program is attached to the interface (it goes on without a controller).
+    pub attached: bool,
 }
 
-/// The holder lease's expiry (CLOCK_MONOTONIC ns; 0 = none) in a pinned map
-/// directory, and whether the XDP link is pinned there (for `status`).
-pub fn pinned_lease(dir: &Path) -> Result<(u64, bool)> {
-    let path = dir.join("lease");
-    let until = if path.exists() {
-        let map = pinned_map(dir, "lease")?;
-        Array::<_, Lease>::try_from(&map)?.get(&0, 0)?.until_ns
-    } else {
-        0
-    };
-    Ok((until, dir.join(LINK_PIN).exists()))
-}
-
-/// The registered controller of a pinned map directory and whether the exit
-/// watch is pinned there (for `status`); None for a version without it.
-pub fn pinned_owner(dir: &Path) -> Result<Option<(Owner, bool)>> {
-    if !dir.join("owner").exists() {
-        return Ok(None);
+impl View {
+    /// The data plane of `iface` (pins in `dir`); Ok(None) when there is none.
+    pub fn open(dir: &Path, iface: &str) -> Result<Option<View>> {
+        let found = match nix::net::if_::if_nametoindex(iface) {
+            Ok(ifindex) => Found::on(ifindex, iface)?,
+            Err(_) => None,
+        };
+        let attached = found.is_some();
+        let mut maps = BTreeMap::new();
+        if dir.join("peers").exists() {
+            for (name, file) in names::PINNED {
+                if dir.join(file).exists() {
+                    maps.insert(name, pinned_map(dir, file)?);
+                }
+            }
+        } else if let Some(f) = found {
+            maps = f.maps;
+        } else {
+            return Ok(None);
+        }
+        Ok(Some(View { maps, attached }))
     }
-    let map = pinned_map(dir, "owner")?;
-    let o = Array::<_, Owner>::try_from(&map)?.get(&0, 0)?;
-    Ok(Some((o, dir.join(EXIT_LINK_PIN).exists())))
+
+    fn map(&self, name: &str) -> Result<&Map> {
+        self.maps
+            .get(name)
+            .ok_or_else(|| anyhow!("the data plane has no {name} map (another version?)"))
+    }
+
+    /// Every peer entry, sorted by node id.
+    pub fn peers(&self) -> Result<Vec<(u32, PeerState)>> {
+        let peers = HashMap::<_, u32, PeerState>::try_from(self.map(names::PEERS)?)?;
+        let mut v = peers.iter().collect::<Result<Vec<_>, _>>()?;
+        v.sort_by_key(|(id, _)| *id);
+        Ok(v)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        stats_of(self.map(names::STATS)?)
+    }
+
+    /// The holder lease's expiry (CLOCK_MONOTONIC ns; 0 = none).
+    pub fn lease_ns(&self) -> u64 {
+        self.map(names::LEASE)
+            .ok()
+            .and_then(|m| Array::<_, Lease>::try_from(m).ok()?.get(&0, 0).ok())
+            .map_or(0, |l| l.until_ns)
+    }
+
+    /// The registered controller and its death mark.
+    pub fn owner(&self) -> Owner {
+        self.map(names::OWNER)
+            .ok()
+            .and_then(|m| Array::<_, Owner>::try_from(m).ok()?.get(&0, 0).ok())
+            .unwrap_or_default()
+    }
+
+    /// The watched VIPs with their ARP conflict records.
+    pub fn vips(&self) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
+        match self.maps.get(names::VIPS) {
+            Some(m) => vips_of(m),
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
-/// The watched VIPs of a pinned map directory (for `status`); empty when the
-/// directory has no `vips` pin (pinned by a version without the ARP watch).
+/// The watched VIPs of a pinned map directory.
 pub fn pinned_vips(dir: &Path) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
-    let path = dir.join("vips");
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let data = aya::maps::MapData::from_pin(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    vips_of(&aya::maps::Map::from_map_data(data)?)
+    vips_of(&pinned_map(dir, "vips")?)
 }
 
 fn vips_of(map: &aya::maps::Map) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
@@ -793,19 +911,25 @@ fn stats_of(map: &aya::maps::Map) -> Result<Stats> {
 
 impl Drop for DataPlane {
     fn drop(&mut self) {
-        // A graceful end: without its pins the link detaches once our descriptor
-        // closes, and the maps go with the program. (A crash skips this: the pins
-        // keep everything attached for the next run to adopt.) A failed start
-        // removes what it pinned itself, and leaves a previous run's data plane,
-        // adopted or swapped in place, pinned and attached as it found it.
-        let Some((dir, _lock)) = self.pinned.take() else {
+        // A graceful end (or a failed fresh start): detach and unpin. A crash
+        // skips this, and the kernel keeps the program on the interface for
+        // the next run to take over. A failed start that replaced a previous
+        // run's program leaves ours attached with that run's state.
+        if !self.started && self.origin != Origin::Fresh {
             return;
-        };
-        // Not a death: unregistered before the watch goes with the pins.
+        }
+        // Not a death: unregistered before the watch goes.
         if self.started {
             let _ = self.write_owner(Owner::default());
         }
-        if self.started || self.origin == Origin::Fresh {
+        if let (Some(on), Ok(prog)) = (&self.on, self.program()) {
+            if let Ok(fd) = prog.fd() {
+                if let Err(e) = on.rtnl.detach(on.ifindex, on.mode, fd.as_fd()) {
+                    warn!("detaching XDP from interface #{}: {e}", on.ifindex);
+                }
+            }
+        }
+        if let Some((dir, _lock)) = self.pinned.take() {
             remove_pins(&dir);
             if self.started || self.made_dir {
                 let _ = std::fs::remove_dir(&dir);

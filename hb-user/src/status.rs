@@ -1,7 +1,8 @@
 //! `hb-user status`: what a node's controller and XDP program know, read from the
-//! controller's status file and the pinned maps (so it works from any shell).
+//! controller's status file and the data plane's maps, pinned or found through
+//! the interface (so it works from any shell in the node's network namespace).
 
-use crate::loader::{pinned_lease, pinned_maps, pinned_owner, pinned_vips};
+use crate::loader::View;
 use anyhow::{Context, Result};
 use hb_common::{
     wire2::{Head, FLAG_HOLDS},
@@ -37,9 +38,12 @@ pub struct StatusFile {
     /// When the controller last wrote this file (it does so every second).
     #[serde(default)]
     pub updated_unix_ms: u128,
-    /// The XDP program and link are pinned: they outlive the controller.
+    /// The maps are pinned (for bpftool); the data plane does not need it.
     #[serde(default)]
     pub pinned: bool,
+    /// The exit watch is attached: peers get a death notice if the controller dies.
+    #[serde(default)]
+    pub death_notice_armed: bool,
     /// Each peer address, the link and the transmit path heartbeats take to it.
     #[serde(default)]
     pub transmit: Vec<String>,
@@ -116,11 +120,12 @@ pub struct VipConflicts {
 #[derive(Serialize, Debug)]
 pub struct LinkPlane {
     pub link: String,
-    /// Program and XDP link pinned.
-    pub pinned: bool,
+    /// hb's program is attached to the interface: it records heartbeats and
+    /// enforces the lease with or without a controller.
+    pub attached: bool,
     /// Time left on the holder lease; None: no valid lease (XDP self-fences the VIPs).
     pub lease_ms_left: Option<u64>,
-    /// The exit watch is pinned: peers get a death notice if the controller dies.
+    /// The controller runs with its exit watch: peers get a death notice if it dies.
     pub death_notice_armed: bool,
     /// The registered controller's pid; None: none (a graceful stop unregisters).
     pub owner_pid: Option<u32>,
@@ -179,20 +184,27 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
         Some(i) => vec![i.to_string()],
         None => match &node {
             Some(n) => n.ifaces.clone(),
-            None => std::fs::read_dir(&pin_root)
-                .map(|d| {
-                    d.filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            // No controller ran here: what is pinned, and the interfaces that
+            // carry hb's program (a crashed controller without pins).
+            None => {
+                let mut l: std::collections::BTreeSet<String> = std::fs::read_dir(&pin_root)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+                            .filter(|l| has_pins(&pin_root.join(l)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let ifaces = nix::net::if_::if_nameindex().ok();
+                for i in ifaces.iter().flat_map(|i| i.iter()) {
+                    let name = i.name().to_string_lossy().into_owned();
+                    if matches!(crate::loader::Found::on(i.index(), &name), Ok(Some(_))) {
+                        l.insert(name);
+                    }
+                }
+                l.into_iter().collect()
+            }
         },
     };
-    // Directories without pins (e.g. left by a version whose failed start did not
-    // clean up) have nothing to read.
-    let links: Vec<String> = links
-        .into_iter()
-        .filter(|l| node.is_some() || has_pins(&pin_root.join(l)))
-        .collect();
     if node.is_none() && links.is_empty() {
         return Ok(Report {
             node,
@@ -218,21 +230,23 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
     let mut id_collisions = Vec::new();
     let mut sampled = Vec::new();
     for link in &links {
-        let (until, pinned) = pinned_lease(&pin_root.join(link))?;
-        let (owner, armed) = pinned_owner(&pin_root.join(link))?.unwrap_or_default();
+        let Some(view) = View::open(&pin_root.join(link), link)? else {
+            continue;
+        };
+        let until = view.lease_ns();
+        let owner = view.owner();
         let dead = owner.dead_ns != 0;
         planes.push(LinkPlane {
             link: link.clone(),
-            pinned,
+            attached: view.attached,
             lease_ms_left: (until > now).then(|| (until - now) / 1_000_000),
-            death_notice_armed: armed,
+            death_notice_armed: running
+                && !dead
+                && node.as_ref().is_some_and(|n| n.death_notice_armed),
             owner_pid: (owner.pid != 0).then_some(owner.pid),
             owner_dead_ms_ago: dead.then(|| now.saturating_sub(owner.dead_ns) / 1_000_000),
         });
-        if !has_pins(&pin_root.join(link)) {
-            continue;
-        }
-        for (vip, w) in pinned_vips(&pin_root.join(link))? {
+        for (vip, w) in view.vips()? {
             vip_conflicts.push(VipConflicts {
                 link: link.clone(),
                 vip: vip.to_string(),
@@ -241,7 +255,7 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
                 last_mac: w.last_mac.map(|b| format!("{b:02x}")).join(":"),
             });
         }
-        let (entries, stats) = pinned_maps(&pin_root.join(link))?;
+        let (entries, stats) = (view.peers()?, view.stats()?);
         for (id, p) in entries {
             // Our own entry (no slot) records another machine with our id.
             if p.slot == u32::MAX {
@@ -470,15 +484,15 @@ pub fn render(r: &Report) -> String {
                 p.owner_pid.unwrap_or(0)
             ),
             (None, true) => "death notice armed".into(),
-            (None, false) => "no death notice (exit watch not pinned)".into(),
+            (None, false) => "no death notice (no controller with an exit watch)".into(),
         };
         out += &format!(
             "data plane on {}: {}; {lease}; {notice}\n",
             p.link,
-            if p.pinned {
-                "program pinned (outlives the controller)"
+            if p.attached {
+                "attached (outlives the controller)"
             } else {
-                "program NOT pinned"
+                "NOT attached"
             }
         );
     }

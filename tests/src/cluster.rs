@@ -426,6 +426,33 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts node `id` as a user would by hand: `ip netns exec <ns> hb-user
+    /// ...`, which gives it a mount namespace of its own with a fresh /sys
+    /// (no bpffs), and without `--pin-root`. The PID is hb-user's (`ip`
+    /// execs it), so [`Cluster::signal`] reaches it.
+    pub fn start_as_deployed(&mut self, id: u32) -> Result<()> {
+        let mut args = self.args(id);
+        if let Some(at) = args.iter().position(|a| a == "--pin-root") {
+            args.drain(at..at + 2);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.node(id).log)?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.node(id).ns])
+            .arg(hb_user_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("HB_LOG", "info");
+        let child = cmd.spawn().context("spawning ip netns exec hb-user")?;
+        track_process(child.id() as i32);
+        self.nodes[id as usize - 1].child = Some(child);
+        Ok(())
+    }
+
     /// Runs `hb-user <args>` as node `id` the way [`Cluster::start`] does (its
     /// network namespace, the test's mounts, so that what it mounts or pins is
     /// visible here) to completion: (exit code, stdout, stderr).
@@ -713,7 +740,9 @@ impl Cluster {
         if json {
             args.push("--json".into());
         }
-        let out = Command::new(hb_user_bin()).args(&args).output()?;
+        // In the node's network namespace, as a user runs it there: the data
+        // plane is found through the interface.
+        let out = self.command(id, &args)?.output()?;
         if !out.status.success() {
             bail!("hb-user status: {}", String::from_utf8_lossy(&out.stderr));
         }

@@ -120,6 +120,15 @@ impl Lab {
     /// subdirectory is a pin root no other test or daemon shares.
     pub fn pin_root(&mut self) -> PathBuf {
         let mount_point = self.scratch.join("bpffs");
+        std::fs::create_dir_all(&mount_point).expect("creating the bpffs mount point");
+        nix::mount::mount(
+            Some("bpf"),
+            &mount_point,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mounting a bpffs for the test's pins");
         self.mounts.push(mount_point.clone());
         mount_point.join("hb")
     }

@@ -1,5 +1,5 @@
 //! A data plane that outlives its controller: the XDP program stays attached
-//! (pinned link) when `hb-user` dies and self-fences the VIPs once the holder
+//! (the kernel keeps it on the interface, pins or not) when `hb-user` dies and self-fences the VIPs once the holder
 //! lease runs out; a restart adopts it; heartbeats go out through a packet socket
 //! that OUTPUT firewall rules cannot touch; `hb-user cleanup` removes it all.
 
@@ -89,11 +89,69 @@ fn a_crashed_holder_stops_answering_for_the_vip() {
     let j = status_json(&c, 1);
     assert!(counter(&j, "fenced_ip") > 0, "self-fence counters: {j}");
     assert_eq!(j["running"], false);
-    assert_eq!(j["planes"][0]["pinned"], true, "{j}");
+    assert_eq!(j["planes"][0]["attached"], true, "{j}");
     assert!(
         j["planes"][0]["lease_ms_left"].is_null(),
         "no lease on the dead node: {j}"
     );
+}
+
+/// `ip netns exec` without `--pin-root`: no bpffs reaches hb-user's private
+/// mount namespace, which goes with the process. The data plane must not.
+#[test]
+fn under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_takes_over() {
+    let (_g, mut c) = test_lan("nx", &[100, 90], FAST, 1);
+    c.start_as_deployed(1).unwrap();
+    c.start(2).unwrap();
+    c.expect_settled(1, BOUND);
+    let (n1, n2) = (c.node(1).mac, c.node(2).mac);
+    let j = status_json(&c, 1);
+    assert_eq!(j["node"]["pinned"], false, "{j}");
+    assert_eq!(j["planes"][0]["attached"], true, "{j}");
+    assert_eq!(j["planes"][0]["death_notice_armed"], true, "{j}");
+
+    // Clients keep sending to node 1's MAC: from dead-after + 50 ms after the
+    // kill it must be silent (lease gone), while node 2 answers.
+    pin_client_to(&c, n1);
+    let probe = c.probe(Duration::from_millis(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    c.signal(1, Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let rec = probe.stop();
+    assert!(
+        rec.first_from(n1, killed - Duration::from_millis(300)).is_some(),
+        "node 1 answered before the kill"
+    );
+    let fence_by = killed + Duration::from_millis(150 + 50);
+    let late: Vec<_> = rec
+        .replies
+        .iter()
+        .filter(|r| r.mac == n1 && r.at > fence_by)
+        .map(|r| r.at - killed)
+        .collect();
+    assert!(late.is_empty(), "node 1 answered after the kill: {late:?}");
+    assert!(c.xdp_attached(1), "the data plane went with the process");
+    assert!(
+        c.wait_for(BOUND, |c| c.state_of(2).as_deref() == Some("MASTER")),
+        "{}",
+        c.logs()
+    );
+    pin_client_to(&c, n2);
+    assert!(replies_for(&c, Duration::from_millis(300)) > 0, "{}", c.logs());
+
+    // A restart the same way finds the program through the interface.
+    let before = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
+    c.start_as_deployed(1).unwrap();
+    c.expect_single_holder(1, BOUND);
+    let j = status_json(&c, 1);
+    assert!(j["running"] == true && j["planes"][0]["attached"] == true, "{j}");
+    assert!(
+        j["peers"][0]["accepted"].as_u64().unwrap() >= before,
+        "peer state lost: {before} -> {j}"
+    );
+    c.signal(1, Signal::SIGTERM).unwrap();
+    assert!(!c.xdp_attached(1), "a graceful stop detaches, pins or not");
 }
 
 #[test]
@@ -116,7 +174,11 @@ fn a_restarted_controller_adopts_the_pinned_program() {
     );
     c.start(1).unwrap();
     c.expect_single_holder(1, BOUND);
-    assert!(c.log(1).contains("adopted the XDP program"), "{}", c.log(1));
+    assert!(
+        c.log(1).contains("took over the XDP program"),
+        "{}",
+        c.log(1)
+    );
     let after = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
     assert!(after >= during, "peer state was lost: {during} -> {after}");
     // The restart is a new session (wire v2), which node 2 adopted from the

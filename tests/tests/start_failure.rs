@@ -129,7 +129,13 @@ fn a_refused_start_leaves_no_pins_no_state_and_status_says_not_running() {
     assert!(!state.exists() && !pins.exists());
     expect_refused(&c, &bridge_only(&c, &[]));
     assert!(!state.exists(), "state dir {} left", state.display());
-    assert!(!pins.exists(), "pin root {} left", pins.display());
+    assert!(
+        !pins.exists(),
+        "pin root {} left: {:?} {:?}",
+        pins.display(),
+        files_in(&pins),
+        files_in(&pins.join(BRIDGE))
+    );
 
     let (code, text) = status(&state, &pins, false);
     assert_eq!(code, 3, "{text}");
@@ -156,20 +162,44 @@ fn a_refused_start_leaves_no_pins_no_state_and_status_says_not_running() {
 #[test]
 fn a_refused_start_unmounts_the_bpffs_it_mounted() {
     let (_g, mut c) = lan("sfb");
-    // Not on a bpffs: hb-user mounts one on the pin root's parent.
+    // Not on a bpffs: hb-user mounts one on the pin root itself, never on a parent.
     let own = c.lab.scratch.join("own");
-    let mount_point = own.join("bpffs");
-    c.lab.track_mount(mount_point.clone());
-    let pins = mount_point.join("hb");
+    let pins = own.join("bpffs").join("hb");
+    c.lab.track_mount(pins.clone());
     let pin_root = pins.to_str().unwrap().to_string();
     expect_refused(&c, &bridge_only(&c, &[("--pin-root", &pin_root)]));
-    assert!(
-        !mounted(&mount_point),
-        "bpffs left on {}",
-        mount_point.display()
-    );
+    assert!(!mounted(&pins), "bpffs left on {}", pins.display());
     assert!(!own.exists(), "{} left", own.display());
     assert!(!c.node(1).state_dir.exists());
+}
+
+#[test]
+fn a_pin_root_with_content_gets_no_bpffs_over_it() {
+    let (_g, mut c) = lan("sfe");
+    // A directory like /run: hb must not hide it under a mount.
+    let dir = c.lab.scratch.join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("keep"), "x").unwrap();
+    c.lab.track_mount(dir.clone());
+    let mut args = c.args(1);
+    let at = args.iter().position(|a| a == "--pin-root").unwrap();
+    args[at + 1] = dir.display().to_string();
+    let log = c.lab.scratch.join("sfe.log");
+    let mut child = c.spawn_as_node(1, &args, &log).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.xdp_attached(1)),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(!mounted(&dir), "a bpffs was mounted over {}", dir.display());
+    assert!(!mounted(dir.parent().unwrap()));
+    assert_eq!(files_in(&dir), vec!["keep".to_string()]);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    assert!(!c.xdp_attached(1), "a graceful stop detaches");
 }
 
 #[test]
@@ -182,7 +212,7 @@ fn a_refused_second_link_detaches_the_first() {
 }
 
 #[test]
-fn a_refused_start_leaves_a_crashed_runs_data_plane_pinned_and_attached() {
+fn a_refused_start_leaves_a_crashed_runs_data_plane_attached_with_its_state() {
     let (_g, mut c) = lan("sfd");
     c.start(1).unwrap();
     assert!(
@@ -191,9 +221,11 @@ fn a_refused_start_leaves_a_crashed_runs_data_plane_pinned_and_attached() {
         c.logs()
     );
     c.signal(1, Signal::SIGKILL).unwrap();
-    let pins = c.pin_root(1).join(IFACE);
-    let pinned = files_in(&pins);
-    assert!(pinned.contains(&"link".to_string()), "{pinned:?}");
+    let before: serde_json::Value = serde_json::from_str(&c.status(1, true).unwrap()).unwrap();
+    assert!(
+        before["planes"][0]["owner_dead_ms_ago"].is_u64(),
+        "{before}"
+    );
     let status_file = c.node(1).state_dir.join("status.json");
     let last_words = std::fs::read_to_string(&status_file).unwrap();
 
@@ -203,7 +235,18 @@ fn a_refused_start_leaves_a_crashed_runs_data_plane_pinned_and_attached() {
         c.xdp_attached(1),
         "the crashed run's XDP program was detached"
     );
-    assert_eq!(files_in(&pins), pinned, "the crashed run's pins changed");
+    // Its state goes on: the crash's death mark (death notices continue) and
+    // the peer it hears.
+    let after: serde_json::Value = serde_json::from_str(&c.status(1, true).unwrap()).unwrap();
+    assert!(after["planes"][0]["owner_dead_ms_ago"].is_u64(), "{after}");
+    assert_eq!(
+        after["planes"][0]["owner_pid"],
+        before["planes"][0]["owner_pid"]
+    );
+    assert!(
+        after["peers"][0]["accepted"].as_u64() >= before["peers"][0]["accepted"].as_u64(),
+        "{before}\n{after}"
+    );
     assert!(!c.pin_root(1).join(BRIDGE).exists());
     assert_eq!(
         std::fs::read_to_string(&status_file).unwrap(),

@@ -155,7 +155,7 @@ fn under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_tak
 }
 
 #[test]
-fn a_restarted_controller_adopts_the_pinned_program() {
+fn a_restarted_controller_takes_over_the_attached_program() {
     let (_g, mut c) = cluster("ad", FAST);
     let old = status_json(&c, 1)["node"]["session"].clone();
     c.signal(1, Signal::SIGKILL).unwrap();

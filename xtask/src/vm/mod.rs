@@ -40,14 +40,16 @@ const STEPS: &[(&str, &str, &[&str])] = &[
             "--test-threads=1",
         ],
     ),
-    // Link pinning, adoption and the holder lease after a SIGKILL.
+    // XDP kept on the interface through netlink (under `ip netns exec` too),
+    // the take-over at a restart and the holder lease after a SIGKILL.
     (
         "data_plane",
         "data_plane",
         &[
             "--exact",
             "a_crashed_holder_stops_answering_for_the_vip",
-            "a_restarted_controller_adopts_the_pinned_program",
+            "a_restarted_controller_takes_over_the_attached_program",
+            "under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_takes_over",
             "--test-threads=1",
         ],
     ),

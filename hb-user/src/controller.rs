@@ -407,6 +407,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         key,
         peer_ids,
         links,
+        vip_present: vec![false; plan.vips.len()],
         vips: plan.vips,
         nl,
         state_dir,
@@ -422,6 +423,7 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         c.peer_ids.len()
     );
     c.report_leftover_vips().await;
+    c.read_vips().await;
     c.refresh_next_hops().await;
     c.write_status();
     // A loop that cannot run still releases, says goodbye and removes its status.
@@ -443,6 +445,8 @@ struct Controller {
     peer_ids: Vec<u32>,
     links: Vec<Link>,
     vips: Vec<PlacedVip>,
+    /// Per VIP: on its interface, as the kernel's address events say.
+    vip_present: Vec<bool>,
     nl: Netlink,
     state_dir: StateDir,
     since_unix_ms: u128,
@@ -507,8 +511,10 @@ impl Controller {
                     let Some(ev) = ev else {
                         anyhow::bail!("the link event socket closed");
                     };
+                    if let LinkEvent::Address { ifindex, addr, present } = ev {
+                        self.address_changed(ifindex, addr, present).await;
                     // A link going down is acted on now.
-                    if self.link_changed(ev) {
+                    } else if self.link_changed(ev) {
                         self.poll().await;
                     }
                 }
@@ -608,6 +614,7 @@ impl Controller {
         let (ifindex, up) = match ev {
             LinkEvent::Changed(info) => (info.ifindex, info.up),
             LinkEvent::Removed { ifindex } => (ifindex, false),
+            LinkEvent::Address { .. } => return false,
         };
         let Some(l) = self.links.iter_mut().find(|l| l.ifindex == ifindex) else {
             return false;
@@ -804,7 +811,8 @@ impl Controller {
 
     /// Performs the core's actions, in order.
     async fn perform(&mut self, actions: Vec<Action>) {
-        for a in actions {
+        let mut queue = std::collections::VecDeque::from(actions);
+        while let Some(a) = queue.pop_front() {
             match a {
                 Action::Log {
                     level: Level::Info,
@@ -824,7 +832,12 @@ impl Controller {
                         b.advertise(adv);
                     }
                 }
-                Action::TakeVips => self.take_vips().await,
+                Action::TakeVips => {
+                    if let Err(error) = self.take_vips().await {
+                        let now = monotonic();
+                        queue.extend(self.node.handle(Input::TakeFailed { now, error }));
+                    }
+                }
                 Action::ReleaseVips => self.release_vips().await,
                 Action::Announce { why } => {
                     self.announce(&why);
@@ -864,18 +877,81 @@ impl Controller {
         vip_list(&self.vips, &self.links)
     }
 
-    async fn take_vips(&mut self) {
-        for v in self.vips.clone() {
+    /// Adds every VIP not there yet; the errors, if any, in one line.
+    async fn take_vips(&mut self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for (i, v) in self.vips.clone().into_iter().enumerate() {
+            if self.vip_present[i] {
+                continue;
+            }
             let l = &self.links[v.link];
             match self.nl.add_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
                 Ok(true) => {}
                 Ok(false) => info!("{} was already on {}: adopted", v.vip, l.iface),
                 Err(e) => {
-                    warn!("adding {} to {}: {e:#}", v.vip, l.iface);
+                    errors.push(format!("{} on {}: {e:#}", v.vip, l.iface));
                     continue;
                 }
             }
+            self.vip_present[i] = true;
         }
+        if !errors.is_empty() {
+            // The core stops claiming (Input::TakeFailed).
+            return Err(errors.join("; "));
+        }
+        // What heartbeats say about holding follows what the kernel has now.
+        self.vips_changed().await;
+        Ok(())
+    }
+
+    /// The VIPs not on their interfaces, for the core.
+    fn missing_vips(&self) -> Vec<String> {
+        self.vips
+            .iter()
+            .zip(&self.vip_present)
+            .filter(|(_, &p)| !p)
+            .map(|(v, _)| format!("{} on {}", v.vip, self.links[v.link].iface))
+            .collect()
+    }
+
+    /// Reads which VIPs are on their interfaces (at start; events after).
+    async fn read_vips(&mut self) {
+        for (i, v) in self.vips.iter().enumerate() {
+            let l = &self.links[v.link];
+            self.vip_present[i] = matches!(
+                self.nl.has_ip(l.ifindex, v.vip.addr, v.vip.prefix).await,
+                Ok(true)
+            );
+        }
+        let missing = self.missing_vips();
+        self.node.handle(Input::Vips {
+            now: monotonic(),
+            missing,
+        });
+    }
+
+    /// The kernel announced an address change: the truth about our VIPs.
+    async fn address_changed(&mut self, ifindex: u32, addr: IpAddr, present: bool) {
+        let mut changed = false;
+        for (i, v) in self.vips.iter().enumerate() {
+            if self.links[v.link].ifindex == ifindex && v.vip.addr == addr {
+                changed |= self.vip_present[i] != present;
+                self.vip_present[i] = present;
+            }
+        }
+        if changed {
+            self.vips_changed().await;
+        }
+    }
+
+    async fn vips_changed(&mut self) {
+        let input = Input::Vips {
+            now: monotonic(),
+            missing: self.missing_vips(),
+        };
+        let actions = self.node.handle(input);
+        // A re-add from here performs TakeVips, which comes back here: boxed.
+        Box::pin(self.perform(actions)).await;
     }
 
     /// A gratuitous ARP burst for every VIP, in the background: the burst's spacing
@@ -900,10 +976,11 @@ impl Controller {
         for t in self.bursts.drain(..) {
             t.abort();
         }
-        for v in &self.vips {
+        for (i, v) in self.vips.iter().enumerate() {
             let l = &self.links[v.link];
-            if let Err(e) = self.nl.del_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
-                warn!("removing {} from {}: {e:#}", v.vip, l.iface);
+            match self.nl.del_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
+                Ok(_) => self.vip_present[i] = false,
+                Err(e) => warn!("removing {} from {}: {e:#}", v.vip, l.iface),
             }
         }
     }
@@ -974,6 +1051,9 @@ impl Controller {
             }
             .into(),
             id_collision: self.node.collision(),
+            holds_vip: self.node.claims_vip(),
+            vips_missing: self.missing_vips(),
+            vip_readds: self.node.readds(),
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,

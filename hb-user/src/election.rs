@@ -114,6 +114,11 @@ pub enum Reason {
     },
     /// Another machine sends with our node id.
     IdCollision,
+    /// The kernel would not take our VIPs (or they kept disappearing): we
+    /// claim nothing for a while, so a peer serves them.
+    VipFailed,
+    /// Out of FAULT after a VIP failure: trying again, as after a start.
+    VipRetry,
 }
 
 /// The peer event that led to a takeover.
@@ -181,6 +186,10 @@ pub struct Machine {
     fenced: BTreeSet<u32>,
     /// Another machine uses our node id: hold nothing.
     collision: bool,
+    /// After a VIP failure: FAULT until then.
+    vip_fault_until: Option<Duration>,
+    /// The VIPs failed here and have not been held since: no preemption.
+    vip_suspect: bool,
 }
 
 impl Machine {
@@ -195,7 +204,31 @@ impl Machine {
             fence: Fence::Idle,
             fenced: BTreeSet::new(),
             collision: false,
+            vip_fault_until: None,
+            vip_suspect: false,
         }
+    }
+
+    /// The VIPs are held here, all of them: preemption as configured again.
+    pub fn vips_held(&mut self) {
+        self.vip_suspect = false;
+    }
+
+    /// The VIPs could not be added (or would not stay): FAULT (releasing
+    /// them) until `until`, then INIT as after a start.
+    pub fn vip_failed(&mut self, until: Duration) -> Vec<Event> {
+        self.vip_fault_until = Some(until);
+        self.vip_suspect = true;
+        if self.state == NodeState::Fault {
+            return Vec::new();
+        }
+        let from = std::mem::replace(&mut self.state, NodeState::Fault);
+        self.last_change = None;
+        vec![Event::Transition {
+            from,
+            to: NodeState::Fault,
+            reason: Reason::VipFailed,
+        }]
     }
 
     /// Whether another machine uses our node id (see [`Machine::set_collision`]).
@@ -227,7 +260,10 @@ impl Machine {
             Fence::RetryAt(t) => Some(t),
             _ => None,
         };
-        init.into_iter().chain(retry).min()
+        let vip_retry = self
+            .vip_fault_until
+            .filter(|_| self.state == NodeState::Fault);
+        init.into_iter().chain(retry).chain(vip_retry).min()
     }
 
     /// Our heartbeats stopped for `silent` (> dead-after) while we held the
@@ -300,6 +336,10 @@ impl Machine {
             }
         }
 
+        // The hold after a VIP failure is over (a deadline, once).
+        if self.vip_fault_until.is_some_and(|t| now >= t) {
+            self.vip_fault_until = None;
+        }
         let (to, reason) = self.decide(now, link_up, reach, peers);
         if to == NodeState::Master
             && self.state != NodeState::Master
@@ -311,6 +351,7 @@ impl Machine {
             if to == NodeState::Init {
                 self.init_since = now;
             }
+
             events.push(Event::Transition {
                 from: self.state,
                 to,
@@ -372,11 +413,22 @@ impl Machine {
         if !link_up {
             return (Fault, Reason::LinkDown);
         }
+        if self.vip_fault_until.is_some_and(|t| now < t) {
+            return (Fault, Reason::VipFailed);
+        }
         let isolated = self.p.ping_quorum && !reach && !self.alive.values().any(|&a| a);
         match self.state {
             // Back from FAULT: peers look silent only because we could not hear them;
             // wait as a fresh start would rather than grab the VIP.
             Fault if isolated => return (Fault, Reason::Isolated),
+            // While a live peer serves the VIPs that failed here, leave them
+            // there: a FAULT node is one no peer yields to.
+            Fault
+                if self.vip_suspect && peers.iter().any(|v| self.is_alive(v.id) && v.holds_vip) =>
+            {
+                return (Fault, Reason::VipFailed)
+            }
+            Fault if self.vip_suspect => return (Init, Reason::VipRetry),
             Fault => return (Init, Reason::Reconnected),
             Init => {
                 let waited = now.saturating_sub(self.init_since);
@@ -460,7 +512,8 @@ impl Machine {
             )
         };
         let holding = self.state == NodeState::Master;
-        if self.p.preempt {
+        // A node that could not hold the VIPs takes them from nobody who can.
+        if self.p.preempt && !self.vip_suspect {
             // The best live node holds the VIP. A higher one still in INIT keeps a
             // node that does not hold it from taking it; the holder keeps it until
             // that node is past INIT (it asks for it by waiting, below), so a
@@ -509,6 +562,8 @@ impl fmt::Display for Reason {
             Reason::LinkDown => write!(f, "link down"),
             Reason::Isolated => write!(f, "isolated: no peer heard and no ping target answers"),
             Reason::Reconnected => write!(f, "link up and not isolated"),
+            Reason::VipFailed => write!(f, "the VIPs cannot be held on this node"),
+            Reason::VipRetry => write!(f, "trying the VIPs again"),
             Reason::Elected { after: None } => write!(f, "no live peer outranks us"),
             Reason::AwaitingRelease { by } => write!(
                 f,

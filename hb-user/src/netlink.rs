@@ -305,13 +305,19 @@ pub struct LinkEvents {
     task: JoinHandle<()>,
 }
 
-/// One announced change of an interface.
+/// One announced change of an interface or of its addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkEvent {
     /// New or changed (flags, name, address).
     Changed(LinkInfo),
     /// Deleted.
     Removed { ifindex: u32 },
+    /// An address was added to (`present`) or removed from an interface.
+    Address {
+        ifindex: u32,
+        addr: IpAddr,
+        present: bool,
+    },
 }
 
 impl LinkEvents {
@@ -327,16 +333,18 @@ impl LinkEvents {
             .socket_mut()
             .bind(&rtnetlink::sys::SocketAddr::new(
                 0,
-                rtnetlink::constants::RTMGRP_LINK,
+                rtnetlink::constants::RTMGRP_LINK
+                    | rtnetlink::constants::RTMGRP_IPV4_IFADDR
+                    | rtnetlink::constants::RTMGRP_IPV6_IFADDR,
             ))
-            .context("subscribing to link changes (RTMGRP_LINK)")?;
+            .context("subscribing to link and address changes (RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR)")?;
         Ok(Self {
             rx,
             task: runtime.spawn(conn),
         })
     }
 
-    /// The next link change; None when the socket closed.
+    /// The next link or address change; None when the socket closed.
     pub async fn next(&mut self) -> Option<LinkEvent> {
         use futures_util::StreamExt;
         use rtnetlink::{packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage};
@@ -349,6 +357,24 @@ impl LinkEvents {
                     return Some(LinkEvent::Removed {
                         ifindex: l.header.index,
                     })
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => {
+                    if let Some(addr) = local_addr(&a) {
+                        return Some(LinkEvent::Address {
+                            ifindex: a.header.index,
+                            addr,
+                            present: true,
+                        });
+                    }
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => {
+                    if let Some(addr) = local_addr(&a) {
+                        return Some(LinkEvent::Address {
+                            ifindex: a.header.index,
+                            addr,
+                            present: false,
+                        });
+                    }
                 }
                 _ => {}
             }

@@ -129,6 +129,19 @@ pub enum Input {
         now: Duration,
         claims: Vec<Claim>,
     },
+    /// The kernel's address events changed which VIPs are on their
+    /// interfaces: `missing` are the ones that are not (empty: all there).
+    Vips {
+        #[serde(with = "ms")]
+        now: Duration,
+        missing: Vec<String>,
+    },
+    /// Adding the VIPs failed (after [`Action::TakeVips`]).
+    TakeFailed {
+        #[serde(with = "ms")]
+        now: Duration,
+        error: String,
+    },
     /// The fencing command for `peers` finished.
     FenceDone {
         #[serde(with = "ms")]
@@ -253,7 +266,19 @@ pub struct Node {
     view: (u32, u64),
     /// Peers heard speaking wire version 1, as of the last observation.
     old_peers: BTreeSet<u32>,
+    /// VIPs the kernel does not have on their interfaces (its address events).
+    missing: Vec<String>,
+    /// When we last re-added VIPs that disappeared under us.
+    readded: Option<Duration>,
+    /// VIPs re-added after they disappeared, since the start.
+    readds: u64,
+    /// VIP failures since the start: each doubles the time we claim nothing.
+    vip_failures: u32,
 }
+
+/// A VIP that disappears again within this long after we re-added it is
+/// being fought over (a network manager removing it): we stop claiming it.
+const READD_QUIET: Duration = Duration::from_secs(1);
 
 /// Re-announcements for ARP conflicts: at most one per this period.
 const CONFLICT_QUIET: Duration = Duration::from_secs(1);
@@ -273,6 +298,10 @@ impl Node {
             old_version_until: None,
             view: (0, 0),
             old_peers: BTreeSet::new(),
+            missing: Vec::new(),
+            readded: None,
+            readds: 0,
+            vip_failures: 0,
             p,
         }
     }
@@ -324,12 +353,23 @@ impl Node {
         self.machine.state() == NodeState::Master
     }
 
+    /// We are MASTER and the kernel has every VIP on its interface: what our
+    /// heartbeats say about holding.
+    pub fn claims_vip(&self) -> bool {
+        self.holds_vip() && self.missing.is_empty()
+    }
+
+    /// VIPs re-added after they disappeared under us.
+    pub fn readds(&self) -> u64 {
+        self.readds
+    }
+
     /// The advert the node starts with.
     pub fn advert(&self) -> Action {
         let holding = self.holds_vip() && self.p.has_vips;
         Action::Advertise {
             state: self.state().name().into(),
-            holds_vip: self.holds_vip(),
+            holds_vip: self.claims_vip(),
             reaches_ping: self.reach,
             lease: holding || self.inherited,
         }
@@ -347,6 +387,10 @@ impl Node {
             } => self.observe(now, link_up, reach, &peers, collision, &mut out),
             Input::Claims { now, claims } => self.claims(now, &claims, &mut out),
             Input::Lapsed { now, silent, peers } => self.lapsed(now, silent, &peers, &mut out),
+            Input::Vips { now, missing } => self.vips(now, missing, &mut out),
+            Input::TakeFailed { now, error } => {
+                self.vip_failure(now, &format!("cannot add {error}"), &mut out)
+            }
             Input::FenceDone { now, peers, ok } => {
                 let list = peers
                     .iter()
@@ -390,6 +434,54 @@ impl Node {
         out.push(self.advert());
     }
 
+    /// The kernel's address state changed. A holder whose VIP disappeared
+    /// (an admin's `ip addr flush`, a network manager) adds it back and
+    /// announces it; if it disappears again right after, we stop claiming.
+    fn vips(&mut self, now: Duration, missing: Vec<String>, out: &mut Vec<Action>) {
+        self.missing = missing;
+        if self.holds_vip() && self.missing.is_empty() {
+            self.machine.vips_held();
+        }
+        if self.holds_vip() && !self.missing.is_empty() {
+            let list = self.missing.join(", ");
+            if self.readded.is_some_and(|t| now < t + READD_QUIET) {
+                let why = format!("{list} disappeared again right after being re-added");
+                self.vip_failure(now, &why, out);
+                return;
+            }
+            warn(
+                out,
+                format!(
+                    "{list} disappeared from its interface (removed outside hb): adding it back"
+                ),
+            );
+            self.readded = Some(now);
+            self.readds += 1;
+            out.push(Action::TakeVips);
+            out.push(announce("re-added"));
+        }
+        out.push(self.advert());
+        out.push(Action::WriteStatus);
+    }
+
+    /// The VIPs cannot be held here: release and claim nothing for a while
+    /// (FAULT), so that a peer serves them; then try again as after a start.
+    fn vip_failure(&mut self, now: Duration, why: &str, out: &mut Vec<Action>) {
+        // Doubling, up to 32 times: a node that cannot hold the VIPs must not
+        // take them back from a peer that can every few seconds.
+        let hold = self.p.machine.init_dead.max(READD_QUIET) * (1 << self.vip_failures.min(5));
+        self.vip_failures += 1;
+        error(
+            out,
+            format!("{why}: not claiming the VIPs for {} ms", hold.as_millis()),
+        );
+        let held = self.holds_vip();
+        for ev in self.machine.vip_failed(now + hold) {
+            self.apply(now, held, ev, out);
+        }
+        out.push(self.advert());
+    }
+
     /// What our heartbeats report of the cluster: the node we see holding the
     /// VIPs (ourselves included; 0: none) and a bit (`id % 64`) per peer we
     /// hear. A peer that cannot hear that holder stays out (the partial
@@ -400,7 +492,7 @@ impl Node {
 
     fn see(&mut self, views: &[PeerView]) {
         let live = |v: &&PeerView| self.machine.is_alive(v.id);
-        let holder = if self.holds_vip() {
+        let holder = if self.claims_vip() {
             Some(self.p.machine.node_id)
         } else {
             views
@@ -628,6 +720,10 @@ impl Node {
                     self.inherited = false;
                 }
                 if to == NodeState::Master {
+                    // We add them now; a failure comes back as TakeFailed. Until
+                    // then they count as ours, so that no peer sees a holder
+                    // without them in between.
+                    self.missing.clear();
                     // The lease first: XDP must let the VIPs' traffic in before we
                     // announce them. Peers learn the change at once from the sender.
                     if self.p.has_vips {
@@ -782,6 +878,13 @@ fn info(out: &mut Vec<Action>, msg: String) {
 fn warn(out: &mut Vec<Action>, msg: String) {
     out.push(Action::Log {
         level: Level::Warn,
+        msg,
+    });
+}
+
+fn error(out: &mut Vec<Action>, msg: String) {
+    out.push(Action::Log {
+        level: Level::Error,
         msg,
     });
 }

@@ -55,6 +55,15 @@ pub struct StatusFile {
     /// no VIP while it does.
     #[serde(default)]
     pub id_collision: bool,
+    /// MASTER with every VIP on its interface (what heartbeats say).
+    #[serde(default)]
+    pub holds_vip: bool,
+    /// Configured VIPs the kernel does not have on their interfaces.
+    #[serde(default)]
+    pub vips_missing: Vec<String>,
+    /// VIPs added back after they disappeared under us, since the start.
+    #[serde(default)]
+    pub vip_readds: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -423,6 +432,18 @@ pub fn render(r: &Report) -> String {
                 },
                 r.vip_holder
             );
+            if n.state == "MASTER" && !n.vips_missing.is_empty() {
+                out += &format!(
+                    "  not on their interface (the kernel's address state): {}\n",
+                    n.vips_missing.join(", ")
+                );
+            }
+            if n.vip_readds > 0 {
+                out += &format!(
+                    "  VIPs added back after they disappeared: {} time(s)\n",
+                    n.vip_readds
+                );
+            }
         }
         None => {
             out += &format!(

@@ -120,7 +120,8 @@ fn under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_tak
     std::thread::sleep(Duration::from_millis(600));
     let rec = probe.stop();
     assert!(
-        rec.first_from(n1, killed - Duration::from_millis(300)).is_some(),
+        rec.first_from(n1, killed - Duration::from_millis(300))
+            .is_some(),
         "node 1 answered before the kill"
     );
     let fence_by = killed + Duration::from_millis(150 + 50);
@@ -138,14 +139,21 @@ fn under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_tak
         c.logs()
     );
     pin_client_to(&c, n2);
-    assert!(replies_for(&c, Duration::from_millis(300)) > 0, "{}", c.logs());
+    assert!(
+        replies_for(&c, Duration::from_millis(300)) > 0,
+        "{}",
+        c.logs()
+    );
 
     // A restart the same way finds the program through the interface.
     let before = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
     c.start_as_deployed(1).unwrap();
     c.expect_single_holder(1, BOUND);
     let j = status_json(&c, 1);
-    assert!(j["running"] == true && j["planes"][0]["attached"] == true, "{j}");
+    assert!(
+        j["running"] == true && j["planes"][0]["attached"] == true,
+        "{j}"
+    );
     assert!(
         j["peers"][0]["accepted"].as_u64().unwrap() >= before,
         "peer state lost: {before} -> {j}"

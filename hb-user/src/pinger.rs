@@ -22,10 +22,7 @@ fn echo_request(id: u16, seq: u16) -> [u8; 8] {
     let mut p = [8, 0, 0, 0, 0, 0, 0, 0];
     p[4..6].copy_from_slice(&id.to_be_bytes());
     p[6..8].copy_from_slice(&seq.to_be_bytes());
-    let sum = !p.chunks(2).fold(0u32, |acc, w| {
-        let s = acc + u32::from(u16::from_be_bytes([w[0], w[1]]));
-        (s & 0xffff) + (s >> 16)
-    }) as u16;
+    let sum = crate::checksum::checksum(&p);
     p[2..4].copy_from_slice(&sum.to_be_bytes());
     p
 }
@@ -150,10 +147,7 @@ mod tests {
     #[test]
     fn request_checksum_and_reply_parsing() {
         let p = echo_request(0x1234, 7);
-        let sum = p
-            .chunks(2)
-            .fold(0u32, |a, w| a + u32::from(u16::from_be_bytes([w[0], w[1]])));
-        assert_eq!((sum & 0xffff) + (sum >> 16), 0xffff, "checksum verifies");
+        assert_eq!(crate::checksum::checksum(&p), 0, "checksum verifies");
         let mut reply = vec![
             0x45u8, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 9, 10, 0, 0, 1,
         ];

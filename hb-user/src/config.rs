@@ -5,14 +5,7 @@
 //! strings and parsed here, so that every bad value, flag or file key, comes
 //! back as one [`ConfigError`] naming the field the way the user wrote it.
 
-use std::{
-    collections::HashSet,
-    fmt,
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-    str::FromStr,
-    time::Duration,
-};
+use std::{collections::HashSet, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use serde::{de, Deserialize, Deserializer};
 
@@ -88,9 +81,9 @@ pub struct RunArgs {
     /// Let heartbeat packets go on to the network stack (for tcpdump/debugging).
     #[arg(long)]
     pub pass_heartbeats: bool,
-    /// Quorum target: an IPV4 address pinged at the heartbeat cadence (repeat). A node
-    /// that hears no peer and reaches no target is isolated: FAULT, never the VIP holder.
-    #[arg(long = "ping", value_name = "IPV4")]
+    /// Quorum target: an IPv4 or IPv6 address pinged at the heartbeat cadence (repeat). A
+    /// node that hears no peer and reaches no target is isolated: FAULT, never the VIP holder.
+    #[arg(long = "ping", value_name = "ADDR")]
     pub ping: Vec<String>,
     /// Fencing command, run before taking the VIP from a peer that went silent; the
     /// VIP is taken only if it exits 0 within --fence-timeout.
@@ -164,7 +157,7 @@ pub struct RunConfig {
     pub garp_count: u32,
     pub garp_spacing: Duration,
     pub pass_heartbeats: bool,
-    pub ping: Vec<Ipv4Addr>,
+    pub ping: Vec<IpAddr>,
     pub fence_cmd: Option<String>,
     pub fence_timeout: Duration,
     pub notify: Option<String>,
@@ -595,16 +588,28 @@ impl RunConfig {
     }
 }
 
-/// Ping targets: unicast IPv4 addresses, no duplicates.
-fn check_ping(list: &[String]) -> Result<Vec<Ipv4Addr>, String> {
+/// Ping targets: unicast IPv4 or IPv6 addresses, no duplicates. Not link-local
+/// IPv6 (the echo would need an interface to leave by) nor IPv4-mapped IPv6.
+fn check_ping(list: &[String]) -> Result<Vec<IpAddr>, String> {
     let mut out = Vec::new();
     for s in list {
-        let a: Ipv4Addr = s
+        let a: IpAddr = s
             .trim()
             .parse()
-            .map_err(|_| format!("expected an IPv4 address, got {s:?}"))?;
-        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+            .map_err(|_| format!("expected an IPv4 or IPv6 address, got {s:?}"))?;
+        let unicast = match a {
+            IpAddr::V4(v) => !(v.is_unspecified() || v.is_broadcast() || v.is_multicast()),
+            IpAddr::V6(v) => !(v.is_unspecified() || v.is_multicast()),
+        };
+        if !unicast {
             return Err(format!("{a} is not a unicast address"));
+        }
+        if let IpAddr::V6(v) = a {
+            if v.is_unicast_link_local() || v.to_ipv4_mapped().is_some() {
+                return Err(format!(
+                    "{a}: give a global or unique-local IPv6 address, or IPv4 as such"
+                ));
+            }
         }
         if out.contains(&a) {
             return Err(format!("{a} is given twice"));
@@ -805,7 +810,7 @@ fn check_vips(list: &[String]) -> Result<Vec<Vip>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use std::{net::Ipv4Addr, path::Path};
 
     const FILE: &str = "/etc/hb/hb.toml";
 
@@ -1201,7 +1206,7 @@ mod tests {
         let c = ok(&args(), Some(file));
         assert_eq!(
             c.ping,
-            [Ipv4Addr::new(10, 0, 0, 254), Ipv4Addr::new(10, 0, 0, 253)]
+            [Ipv4Addr::new(10, 0, 0, 254), Ipv4Addr::new(10, 0, 0, 253)].map(IpAddr::V4)
         );
         assert_eq!(c.fence_cmd.as_deref(), Some("/usr/local/bin/fence"));
         assert_eq!(c.fence_timeout, Duration::from_secs(3));
@@ -1213,6 +1218,20 @@ mod tests {
         let mut a = args();
         a.ping = vec!["10.0.0.1".into(), "10.0.0.1".into()];
         assert_eq!(err(&a, None).field, "--ping");
+        let mut a = args();
+        a.ping = vec!["fd00::1".into(), "10.0.0.1".into()];
+        assert_eq!(
+            ok(&a, None).ping,
+            [
+                "fd00::1".parse::<IpAddr>().unwrap(),
+                "10.0.0.1".parse().unwrap()
+            ]
+        );
+        for bad in ["fe80::1", "ff02::1", "::", "::ffff:10.0.0.1"] {
+            let mut a = args();
+            a.ping = vec![bad.into()];
+            assert_eq!(err(&a, None).field, "--ping", "{bad}");
+        }
         let mut a = args();
         a.fence_cmd = Some("  ".into());
         assert_eq!(err(&a, None).field, "--fence-cmd");

@@ -521,7 +521,7 @@ impl Controller {
                 _ = ping.tick(), if self.pinger.is_some() => {
                     if let Some(p) = &mut self.pinger { p.send(); }
                 }
-                r = async { self.pinger.as_mut().expect("guarded").receive(monotonic).await }, if self.pinger.is_some() => {
+                r = async { self.pinger.as_mut().expect("guarded").receive().await }, if self.pinger.is_some() => {
                     match r {
                         // A reply that makes a target reachable again is news.
                         Ok(()) if self.reach() != self.node.reach() => self.poll().await,
@@ -1006,10 +1006,11 @@ impl Controller {
         let now = monotonic();
         p.report(now)
             .into_iter()
-            .map(|(t, ago)| crate::status::PingRow {
-                target: t.to_string(),
-                last_reply_ms_ago: ago.map(|d| d.as_millis() as u64),
-                reachable: ago.is_some_and(|d| d <= self.cfg.dead_after),
+            .map(|t| crate::status::PingRow {
+                target: t.addr.to_string(),
+                last_reply_ms_ago: t.ago.map(|d| d.as_millis() as u64),
+                reachable: t.ago.is_some_and(|d| d <= self.cfg.dead_after),
+                rejected: t.counts.rejected,
             })
             .collect()
     }

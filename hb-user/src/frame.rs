@@ -3,6 +3,7 @@
 //! way, heartbeats do not cross netfilter's OUTPUT hook, so a firewall rule there
 //! cannot silence the node (XDP already makes INPUT rules harmless).
 
+use crate::checksum::{checksum, Sum};
 use hb_common::wire2::LEN as WIRE_LEN;
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -20,18 +21,6 @@ pub struct Ends {
     pub dst_ip: Ipv4Addr,
     pub src_port: u16,
     pub dst_port: u16,
-}
-
-/// The one's-complement sum of 16-bit words, folded (RFC 1071), not inverted.
-fn sum16(init: u32, bytes: &[u8]) -> u32 {
-    let mut sum = init;
-    for pair in bytes.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum
 }
 
 fn bytes_of<T>(v: &T) -> &[u8] {
@@ -60,7 +49,7 @@ pub fn udp_frame(e: &Ends, id: u16, payload: &[u8; WIRE_LEN]) -> [u8; FRAME_LEN]
     ip.set_proto(IpProto::Udp);
     ip.set_src_addr(e.src_ip);
     ip.set_dst_addr(e.dst_ip);
-    ip.set_checksum(!(sum16(0, bytes_of(&ip)) as u16));
+    ip.set_checksum(checksum(bytes_of(&ip)));
 
     let mut udp: UdpHdr = unsafe { std::mem::zeroed() };
     udp.set_src_port(e.src_port);
@@ -72,9 +61,12 @@ pub fn udp_frame(e: &Ends, id: u16, payload: &[u8; WIRE_LEN]) -> [u8; FRAME_LEN]
     pseudo[4..8].copy_from_slice(&e.dst_ip.octets());
     pseudo[9] = 17;
     pseudo[10..].copy_from_slice(&udp_len.to_be_bytes());
-    let sum = sum16(sum16(sum16(0, &pseudo), bytes_of(&udp)), payload);
+    let sum = Sum::new()
+        .add_bytes(&pseudo)
+        .add_bytes(bytes_of(&udp))
+        .add_bytes(payload);
     // 0 means "no checksum" in IPv4 UDP: a computed 0 is sent as 0xffff.
-    let check = match !(sum as u16) {
+    let check = match sum.finish() {
         0 => 0xffff,
         c => c,
     };
@@ -120,7 +112,7 @@ mod tests {
             (20 + 8 + WIRE_LEN) as u16
         );
         assert_eq!(ip[9], 17);
-        assert_eq!(!(sum16(0, ip) as u16), 0, "IPv4 header checksum verifies");
+        assert_eq!(checksum(ip), 0, "IPv4 header checksum verifies");
         let udp = &f[34..];
         assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 694);
         assert_eq!(u16::from_be_bytes([udp[4], udp[5]]), (8 + WIRE_LEN) as u16);
@@ -130,7 +122,7 @@ mod tests {
         pseudo[9] = 17;
         pseudo[10..].copy_from_slice(&udp[4..6]);
         assert_eq!(
-            !(sum16(sum16(0, &pseudo), udp) as u16),
+            Sum::new().add_bytes(&pseudo).add_bytes(udp).finish(),
             0,
             "UDP checksum verifies"
         );

@@ -2,6 +2,7 @@
 //! a takeover: tell the segment's hosts and switches that the VIP is now at this
 //! node's MAC, through an AF_PACKET socket.
 
+use crate::checksum::Sum;
 use anyhow::{bail, Context, Result};
 use std::{
     io,
@@ -159,21 +160,13 @@ pub fn frame_v6(mac: [u8; 6], ip: Ipv6Addr) -> [u8; NA_FRAME_LEN] {
 /// pseudo-header (source, destination, length, next header) and the message,
 /// whose checksum field must be zero.
 fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for pair in bytes.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&(msg.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, IPPROTO_ICMPV6]);
-    add(msg);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    Sum::new()
+        .add_bytes(&src.octets())
+        .add_bytes(&dst.octets())
+        .add_bytes(&(msg.len() as u32).to_be_bytes())
+        .add_bytes(&[0, 0, 0, IPPROTO_ICMPV6])
+        .add_bytes(msg)
+        .finish()
 }
 
 /// A raw AF_PACKET socket bound to `ifindex` that only sends (the frames carry

@@ -72,6 +72,10 @@ pub struct PingRow {
     /// None: never answered.
     pub last_reply_ms_ago: Option<u64>,
     pub reachable: bool,
+    /// Echo replies from the target's address that answer none of our
+    /// requests (a wrong sequence number or token: forged or stale).
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 #[derive(Serialize, Debug)]
@@ -409,10 +413,13 @@ pub fn render(r: &Report) -> String {
                 );
             }
             for p in &n.ping {
-                let last = p
+                let mut last = p
                     .last_reply_ms_ago
                     .map(|ms| format!("last reply {ms} ms ago"))
                     .unwrap_or_else(|| "never answered".into());
+                if p.rejected > 0 {
+                    last += &format!(", {} forged or stale replies rejected", p.rejected);
+                }
                 out += &format!(
                     "ping {}: {} ({last})\n",
                     p.target,

@@ -162,16 +162,14 @@ impl Ipv4Frame {
     }
 }
 
-/// The Internet checksum (RFC 1071).
+/// The Internet checksum (RFC 1071), by etherparse: an implementation apart
+/// from hb-user's (`hb_user::checksum`), so each checks the other.
 pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for pair in bytes.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    // etherparse sums native-endian words; `to_be` gives the field's value.
+    etherparse::checksum::Sum16BitWords::new()
+        .add_slice(bytes)
+        .ones_complement()
+        .to_be()
 }
 
 /// An ARP request "who has DST_IP, tell SRC_IP".
@@ -344,6 +342,11 @@ mod tests {
         let ihl = usize::from(f[14] & 0x0f) * 4;
         assert_eq!(ihl, 28);
         assert_eq!(checksum(&f[14..14 + ihl]), 0);
+        assert_eq!(
+            hb_user::checksum::checksum(&f[14..14 + ihl]),
+            0,
+            "hb's agrees"
+        );
     }
 
     #[test]
@@ -368,10 +371,27 @@ mod tests {
         assert_eq!((f[dst], f[dst + 1]), (17, 1));
         let udp = &f[dst + 16..];
         assert_eq!(udp.len(), 8 + 36);
-        assert_eq!(
-            checksum(&[pseudo_header(17, udp.len()), udp.to_vec()].concat()),
-            0
-        );
+        let whole = [pseudo_header(17, udp.len()), udp.to_vec()].concat();
+        assert_eq!(checksum(&whole), 0);
+        assert_eq!(hb_user::checksum::checksum(&whole), 0, "hb's agrees");
+    }
+
+    #[test]
+    fn checksum_of_odd_lengths_and_carries() {
+        // RFC 1071 section 3: these words sum to 0xddf2.
+        assert_eq!(checksum(&[0, 1, 0xf2, 3, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
+        for bytes in [
+            &[0x12u8, 0x34, 0x56][..],
+            &[0xff; 7],
+            &[0xff, 0xff, 0, 1],
+            &[],
+        ] {
+            assert_eq!(
+                checksum(bytes),
+                hb_user::checksum::checksum(bytes),
+                "{bytes:?}"
+            );
+        }
     }
 
     #[test]

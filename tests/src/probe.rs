@@ -165,11 +165,7 @@ pub fn directed_echo(
         if Instant::now() >= next {
             seq = seq.wrapping_add(1);
             let icmp = echo_request(id, seq);
-            let mut ip = vec![0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 1, 0, 0];
-            ip.extend_from_slice(&src_ip.octets());
-            ip.extend_from_slice(&target.octets());
-            let sum = crate::frames::checksum(&ip);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            let ip = ipv4_header(src_ip, target, icmp.len());
             let mut f = Vec::with_capacity(14 + 36);
             f.extend_from_slice(&dst_mac);
             f.extend_from_slice(&src_mac);
@@ -340,15 +336,31 @@ fn capture_socket(iface: &str) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// An ICMP echo request carrying "hb-probe", encoded by etherparse.
 fn echo_request(id: u16, seq: u16) -> [u8; 16] {
+    use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Type};
+    const PAYLOAD: &[u8; 8] = b"hb-probe";
+    let h =
+        Icmpv4Header::with_checksum(Icmpv4Type::EchoRequest(IcmpEchoHeader { id, seq }), PAYLOAD);
     let mut p = [0u8; 16];
-    p[0] = 8; // echo request
-    p[4..6].copy_from_slice(&id.to_be_bytes());
-    p[6..8].copy_from_slice(&seq.to_be_bytes());
-    p[8..16].copy_from_slice(b"hb-probe");
-    let sum = crate::frames::checksum(&p);
-    p[2..4].copy_from_slice(&sum.to_be_bytes());
+    p[..8].copy_from_slice(&h.to_bytes());
+    p[8..].copy_from_slice(PAYLOAD);
     p
+}
+
+/// A 20-byte IPv4 header (TTL 64, don't fragment, ICMP) before `payload_len`
+/// bytes, encoded by etherparse.
+fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize) -> Vec<u8> {
+    let mut h = etherparse::Ipv4Header::new(
+        payload_len as u16,
+        64,
+        etherparse::IpNumber::ICMP,
+        src.octets(),
+        dst.octets(),
+    )
+    .expect("an echo request fits in a datagram");
+    h.header_checksum = h.calc_header_checksum();
+    h.to_bytes().to_vec()
 }
 
 /// (seq, source MAC) of an echo reply from `target` to us, if `frame` is one.
@@ -453,9 +465,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn echo_request_checksum_verifies() {
+    fn echo_request_and_header_are_as_before_and_verify() {
         let p = echo_request(7, 9);
-        assert_eq!(crate::frames::checksum(&p), 0);
+        assert_eq!(
+            p[..8],
+            [8, 0, 0x8d, 0x48, 0, 7, 0, 9],
+            "type, code, checksum, id, seq"
+        );
+        assert_eq!(&p[8..], b"hb-probe");
+        assert_eq!(hb_user::checksum::checksum(&p), 0, "hb's checksum agrees");
+        let ip = ipv4_header(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 100), 16);
+        assert_eq!(
+            ip[..12],
+            [0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 1, ip[10], ip[11]],
+            "the bytes the probe always sent"
+        );
+        assert_eq!(ip[12..], [10, 0, 0, 1, 10, 0, 0, 100]);
+        assert_eq!(hb_user::checksum::checksum(&ip), 0, "hb's checksum agrees");
     }
 
     #[test]

@@ -758,19 +758,24 @@ impl Controller {
     /// (the election itself runs on every poll).
     fn watch_conflicts(&mut self) -> Vec<Action> {
         let mut fresh = Vec::new();
+        // Only what XDP holds now (a few MACs per VIP) is kept: a flood of
+        // random MACs cannot grow this.
+        let mut now_held = BTreeMap::new();
         for (i, l) in self.links.iter().enumerate() {
             let Ok(entries) = l.plane.vip_watch() else {
                 continue;
             };
             for (vip, w) in entries {
                 for c in w.claimants.iter().filter(|c| c.count != 0) {
-                    let seen = self.conflicts.insert((i, vip, c.mac), c.count).unwrap_or(0);
+                    let seen = self.conflicts.get(&(i, vip, c.mac)).copied().unwrap_or(0);
+                    now_held.insert((i, vip, c.mac), c.count);
                     if c.count > seen {
                         fresh.push((i, vip, c.mac, c.count - seen));
                     }
                 }
             }
         }
+        self.conflicts = now_held;
         let claims = fresh
             .into_iter()
             .map(|(link, vip, mac, count)| Claim {

@@ -274,6 +274,8 @@ pub struct Node {
     readds: u64,
     /// VIP failures since the start: each doubles the time we claim nothing.
     vip_failures: u32,
+    /// Per (link, VIP): foreign claims not logged yet (bounded by the config).
+    conflict_log: BTreeMap<(usize, String), ConflictLog>,
 }
 
 /// A VIP that disappears again within this long after we re-added it is
@@ -302,6 +304,7 @@ impl Node {
             readded: None,
             readds: 0,
             vip_failures: 0,
+            conflict_log: BTreeMap::new(),
             p,
         }
     }
@@ -814,23 +817,55 @@ impl Node {
     /// hold the VIP it is a split-brain signal: re-announce (at most once a second).
     fn claims(&mut self, now: Duration, claims: &[Claim], out: &mut Vec<Action>) {
         let mut reannounce = false;
+        let holds = self.holds_vip();
+        // Foreign MACs, per (link, VIP): one line per CONFLICT_LOG_QUIET at
+        // most, whatever a flood of random MACs sends.
+        let mut foreign: BTreeMap<(usize, String), Vec<&Claim>> = BTreeMap::new();
         for c in claims {
             let iface = self.p.links.get(c.link).cloned().unwrap_or_default();
             let (vip, m, n) = (&c.vip, &c.mac, c.count);
-            match (c.peer, self.holds_vip()) {
-                (Some(id), false) => {
-                    info(out, format!("VIP {vip} announced on {iface} by peer {id} ({m})"))
-                }
+            match (c.peer, holds) {
+                (Some(id), false) => info(
+                    out,
+                    format!("VIP {vip} announced on {iface} by peer {id} ({m})"),
+                ),
                 (Some(id), true) => {
                     warn(out, format!("VIP conflict on {iface}: peer {id} ({m}) claims {vip} ({n} ARP) while we hold it: re-announcing"));
                     reannounce = true;
                 }
-                (None, false) => warn(out, format!("VIP conflict on {iface}: {vip} claimed by foreign MAC {m} ({n} ARP); we do not hold it")),
-                (None, true) => {
-                    warn(out, format!("VIP conflict on {iface}: {vip} claimed by foreign MAC {m} ({n} ARP) while we hold it: re-announcing"));
-                    reannounce = true;
+                (None, _) => {
+                    foreign.entry((c.link, vip.clone())).or_default().push(c);
+                    reannounce |= holds;
                 }
             }
+        }
+        for (key, group) in foreign {
+            let iface = self.p.links.get(key.0).cloned().unwrap_or_default();
+            let log = self.conflict_log.entry(key.clone()).or_default();
+            log.macs += group.len() as u64;
+            log.arps += group.iter().map(|c| c.count).sum::<u64>();
+            if log
+                .at
+                .is_some_and(|t| now.saturating_sub(t) < CONFLICT_LOG_QUIET)
+            {
+                continue;
+            }
+            let first = group[0];
+            let others = match (log.macs - 1, log.arps - first.count) {
+                (0, _) => String::new(),
+                (macs, arps) => format!(", and {macs} more MAC(s) with {arps} ARP"),
+            };
+            let tail = if holds {
+                "while we hold it: re-announcing"
+            } else {
+                "; we do not hold it"
+            };
+            let (vip, m, n) = (&key.1, &first.mac, first.count);
+            warn(out, format!("VIP conflict on {iface}: {vip} claimed by foreign MAC {m} ({n} ARP){others} {tail}"));
+            *log = ConflictLog {
+                at: Some(now),
+                ..ConflictLog::default()
+            };
         }
         let quiet = self
             .conflict_announced
@@ -841,6 +876,17 @@ impl Node {
         }
     }
 }
+
+/// Foreign ARP claims for one VIP since its last log line.
+#[derive(Clone, Copy, Debug, Default)]
+struct ConflictLog {
+    at: Option<Duration>,
+    macs: u64,
+    arps: u64,
+}
+
+/// Log lines about foreign MACs claiming a VIP: at most one per this period.
+const CONFLICT_LOG_QUIET: Duration = Duration::from_secs(10);
 
 /// Which links' entries speak for a peer now: those in the session adopted
 /// last (on any link), at the highest sequence number any link accepted in

@@ -47,7 +47,11 @@ pub enum RunError {
 
 impl From<anyhow::Error> for RunError {
     fn from(e: anyhow::Error) -> Self {
-        Self::Other(e)
+        // A setting refused on the way (an unsafe state dir) is still a setting.
+        match e.downcast::<ConfigError>() {
+            Ok(c) => Self::Config(c),
+            Err(e) => Self::Other(e),
+        }
     }
 }
 

@@ -61,7 +61,8 @@ pub struct RunArgs {
     /// Silence after which a peer is declared dead [default: 500ms].
     #[arg(long, value_name = "DURATION")]
     pub dead_after: Option<String>,
-    /// Time to wait for peers after start before taking over [default: 2s].
+    /// Time to wait for peers after start before taking over, at least
+    /// --dead-after [default: 2s].
     #[arg(long, value_name = "DURATION")]
     pub init_dead: Option<String>,
     /// Do not take the VIPs back from a lower-priority active node.

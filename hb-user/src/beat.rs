@@ -519,13 +519,15 @@ impl Clock {
 }
 
 /// SCHED_FIFO for the calling thread; failure leaves it at normal priority
-/// (the process-wide `--realtime` setup already logged why).
+/// (the process-wide `--realtime` setup already logged why). Reset on fork,
+/// as the controller's (main.rs): nothing started from here inherits it.
 fn realtime_thread() {
     let param = libc::sched_param {
         sched_priority: SENDER_PRIORITY,
     };
+    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
     // SAFETY: sched_setscheduler(0, ..) on Linux applies to the calling thread.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    unsafe { libc::sched_setscheduler(0, policy, &param) };
 }
 
 #[cfg(test)]

@@ -54,7 +54,8 @@ pub struct RunArgs {
     /// Silence after which a peer is declared dead [default: 500ms].
     #[arg(long, value_name = "DURATION")]
     pub dead_after: Option<String>,
-    /// Time to wait for peers after start before taking over [default: 2s].
+    /// Time to wait for peers after start before taking over, at least
+    /// --dead-after [default: 2s].
     #[arg(long, value_name = "DURATION")]
     pub init_dead: Option<String>,
     /// Do not take the VIPs back from a lower-priority active node.
@@ -379,8 +380,11 @@ impl RunConfig {
             .parse(|l| check_peers(&l, node_id))?
             .value;
         let vips = match src.pick_list("--vip", &args.vip, "vip", f.vip) {
-            Some(g) => g.parse(|l| check_vips(&l))?.value,
-            None => Vec::new(),
+            Some(g) => g.parse(|l| check_vips(&l))?,
+            None => Given {
+                value: Vec::new(),
+                field: "--vip".to_owned(),
+            },
         };
 
         let int = |flag: &str, arg: &Option<String>, key: &str, file: Option<i64>| {
@@ -451,6 +455,19 @@ impl RunConfig {
             f.init_dead,
             Duration::from_secs(2),
         )?;
+        // A restarted node that stops waiting before a live holder could have
+        // been heard takes the VIP from it: two holders at every restart.
+        if init_dead.value < dead_after.value {
+            return Err(ConfigError::new(
+                init_dead.field,
+                format!(
+                    "{} is below {} ({}): a restarted node would take the VIP before it could hear a live holder",
+                    humantime::format_duration(init_dead.value),
+                    dead_after.field,
+                    humantime::format_duration(dead_after.value),
+                ),
+            ));
+        }
         let garp_spacing = dur(
             "--garp-spacing",
             &args.garp_spacing,
@@ -492,6 +509,7 @@ impl RunConfig {
             Some(g) => g.parse(|l| check_ping(&l))?.value,
             None => Vec::new(),
         };
+        let vips = vips.parse(|v| check_vips_apart(v, &peers, &ping))?.value;
         let command = |flag: &str, arg: &Option<String>, key: &str, file: Option<String>| match src
             .pick(flag, arg.clone(), key, file)
         {
@@ -807,6 +825,30 @@ fn check_vips(list: &[String]) -> Result<Vec<Vip>, String> {
     Ok(vips)
 }
 
+/// A VIP moves between nodes, so it cannot be an address that must stay put:
+/// a peer's (heartbeats to it would reach whoever holds the VIP, us included)
+/// or a ping target's (the holder would always "reach" it, itself).
+fn check_vips_apart(
+    vips: Vec<Vip>,
+    peers: &[PeerAddr],
+    ping: &[Ipv4Addr],
+) -> Result<Vec<Vip>, String> {
+    for v in &vips {
+        if let Some(p) = peers.iter().find(|p| p.addr == v.addr) {
+            return Err(format!(
+                "{v} is peer {}'s address: a VIP must be an address no node has",
+                p.id
+            ));
+        }
+        if ping.iter().any(|&t| IpAddr::V4(t) == v.addr) {
+            return Err(format!(
+                "{v} is a ping target: the holder would answer its own quorum pings"
+            ));
+        }
+    }
+    Ok(vips)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -988,6 +1030,60 @@ mod tests {
             e.to_string().split(':').next(),
             Some("invalid dead_after in /etc/hb/hb.toml")
         );
+    }
+
+    #[test]
+    fn init_dead_below_dead_after_is_refused() {
+        let mut a = args();
+        a.init_dead = Some("0s".into());
+        let e = err(&a, None);
+        assert_eq!(e.field, "--init-dead");
+        assert!(e.message.contains("below --dead-after (500ms)"), "{e}");
+        a.init_dead = Some("499ms".into());
+        assert_eq!(err(&a, None).field, "--init-dead");
+        a.init_dead = Some("500ms".into());
+        ok(&a, None);
+        // The default init-dead (2s) against a longer dead-after.
+        let mut a = args();
+        a.dead_after = Some("3s".into());
+        assert_eq!(err(&a, None).field, "--init-dead");
+        // Both from the file: named as written there.
+        let e = err(&args(), Some("dead_after = \"3s\"\ninit_dead = \"1s\"\n"));
+        assert_eq!(e.field, "init_dead in /etc/hb/hb.toml");
+        assert!(
+            e.message
+                .contains("below dead_after in /etc/hb/hb.toml (3s)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_vip_is_neither_a_peer_nor_a_ping_target() {
+        let mut a = args();
+        a.vip = vec!["10.0.0.100/24".into(), "192.168.1.2/24".into()];
+        let e = err(&a, None);
+        assert_eq!(e.field, "--vip");
+        assert!(
+            e.message.contains("192.168.1.2/24 is peer 2's address"),
+            "{e}"
+        );
+        let mut a = args();
+        a.peer = vec!["2@fd00::2".into()];
+        a.vip = vec!["fd00::2/64".into()];
+        assert_eq!(err(&a, None).field, "--vip");
+        let mut a = args();
+        a.vip = vec!["10.0.0.100/24".into()];
+        a.ping = vec!["10.0.0.254".into(), "10.0.0.100".into()];
+        let e = err(&a, None);
+        assert_eq!(e.field, "--vip");
+        assert!(e.message.contains("is a ping target"), "{e}");
+        let e = err(&args(), Some("vip = \"192.168.1.2/32\""));
+        assert_eq!(e.field, "vip in /etc/hb/hb.toml");
+        // Another address of the peers' subnet is fine.
+        let mut a = args();
+        a.vip = vec!["192.168.1.100/24".into()];
+        a.ping = vec!["192.168.1.254".into()];
+        ok(&a, None);
     }
 
     #[test]

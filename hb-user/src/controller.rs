@@ -47,7 +47,11 @@ pub enum RunError {
 
 impl From<anyhow::Error> for RunError {
     fn from(e: anyhow::Error) -> Self {
-        Self::Other(e)
+        // A setting refused on the way (an unsafe state dir) is still a setting.
+        match e.downcast::<ConfigError>() {
+            Ok(c) => Self::Config(c),
+            Err(e) => Self::Other(e),
+        }
     }
 }
 
@@ -74,7 +78,8 @@ struct PlacedVip {
 }
 
 /// The checks that need the network, made before anything changes: interfaces
-/// exist, each VIP is inside a subnet of one of them, peers map to links.
+/// exist, each VIP is inside a subnet of one of them and is no address of this
+/// host yet (preflight.rs), peers map to links.
 struct Plan {
     links: Vec<PlannedLink>,
     vips: Vec<PlacedVip>,
@@ -132,6 +137,7 @@ async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
     for p in &cfg.peers {
         links[link_of(p.addr).unwrap_or(0)].3.push((p.id, p.addr));
     }
+    crate::preflight::check_vips(nl, &links, vips.iter().map(|v| (v.vip, v.link))).await?;
     Ok(Plan { links, vips })
 }
 

@@ -8,7 +8,9 @@
 //! - a hanging script blocks failover: `Notifier::send` only enqueues, and every
 //!   hook has a timeout after which its whole process group is killed;
 //! - killed scripts leave children behind: each hook leads its own process
-//!   group, and the group (not just the shell) is killed.
+//!   group, and the group (not just the shell) is killed;
+//! - a busy script starves a realtime daemon: hooks run SCHED_OTHER at nice
+//!   0, whatever policy the daemon runs under (`--realtime`).
 
 use nix::{
     sys::signal::{killpg, Signal},
@@ -170,6 +172,11 @@ async fn run<S: AsRef<str>>(
         // Own process group: a timeout kills the hook's children too, and
         // a Ctrl-C on the daemon's terminal doesn't hit them first.
         .process_group(0);
+    // SAFETY: `normal_scheduling` makes two syscalls on the child only, both
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        c.pre_exec(normal_scheduling);
+    }
     let mut g = match c.spawn() {
         Ok(child) => Group(child),
         Err(e) => return Run::NotStarted(e),
@@ -186,6 +193,25 @@ async fn run<S: AsRef<str>>(
             Run::TimedOut
         }
     }
+}
+
+/// Between fork and exec: SCHED_OTHER at nice 0. A hook forked from the
+/// SCHED_FIFO controller would inherit its policy, and one that spins would
+/// keep the controller off that CPU; `--realtime` also sets
+/// SCHED_RESET_ON_FORK, and this holds for any caller. libc, because nix wraps
+/// neither sched_setscheduler nor setpriority.
+fn normal_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on the calling (child) process.
+    unsafe {
+        if libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setpriority(libc::PRIO_PROCESS, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -393,6 +419,60 @@ mod tests {
         assert_eq!(p.len(), 2, "fence hook wrote {p:?}");
         for pid in p {
             assert!(eventually_dead(pid).await, "pid {pid} survived the cancel");
+        }
+    }
+
+    /// Fields 41 (policy: 0 is SCHED_OTHER) and 19 (nice) of a stat line.
+    fn policy_and_nice(stat: &str) -> (i64, i64) {
+        let after_comm: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| after_comm[n - 3].parse().unwrap();
+        (field(41), field(19))
+    }
+
+    /// Hooks started from a SCHED_FIFO thread at nice -5, as the controller
+    /// runs under --realtime (without the SCHED_RESET_ON_FORK main.rs adds,
+    /// so that the hook's own setup is what is tested).
+    #[test]
+    fn hooks_started_from_a_realtime_thread_run_with_normal_scheduling() {
+        let (notified, fenced) = (Tmp::new("sched-notify"), Tmp::new("sched-fence"));
+        let cmd = |out: &Tmp| format!("f() {{ cat /proc/$$/stat > '{}'; }}; f", out.path());
+        let (notify_cmd, fence_cmd) = (cmd(&notified), cmd(&fenced));
+        std::thread::spawn(move || {
+            let param = libc::sched_param { sched_priority: 10 };
+            // SAFETY: plain syscalls on this thread.
+            unsafe {
+                assert_eq!(
+                    libc::sched_setscheduler(0, libc::SCHED_FIFO, &param),
+                    0,
+                    "SCHED_FIFO refused ({}): this test needs root or CAP_SYS_NICE",
+                    io::Error::last_os_error()
+                );
+                assert_eq!(libc::setpriority(libc::PRIO_PROCESS, 0, -5), 0);
+                assert_eq!(libc::sched_getscheduler(0), libc::SCHED_FIFO);
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let n = Notifier::spawn(notify_cmd, Duration::from_secs(5));
+                n.send(tr("MASTER", "BACKUP", "r"));
+                n.drain(Duration::from_secs(5)).await;
+                let f = fence(&fence_cmd, 1, &[2], Duration::from_secs(5)).await;
+                assert_eq!(f, FenceOutcome::Fenced);
+            });
+        })
+        .join()
+        .unwrap();
+        for (what, out) in [("notify", &notified), ("fence", &fenced)] {
+            let stat = out.read();
+            assert!(!stat.is_empty(), "the {what} hook did not run");
+            assert_eq!(policy_and_nice(&stat), (0, 0), "{what} hook: {stat}");
         }
     }
 }

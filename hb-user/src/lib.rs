@@ -23,6 +23,7 @@ pub mod netlink;
 pub mod node;
 pub mod notice;
 pub mod pinger;
+pub mod preflight;
 pub mod sender;
 pub mod statedir;
 pub mod status;

@@ -156,11 +156,15 @@ fn run(args: RunArgs) -> ExitCode {
 
 /// SCHED_FIFO for the (single-threaded) controller and locked memory: a busy
 /// machine must not delay heartbeats past dead-after. Failure is logged, not fatal.
+/// With SCHED_RESET_ON_FORK: what it starts (hooks, threads) begins at
+/// SCHED_OTHER and nice 0, so a busy hook cannot take its CPU; the sender
+/// thread sets its own policy. libc: nix does not wrap sched_setscheduler.
 fn realtime() {
     // SAFETY: plain syscalls on this process.
     unsafe {
         let param = libc::sched_param { sched_priority: 50 };
-        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
+        let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
+        if libc::sched_setscheduler(0, policy, &param) != 0 {
             tracing::warn!(
                 "--realtime: SCHED_FIFO refused: {}",
                 std::io::Error::last_os_error()

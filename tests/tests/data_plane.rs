@@ -214,7 +214,7 @@ fn restarting_the_holder_leaves_no_gap_for_clients() {
             "--dead-after",
             "1500ms",
             "--init-dead",
-            "1s",
+            "1500ms",
         ],
     );
     let probe = c.probe(Duration::from_millis(5)).unwrap();

@@ -105,7 +105,7 @@ fn sigterm_of_the_holder_hands_over_before_dead_after() {
             "--dead-after",
             "3s",
             "--init-dead",
-            "1s",
+            "3s",
         ],
     );
     start_all(&mut c);
@@ -241,7 +241,7 @@ fn restarting_the_holder_within_dead_after_causes_no_failover() {
             "--dead-after",
             "1500ms",
             "--init-dead",
-            "1s",
+            "1500ms",
         ],
     );
     start_all(&mut c);

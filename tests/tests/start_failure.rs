@@ -259,3 +259,173 @@ fn a_refused_start_leaves_a_crashed_runs_data_plane_attached_with_its_state() {
         "{text}"
     );
 }
+
+/// Node 1's command line with the flags in `set` given these values (added
+/// when the cluster does not give them).
+fn with(c: &Cluster, set: &[(&str, &str)]) -> Vec<String> {
+    let mut a = c.args(1);
+    for (flag, value) in set {
+        match a.iter().position(|x| x == flag) {
+            Some(i) => a[i + 1] = value.to_string(),
+            None => a.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    a
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn chown_nobody(path: &Path) {
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+}
+
+#[test]
+fn unsafe_settings_exit_2_naming_the_field_and_attach_nothing() {
+    let (_g, mut c) = test_lan("sfu", &[100, 90], FAST, 1);
+    let scratch = c.lab.scratch.clone();
+    let key = std::fs::read_to_string(c.key_file()).unwrap();
+    let key_file = |name: &str, mode: u32, nobody: bool| {
+        let p = scratch.join(name);
+        std::fs::write(&p, &key).unwrap();
+        chmod(&p, mode);
+        if nobody {
+            chown_nobody(&p);
+        }
+        p.display().to_string()
+    };
+    let (not_roots, group_readable) = (
+        key_file("nobody.key", 0o600, true),
+        key_file("group.key", 0o640, false),
+    );
+    let state_dir = |name: &str, mode: u32, nobody: bool| {
+        let p = scratch.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        chmod(&p, mode);
+        if nobody {
+            chown_nobody(&p);
+        }
+        p.display().to_string()
+    };
+    let (open_dir, nobodys_dir) = (
+        state_dir("open-state", 0o770, false),
+        state_dir("nobody-state", 0o700, true),
+    );
+    let real = state_dir("real-state", 0o700, false);
+    let link = scratch.join("linked-state");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let link = link.display().to_string();
+    // An address of eth0's subnet on another interface of node 1 (on lo, as
+    // load-balanced servers have their service address).
+    c.exec(1, &["ip", "addr", "add", "10.203.0.77/32", "dev", "lo"])
+        .unwrap();
+
+    let cases: Vec<(Vec<String>, &str, Vec<String>)> = vec![
+        (
+            with(&c, &[("--init-dead", "0s")]),
+            "--init-dead",
+            vec!["below --dead-after".into()],
+        ),
+        (
+            with(&c, &[("--vip", "10.203.0.2/24")]),
+            "--vip",
+            vec!["peer 2's address".into()],
+        ),
+        (
+            with(&c, &[("--ping", "10.203.0.100")]),
+            "--vip",
+            vec!["ping target".into()],
+        ),
+        (
+            with(&c, &[("--vip", "10.203.0.77/24")]),
+            "--vip",
+            vec!["already an address of lo".into()],
+        ),
+        (
+            with(&c, &[("--vip", "10.203.0.1/24")]),
+            "--vip",
+            vec!["eth0's own address towards peer 2".into()],
+        ),
+        (
+            with(&c, &[("--key-file", &not_roots)]),
+            "--key-file",
+            vec![
+                format!("chown root:root {not_roots}"),
+                format!("chmod 600 {not_roots}"),
+            ],
+        ),
+        (
+            with(&c, &[("--key-file", &group_readable)]),
+            "--key-file",
+            vec![
+                format!("chown root:root {group_readable}"),
+                format!("chmod 600 {group_readable}"),
+            ],
+        ),
+        (
+            with(&c, &[("--state-dir", &link)]),
+            "--state-dir",
+            vec!["is a symlink".into()],
+        ),
+        (
+            with(&c, &[("--state-dir", &open_dir)]),
+            "--state-dir",
+            vec!["chmod go-w".into()],
+        ),
+        (
+            with(&c, &[("--state-dir", &nobodys_dir)]),
+            "--state-dir",
+            vec!["chown root:root".into()],
+        ),
+    ];
+    for (args, field, says) in cases {
+        let (code, out, err) = c.run_as_node(1, &args).unwrap();
+        let what = format!("{field} in {args:?}");
+        assert_eq!(code, 2, "exit code for an unsafe {what}\n{out}{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(&format!("invalid {field}: ")), "{what}: {err}");
+        for s in &says {
+            assert!(err.contains(s.as_str()), "{what}: no {s:?} in {err}");
+        }
+        assert!(!c.xdp_attached(1), "XDP attached after an unsafe {what}");
+        assert!(c.holders().is_empty(), "a VIP added after an unsafe {what}");
+        assert!(!c.pin_root(1).exists(), "pins after an unsafe {what}");
+        assert!(
+            !c.node(1).state_dir.exists(),
+            "state dir after an unsafe {what}"
+        );
+        assert_eq!(files_in(Path::new(&real)), Vec::<String>::new(), "{what}");
+    }
+
+    // A crashed holder's VIP, still on its interface, is no unsafe VIP: the
+    // restart adopts it.
+    c.start(1).unwrap();
+    c.expect_single_holder(1, BOUND);
+    c.signal(1, Signal::SIGKILL).unwrap();
+    assert_eq!(c.holders(), [1], "the VIP stays after a SIGKILL");
+    c.start(1).unwrap();
+    let pid = c.pid(1).unwrap();
+    let status = |c: &Cluster| -> serde_json::Value {
+        c.status(1, true)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    };
+    assert!(
+        c.wait_for(BOUND, |c| {
+            let j = status(c);
+            j["node"]["pid"] == pid && j["node"]["state"] == "MASTER"
+        }),
+        "the restart with the VIP left on eth0 did not take over: {}\n{}",
+        status(&c),
+        c.logs()
+    );
+    assert_eq!(c.holders(), [1]);
+    assert!(
+        c.log(1).contains("found on eth0 (left by an earlier run)"),
+        "{}",
+        c.log(1)
+    );
+}

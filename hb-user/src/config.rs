@@ -831,7 +831,7 @@ fn check_vips(list: &[String]) -> Result<Vec<Vip>, String> {
 fn check_vips_apart(
     vips: Vec<Vip>,
     peers: &[PeerAddr],
-    ping: &[Ipv4Addr],
+    ping: &[IpAddr],
 ) -> Result<Vec<Vip>, String> {
     for v in &vips {
         if let Some(p) = peers.iter().find(|p| p.addr == v.addr) {
@@ -840,7 +840,7 @@ fn check_vips_apart(
                 p.id
             ));
         }
-        if ping.iter().any(|&t| IpAddr::V4(t) == v.addr) {
+        if ping.contains(&v.addr) {
             return Err(format!(
                 "{v} is a ping target: the holder would answer its own quorum pings"
             ));

@@ -186,8 +186,10 @@ fn a_pin_root_with_content_gets_no_bpffs_over_it() {
     args[at + 1] = dir.display().to_string();
     let log = c.lab.scratch.join("sfe.log");
     let mut child = c.spawn_as_node(1, &args, &log).unwrap();
+    // Decided (past INIT): its signal handlers are in place.
     assert!(
-        c.wait_for(BOUND, |c| c.xdp_attached(1)),
+        c.wait_for(BOUND, |c| c.xdp_attached(1)
+            && c.state_of(1).is_some_and(|s| s != "INIT")),
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );

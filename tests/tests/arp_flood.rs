@@ -1,0 +1,60 @@
+//! Bounded under attack: ARP claiming the VIP from thousands of random MACs
+//! must not grow the controller, flood its log, or move the VIP.
+
+use hb_tests::cluster::{test_lan, Cluster, BOUND, FAST, VIP};
+use std::time::{Duration, Instant};
+
+/// The controller's resident set, in KiB.
+fn rss_kib(c: &Cluster, id: u32) -> u64 {
+    let pid = c.pid(id).expect("node runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn thirty_seconds_of_arp_from_ten_thousand_macs_moves_nothing() {
+    let (_g, mut c) = test_lan("af", &[100, 90], FAST, 1);
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+    // Let the controller reach its steady size first.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rss_kib(&c, 1);
+    let lines_before = c.log(1).lines().count();
+    let (mut sent, mut next) = (0u64, 0u32);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        // 100 claims every 25 ms (4,000/s), from 10,000 MACs in turn.
+        let frames: Vec<[u8; 42]> = (0..100)
+            .map(|_| {
+                next = (next + 1) % 10_000;
+                let mac = [0x02, 0xaf, 0, (next >> 8) as u8, next as u8, 0x01];
+                hb_user::garp::frame(mac, VIP, sent % 2 == 0)
+            })
+            .collect();
+        let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+        c.lab.send_frames(&c.client, "eth0", &refs).unwrap();
+        sent += 100;
+        assert_eq!(c.holders(), [1], "the VIP moved under the flood\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(sent >= 30_000, "only {sent} claims sent");
+    let after = rss_kib(&c, 1);
+    let lines = c.log(1).lines().count() - lines_before;
+    // Flat: a record per MAC would be megabytes; a log line per MAC thousands.
+    assert!(
+        after <= before + 1024,
+        "controller RSS grew {before} -> {after} KiB"
+    );
+    assert!(lines <= 20, "{lines} log lines for the flood\n{}", c.log(1));
+    let j: serde_json::Value = serde_json::from_str(&c.status(1, true).unwrap()).unwrap();
+    assert!(
+        j["vip_conflicts"][0]["conflicts"].as_u64().unwrap() >= sent / 2,
+        "XDP counted the claims: {j}"
+    );
+    assert_eq!(j["node"]["state"], "MASTER", "{j}");
+    assert_eq!(c.state_of(2).as_deref(), Some("BACKUP"));
+}

@@ -826,10 +826,10 @@ pub struct View {
 impl View {
     /// The data plane of `iface` (pins in `dir`); Ok(None) when there is none.
     pub fn open(dir: &Path, iface: &str) -> Result<Option<View>> {
-        let found = match nix::net::if_::if_nametoindex(iface) {
-            Ok(ifindex) => Found::on(ifindex, iface)?,
-            Err(_) => None,
-        };
+        // Another program on the interface (or none) is simply not hb's.
+        let found = nix::net::if_::if_nametoindex(iface)
+            .ok()
+            .and_then(|ifindex| Found::on(ifindex, iface).ok().flatten());
         let attached = found.is_some();
         let mut maps = BTreeMap::new();
         if dir.join("peers").exists() {

@@ -38,7 +38,12 @@ fn thirty_seconds_of_arp_from_ten_thousand_macs_moves_nothing() {
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
         c.lab.send_frames(&c.client, "eth0", &refs).unwrap();
         sent += 100;
-        assert_eq!(c.holders(), [1], "the VIP moved under the flood\n{}", c.logs());
+        assert_eq!(
+            c.holders(),
+            [1],
+            "the VIP moved under the flood\n{}",
+            c.logs()
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
     assert!(sent >= 30_000, "only {sent} claims sent");

@@ -25,8 +25,10 @@ pub mod names {
     /// Object name of the arrival times (BTF array of [`super::SEEN_SLOTS`]
     /// [`super::Seen`], at each peer's `PeerState::slot`).
     pub const SEEN: &str = "SEEN";
+    /// Object name of the IPv6 VIPs the self-fence covers (BTF hash, address -> 1).
+    pub const VIPS6: &str = "VIPS6";
     /// Pinned file names, one per map above, in the same order.
-    pub const PINNED: [(&str, &str); 10] = [
+    pub const PINNED: [(&str, &str); 11] = [
         (PEERS, "peers"),
         (STATS, "stats"),
         (CONFIG, "config"),
@@ -37,6 +39,7 @@ pub mod names {
         (SENT, "sent"),
         (EVENTS, "events"),
         (SEEN, "seen"),
+        (VIPS6, "vips6"),
     ];
     /// The XDP entry point.
     pub const PROGRAM: &str = "hb_xdp";
@@ -77,6 +80,9 @@ pub struct Config {
     /// come from it in another session is an id collision.
     pub node_id: u32,
     pub _pad2: u32,
+    /// [`vip6_filter_bit`] of every IPv6 VIP, OR-ed: IPv6 to an address whose
+    /// bit is clear skips the `VIPS6` lookup.
+    pub vip6_filter: u64,
 }
 
 /// The [`Config::vip_filter`] bit of an IPv4 address (network order): its last
@@ -84,6 +90,12 @@ pub struct Config {
 #[inline(always)]
 pub fn vip_filter_bit(ip: [u8; 4]) -> u64 {
     1 << (ip[3] & 63)
+}
+
+/// The [`Config::vip6_filter`] bit of an IPv6 address: its last byte modulo 64.
+#[inline(always)]
+pub fn vip6_filter_bit(ip: &[u8; 16]) -> u64 {
+    1 << (ip[15] & 63)
 }
 
 /// Let heartbeat-port packets go on to the stack after handling them (debugging:
@@ -420,6 +432,11 @@ counters! {
     FencedArp => fenced_arp,
     /// Dropped by the self-fence: IPv4 to a VIP while we hold no lease.
     FencedIp => fenced_ip,
+    /// Dropped by the self-fence: a neighbour solicitation for an IPv6 VIP
+    /// while we hold no lease.
+    FencedNd => fenced_nd,
+    /// Dropped by the self-fence: IPv6 to a VIP while we hold no lease.
+    FencedIp6 => fenced_ip6,
     /// A heartbeat accepted while our controller is dead, answered with a death
     /// notice (XDP_TX) instead of being dropped.
     GoneSent => gone_sent,
@@ -472,7 +489,7 @@ const _: () = assert!(core::mem::size_of::<PeerState>() == 120 + crate::wire2::L
 // XDP reads the message's first word with one aligned load.
 const _: () = assert!(core::mem::offset_of!(PeerState, message) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
-const _: () = assert!(core::mem::size_of::<Config>() == 40);
+const _: () = assert!(core::mem::size_of::<Config>() == 48);
 const _: () = assert!(core::mem::size_of::<Event>() == 16);
 const _: () = assert!(core::mem::size_of::<VipWatch>() == 24 + 16 * CLAIMANTS);
 const _: () = assert!(core::mem::size_of::<Lease>() == 8);

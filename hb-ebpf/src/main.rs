@@ -76,6 +76,11 @@ mod prog {
     #[btf_map]
     pub static VIPS: HashMap<[u8; 4], VipWatch, { MAX_VIPS as usize }> = HashMap::new();
 
+    /// IPv6 VIPs (keys, written by the controller; the value is unused): what
+    /// the self-fence covers for IPv6.
+    #[btf_map]
+    pub static VIPS6: HashMap<[u8; 16], u32, { MAX_VIPS as usize }> = HashMap::new();
+
     /// The holder lease at index 0, renewed by the controller while it holds the
     /// VIPs; see `fence.rs`.
     #[btf_map]
@@ -120,7 +125,7 @@ mod prog {
     #[inline(always)]
     pub fn hb_xdp(ctx: XdpContext) -> u32 {
         // Cheapest path first: non-IP, non-ARP traffic touches no map but STATS.
-        let udp = match parse::frame(&ctx) {
+        let (udp, cfg) = match parse::frame(&ctx) {
             Frame::Ipv4 { dst, udp } => {
                 let Some(cfg) = CONFIG.get(0) else {
                     return xdp_action::XDP_PASS;
@@ -129,15 +134,28 @@ mod prog {
                     count(Outcome::FencedIp);
                     return xdp_action::XDP_DROP;
                 }
-                match udp {
-                    Some(udp) => return heartbeat_port(&ctx, udp, cfg),
-                    None => {
-                        count(Outcome::Passed);
-                        return xdp_action::XDP_PASS;
+                (udp, cfg)
+            }
+            Frame::Ipv6 {
+                dst_off,
+                nd_target_off,
+                udp,
+            } => {
+                let Some(cfg) = CONFIG.get(0) else {
+                    return xdp_action::XDP_PASS;
+                };
+                if let Some(t) = nd_target_off {
+                    if fence::blocks6(&ctx, t, cfg, &VIPS6, &LEASE) {
+                        count(Outcome::FencedNd);
+                        return xdp_action::XDP_DROP;
                     }
                 }
+                if fence::blocks6(&ctx, dst_off, cfg, &VIPS6, &LEASE) {
+                    count(Outcome::FencedIp6);
+                    return xdp_action::XDP_DROP;
+                }
+                (udp, cfg)
             }
-            Frame::Udp(udp) => udp,
             Frame::Arp(off) => {
                 let (outcome, action) = arp::inspect(&ctx, off, &CONFIG, &VIPS, &LEASE);
                 count(outcome);
@@ -148,10 +166,13 @@ mod prog {
                 return xdp_action::XDP_PASS;
             }
         };
-        let Some(cfg) = CONFIG.get(0) else {
-            return xdp_action::XDP_PASS;
-        };
-        heartbeat_port(&ctx, udp, cfg)
+        match udp {
+            Some(udp) => heartbeat_port(&ctx, udp, cfg),
+            None => {
+                count(Outcome::Passed);
+                xdp_action::XDP_PASS
+            }
+        }
     }
 
     /// A UDP datagram: a heartbeat when it is for our port.

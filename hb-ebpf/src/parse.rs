@@ -1,5 +1,5 @@
 //! Ethernet (optionally one 802.1Q/802.1ad tag), then one of: IPv4 (with options)
-//! -> UDP; IPv6 (a few extension headers) -> UDP; ARP.
+//! -> UDP; IPv6 (a few extension headers) -> UDP or a neighbour solicitation; ARP.
 
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
@@ -16,6 +16,9 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+/// ICMPv6 neighbour solicitation: type 135, the target address at byte 8.
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
 // IPv6 extension headers walked over; any other (fragment 44, AH, ESP, ...)
 // ends the walk with "not a heartbeat".
 const IPPROTO_HOPOPTS: u8 = 0;
@@ -30,8 +33,14 @@ pub enum Frame {
     /// An IPv4 packet to `dst` (checked against the VIPs by the self-fence), with
     /// its UDP datagram when it carries one.
     Ipv4 { dst: [u8; 4], udp: Option<Udp> },
-    /// A UDP datagram over IPv6: a heartbeat when its port is ours.
-    Udp(Udp),
+    /// An IPv6 packet (the self-fence checks `dst_off`'s address, and the
+    /// target of a neighbour solicitation at `nd_target_off`), with its UDP
+    /// datagram when it carries one: a heartbeat when its port is ours.
+    Ipv6 {
+        dst_off: usize,
+        nd_target_off: Option<usize>,
+        udp: Option<Udp>,
+    },
     /// An ARP packet whose header starts at this offset (not yet bounds-checked).
     Arp(usize),
     /// Anything else, including truncated headers and IP fragments.
@@ -107,15 +116,11 @@ pub fn frame(ctx: &XdpContext) -> Frame {
         ether_type = u16::from_be(unsafe { (*vlan).ether_type });
         off += VlanHdr::LEN;
     }
-    let udp = match ether_type {
-        ETH_P_IP => return ipv4(ctx, off),
-        ETH_P_IPV6 => ipv6_udp(ctx, off),
-        ETH_P_ARP => return Frame::Arp(off),
-        _ => None,
-    };
-    match udp {
-        Some(udp) => Frame::Udp(udp),
-        None => Frame::Other,
+    match ether_type {
+        ETH_P_IP => ipv4(ctx, off),
+        ETH_P_IPV6 => ipv6(ctx, off),
+        ETH_P_ARP => Frame::Arp(off),
+        _ => Frame::Other,
     }
 }
 
@@ -150,17 +155,21 @@ fn ipv4(ctx: &XdpContext, off: usize) -> Frame {
     Frame::Ipv4 { dst, udp }
 }
 
-/// The UDP datagram of an IPv6 packet at `off`, after at most [`MAX_IPV6_EXT`]
-/// hop-by-hop, routing or destination-options headers. None for anything else,
-/// fragments included: a heartbeat is never fragmented.
+/// The IPv6 packet at `ip_off`: where its destination is, the target of a
+/// neighbour solicitation, and its UDP datagram, after at most
+/// [`MAX_IPV6_EXT`] hop-by-hop, routing or destination-options headers. No
+/// UDP for anything else, fragments included: a heartbeat is never fragmented.
 #[inline(always)]
-fn ipv6_udp(ctx: &XdpContext, ip_off: usize) -> Option<Udp> {
-    let ip: *const Ipv6Hdr = ptr_at(ctx, ip_off)?;
+fn ipv6(ctx: &XdpContext, ip_off: usize) -> Frame {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, ip_off) else {
+        return Frame::Other;
+    };
     let (vcf0, payload_len, mut next) =
         unsafe { ((*ip).vcf[0], (*ip).payload_len, (*ip).next_hdr) };
     if vcf0 >> 4 != 6 {
-        return None;
+        return Frame::Other;
     }
+    let dst_off = ip_off + 24;
     let payload_start = ip_off + Ipv6Hdr::LEN;
     let mut off = payload_start;
     for _ in 0..MAX_IPV6_EXT {
@@ -169,18 +178,31 @@ fn ipv6_udp(ctx: &XdpContext, ip_off: usize) -> Option<Udp> {
         }
         // These three share one layout: next header, then length in 8-byte
         // units not counting the first 8. At most 2 KiB each: bounded offsets.
-        let ext: *const [u8; 2] = ptr_at(ctx, off)?;
+        let Some(ext) = ptr_at::<[u8; 2]>(ctx, off) else {
+            return Frame::Other;
+        };
         let (n, len) = unsafe { ((*ext)[0], (*ext)[1]) };
         next = n;
         off += (len as usize + 1) * 8;
     }
-    if next != IPPROTO_UDP {
-        return None;
+    let (mut udp, mut nd_target_off) = (None, None);
+    if next == IPPROTO_UDP {
+        // The payload length counts the extension headers too.
+        let ext_len = (off - payload_start) as u16;
+        let room = u16::from_be_bytes(payload_len).saturating_sub(ext_len);
+        udp = udp_at(ctx, off, room, Src::V6(ip_off + 8));
+    } else if next == IPPROTO_ICMPV6 {
+        if let Some(icmp) = ptr_at::<[u8; 24]>(ctx, off) {
+            if unsafe { (*icmp)[0] } == ND_NEIGHBOR_SOLICIT {
+                nd_target_off = Some(off + 8);
+            }
+        }
     }
-    // The payload length counts the extension headers too.
-    let ext_len = (off - payload_start) as u16;
-    let room = u16::from_be_bytes(payload_len).saturating_sub(ext_len);
-    udp_at(ctx, off, room, Src::V6(ip_off + 8))
+    Frame::Ipv6 {
+        dst_off,
+        nd_target_off,
+        udp,
+    }
 }
 
 #[inline(always)]

@@ -215,6 +215,14 @@ fn start(
                     IpAddr::V6(_) => None,
                 })
                 .collect(),
+            vips_v6: vips
+                .iter()
+                .filter(|v| v.link == i)
+                .filter_map(|v| match v.vip.addr {
+                    IpAddr::V6(a) => Some(a),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
             // Heard again after half a dead-after: soon enough to see a peer
             // come back before it could have been declared dead twice.
             quiet: cfg.dead_after / 2,

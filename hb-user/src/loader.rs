@@ -24,7 +24,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use hb_common::maps::{
-    names, vip_filter_bit, Config, Key, Lease, Owner, PeerState, Seen, Sent, Stats, VipWatch,
+    names, vip6_filter_bit, vip_filter_bit, Config, Key, Lease, Owner, PeerState, Seen, Sent,
+    Stats, VipWatch,
 };
 use nix::fcntl::{Flock, FlockArg};
 use std::{
@@ -60,8 +61,10 @@ pub struct Settings {
     /// The MAC of the interface this program is attached to: ARP claiming a VIP
     /// from any other MAC counts as a conflict. Differs per link.
     pub mac: [u8; 6],
-    /// IPv4 VIPs watched for ARP conflicts on this interface.
+    /// IPv4 VIPs watched for ARP conflicts on this interface (and fenced).
     pub vips_v4: Vec<Ipv4Addr>,
+    /// IPv6 VIPs on this interface, fenced (neighbour solicitations, traffic).
+    pub vips_v6: Vec<std::net::Ipv6Addr>,
     /// A heartbeat after this long a silence is news for the controller (an
     /// `EVENTS` record), as is any change in what a peer says.
     pub quiet: Duration,
@@ -649,6 +652,10 @@ impl DataPlane {
             quiet_ns: s.quiet.as_nanos() as u64,
             node_id: s.node_id,
             _pad2: 0,
+            vip6_filter: s
+                .vips_v6
+                .iter()
+                .fold(0, |f, ip| f | vip6_filter_bit(&ip.octets())),
         };
         // Key and peers first: a configured port switches the program on.
         Array::<_, Key>::try_from(self.map_mut(names::KEY)?)?.set(0, s.key, 0)?;
@@ -687,6 +694,22 @@ impl DataPlane {
             if vips.get(k, 0).is_err() {
                 vips.insert(*k, VipWatch::default(), 0)?;
             }
+        }
+        let mut vips6 = HashMap::<_, [u8; 16], u32>::try_from(self.map_mut(names::VIPS6)?)?;
+        let wanted6: HashSet<[u8; 16]> = s.vips_v6.iter().map(|ip| ip.octets()).collect();
+        let stale6: Vec<[u8; 16]> = vips6
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !wanted6.contains(k))
+            .collect();
+        for k in &stale6 {
+            match vips6.remove(k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for k in &wanted6 {
+            vips6.insert(*k, 1, 0)?;
         }
         Ok(())
     }

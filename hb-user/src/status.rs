@@ -504,7 +504,7 @@ pub fn render(r: &Report) -> String {
     for p in &r.planes {
         let lease = match p.lease_ms_left {
             Some(ms) => format!("lease held, expires in {ms} ms"),
-            None => "no lease: XDP drops ARP and IPv4 for the VIPs (self-fence)".into(),
+            None => "no lease: XDP drops ARP, neighbour solicitations and traffic for the VIPs (self-fence)".into(),
         };
         let notice = match (p.owner_dead_ms_ago, p.death_notice_armed) {
             (Some(ms), _) => format!(

@@ -162,6 +162,70 @@ fn under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_tak
     assert!(!c.xdp_attached(1), "a graceful stop detaches, pins or not");
 }
 
+/// The fence covers IPv6 VIPs: a crashed holder's kernel still has the
+/// address, but its XDP program drops neighbour solicitations for it and IPv6
+/// to it once the lease ran out.
+#[test]
+fn a_crashed_holder_of_an_ipv6_vip_stops_answering_for_it() {
+    let _g = hb_tests::cluster::exclusive();
+    hb_tests::require_root("IPv6 fence test");
+    let mut c = Cluster::new_ipv6("f6", &[100, 90], FAST).unwrap();
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+    let (n1, n2) = (c.node(1).mac, c.node(2).mac);
+    assert_eq!(c.client_reach_vip6(), Some(n1), "{}", c.logs());
+    c.signal(1, Signal::SIGKILL).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.state_of(2).as_deref() == Some("MASTER")),
+        "{}",
+        c.logs()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(c.holders().contains(&1), "the crash left the VIP on node 1");
+    // Traffic sent to node 1's MAC for the VIP gets no answer...
+    let vip6 = hb_tests::cluster::VIP6.to_string();
+    let neigh = |mac: [u8; 6]| {
+        c.lab
+            .exec(
+                &c.client,
+                &[
+                    "ip",
+                    "-6",
+                    "neigh",
+                    "replace",
+                    &vip6,
+                    "lladdr",
+                    &mac_str(mac),
+                    "dev",
+                    IFACE,
+                    "nud",
+                    "permanent",
+                ],
+            )
+            .unwrap();
+    };
+    neigh(n1);
+    let echo = |c: &Cluster| {
+        c.lab
+            .in_netns(&c.client, || {
+                hb_tests::probe::echo6_once(hb_tests::cluster::VIP6, Duration::from_millis(500))
+            })
+            .unwrap()
+    };
+    assert!(!echo(&c), "node 1 still answers IPv6 to the VIP");
+    // ...and neighbour discovery finds node 2 alone.
+    c.lab
+        .exec(
+            &c.client,
+            &["ip", "-6", "neigh", "del", &vip6, "dev", IFACE],
+        )
+        .unwrap();
+    assert_eq!(c.client_reach_vip6(), Some(n2), "{}", c.logs());
+    let j = status_json(&c, 1);
+    assert!(counter(&j, "fenced_ip6") > 0, "{j}");
+    assert!(counter(&j, "fenced_nd") > 0, "{j}");
+}
+
 #[test]
 fn a_restarted_controller_takes_over_the_attached_program() {
     let (_g, mut c) = cluster("ad", FAST);

@@ -187,6 +187,7 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
         peers: vec![SENDER],
         mac: rx_mac,
         vips_v4: vec![Ipv4Addr::new(10, 201, 0, 100)],
+        vips_v6: Vec::new(),
         quiet: std::time::Duration::from_millis(50),
     };
     let mut dp = lab

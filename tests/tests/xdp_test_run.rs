@@ -56,6 +56,7 @@ const RECENT_LO: u64 = 90;
 const OUR_MAC: [u8; 6] = frames::DST_MAC;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
 const VIP2: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 101);
+const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 0x100);
 const FOREIGN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
 /// Another key than the cluster's.
 const WRONG_KEY: Key = Key { k0: 1, k1: 2 };
@@ -70,6 +71,7 @@ fn settings() -> Settings {
         peers: vec![PEER, OTHER_PEER],
         mac: OUR_MAC,
         vips_v4: vec![VIP, VIP2],
+        vips_v6: vec![VIP6],
         quiet: std::time::Duration::from_millis(50),
     }
 }
@@ -1580,6 +1582,72 @@ fn without_a_lease_arp_and_ipv4_for_the_vips_are_dropped() {
     assert_eq!((action, outcome), (XDP_DROP, Outcome::FencedIp));
     assert_eq!(dp.stats().unwrap().fenced_ip, 3);
     assert_eq!(dp.stats().unwrap().fenced_arp, 1);
+}
+
+/// An IPv6 frame to `dst` from a client: ICMPv6 of `icmp_type` with `body`
+/// after its 4-byte header (checksums are not XDP's business).
+fn ipv6_icmp(dst: [u8; 16], icmp_type: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&OUR_MAC);
+    f.extend_from_slice(&FOREIGN_MAC);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    let len = (4 + body.len()) as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&[0xfd, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50]);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&[icmp_type, 0, 0, 0]);
+    f.extend_from_slice(body);
+    f
+}
+
+/// A neighbour solicitation for `target`, to its solicited-node address.
+fn solicit(target: std::net::Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let mut group = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
+    group[13..].copy_from_slice(&t[13..]);
+    let mut body = vec![0; 4];
+    body.extend_from_slice(&t);
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&FOREIGN_MAC);
+    ipv6_icmp(group, 135, &body)
+}
+
+#[test]
+fn without_a_lease_neighbour_solicitations_and_ipv6_for_the_vips_are_dropped() {
+    let mut dp = plane();
+    let ns = solicit(VIP6);
+    let echo = ipv6_icmp(VIP6.octets(), 128, &[0, 1, 0, 1]);
+    let other: std::net::Ipv6Addr = "fd00:9::1".parse().unwrap();
+    // No lease.
+    assert_eq!(
+        (run(&dp, &ns).0, run(&dp, &ns).2),
+        (XDP_DROP, Outcome::FencedNd),
+        "NS for the VIP"
+    );
+    let (action, _, outcome) = run(&dp, &echo);
+    assert_eq!(
+        (action, outcome),
+        (XDP_DROP, Outcome::FencedIp6),
+        "echo to the VIP"
+    );
+    // Other addresses are not affected.
+    assert_passes_untouched(&dp, &solicit(other), "NS for the node address");
+    assert_passes_untouched(
+        &dp,
+        &ipv6_icmp(other.octets(), 128, &[0, 1, 0, 1]),
+        "echo to the node address",
+    );
+    // A valid lease lets the VIP's traffic in; an expired one is none.
+    let now = Duration::from_nanos(hb_tests::monotonic_ns());
+    dp.set_lease(now + Duration::from_secs(60)).unwrap();
+    assert_passes_untouched(&dp, &ns, "NS for the VIP with a lease");
+    assert_passes_untouched(&dp, &echo, "echo to the VIP with a lease");
+    dp.set_lease(now - Duration::from_millis(1)).unwrap();
+    assert_eq!(run(&dp, &echo).2, Outcome::FencedIp6);
+    let s = dp.stats().unwrap();
+    assert_eq!((s.fenced_nd, s.fenced_ip6, s.fenced_ip), (2, 2, 0));
 }
 
 // ---- Death notice ----

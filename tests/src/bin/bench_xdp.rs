@@ -134,6 +134,7 @@ fn plane(peers: Vec<u32>, vips: Vec<Ipv4Addr>, quiet: Duration) -> Result<(DataP
         peers,
         mac: frames::DST_MAC,
         vips_v4: vips,
+        vips_v6: Vec::new(),
         quiet,
     })?;
     dp.sent_map()?.set(Sent {

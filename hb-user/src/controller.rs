@@ -198,6 +198,13 @@ fn start(
     let mut beat_links = Vec::new();
     for (i, ((iface, ifindex, mac, targets), fresh)) in planned.into_iter().zip(loaded).enumerate()
     {
+        let (mut vips_v4, mut vips_v6) = (Vec::new(), Vec::new());
+        for v in vips.iter().filter(|v| v.link == i) {
+            match v.vip.addr {
+                IpAddr::V4(a) => vips_v4.push(a),
+                IpAddr::V6(a) => vips_v6.push(a),
+            }
+        }
         let settings = Settings {
             cluster_id: cfg.cluster_id,
             port: cfg.port,
@@ -206,23 +213,9 @@ fn start(
             node_id: cfg.node_id,
             peers: peer_ids.to_vec(),
             mac,
-            // Each link's program watches ARP for the VIPs that live on it.
-            vips_v4: vips
-                .iter()
-                .filter(|v| v.link == i)
-                .filter_map(|v| match v.vip.addr {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
-            vips_v6: vips
-                .iter()
-                .filter(|v| v.link == i)
-                .filter_map(|v| match v.vip.addr {
-                    IpAddr::V6(a) => Some(a),
-                    IpAddr::V4(_) => None,
-                })
-                .collect(),
+            // Each link's program watches ARP for and fences the VIPs that live on it.
+            vips_v4,
+            vips_v6,
             // Heard again after half a dead-after: soon enough to see a peer
             // come back before it could have been declared dead twice.
             quiet: cfg.dead_after / 2,

@@ -420,28 +420,10 @@ impl DataPlane {
             .zip(0u32..)
             .chain([(s.node_id, u32::MAX)])
             .collect();
-        if let (Some(o), Ok(m)) = (old.maps.get(names::PEERS), self.map_mut(names::PEERS)) {
-            if let (Ok(o), Ok(mut n)) = (
-                HashMap::<_, u32, PeerState>::try_from(o),
-                HashMap::<_, u32, PeerState>::try_from(m),
-            ) {
-                for (id, p) in o.iter().flatten() {
-                    if slots.get(&id) == Some(&p.slot) {
-                        let _ = n.insert(id, p, 0);
-                    }
-                }
-            }
-        }
-        if let (Some(o), Ok(m)) = (old.maps.get(names::VIPS), self.map_mut(names::VIPS)) {
-            if let (Ok(o), Ok(mut n)) = (
-                HashMap::<_, [u8; 4], VipWatch>::try_from(o),
-                HashMap::<_, [u8; 4], VipWatch>::try_from(m),
-            ) {
-                for (k, w) in o.iter().flatten() {
-                    let _ = n.insert(k, w, 0);
-                }
-            }
-        }
+        self.carry_hash::<u32, PeerState>(old, names::PEERS, |id, p| {
+            slots.get(id) == Some(&p.slot)
+        });
+        self.carry_hash::<[u8; 4], VipWatch>(old, names::VIPS, |_, _| true);
         self.carry_array::<Seen>(old, names::SEEN, hb_common::maps::SEEN_SLOTS);
         self.carry_array::<Lease>(old, names::LEASE, 1);
         self.carry_array::<Sent>(old, names::SENT, 1);
@@ -455,6 +437,26 @@ impl DataPlane {
                     let _ = n.set(0, v, 0);
                 }
             }
+        }
+    }
+
+    fn carry_hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        old: &Found,
+        name: &str,
+        keep: impl Fn(&K, &V) -> bool,
+    ) {
+        let (Some(o), Ok(m)) = (old.maps.get(name), self.map_mut(name)) else {
+            return;
+        };
+        let (Ok(o), Ok(mut n)) = (
+            HashMap::<_, K, V>::try_from(o),
+            HashMap::<_, K, V>::try_from(m),
+        ) else {
+            return;
+        };
+        for (k, v) in o.iter().flatten().filter(|(k, v)| keep(k, v)) {
+            let _ = n.insert(k, v, 0);
         }
     }
 
@@ -678,39 +680,13 @@ impl DataPlane {
         Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)?.set(0, config, 0)?;
         // After the config, so the MAC our own ARP is told apart by is already there.
         let mut vips = HashMap::<_, [u8; 4], VipWatch>::try_from(self.map_mut(names::VIPS)?)?;
-        let wanted: HashSet<[u8; 4]> = s.vips_v4.iter().map(|ip| ip.octets()).collect();
-        let stale: Vec<[u8; 4]> = vips
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !wanted.contains(k))
-            .collect();
-        for k in &stale {
-            match vips.remove(k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for k in &wanted {
-            if vips.get(k, 0).is_err() {
-                vips.insert(*k, VipWatch::default(), 0)?;
-            }
-        }
+        sync_keys(
+            &mut vips,
+            s.vips_v4.iter().map(|ip| ip.octets()),
+            VipWatch::default(),
+        )?;
         let mut vips6 = HashMap::<_, [u8; 16], u32>::try_from(self.map_mut(names::VIPS6)?)?;
-        let wanted6: HashSet<[u8; 16]> = s.vips_v6.iter().map(|ip| ip.octets()).collect();
-        let stale6: Vec<[u8; 16]> = vips6
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !wanted6.contains(k))
-            .collect();
-        for k in &stale6 {
-            match vips6.remove(k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for k in &wanted6 {
-            vips6.insert(*k, 1, 0)?;
-        }
+        sync_keys(&mut vips6, s.vips_v6.iter().map(|ip| ip.octets()), 1)?;
         Ok(())
     }
 
@@ -770,6 +746,33 @@ impl DataPlane {
     pub fn vip_watch(&self) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
         vips_of(self.map(names::VIPS)?)
     }
+}
+
+/// Makes `map`'s keys exactly `wanted`: stale keys removed, missing ones
+/// added with `fresh`; existing values (conflict records) are kept.
+fn sync_keys<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+    map: &mut HashMap<&mut MapData, K, V>,
+    wanted: impl Iterator<Item = K>,
+    fresh: V,
+) -> Result<()> {
+    let wanted: HashSet<K> = wanted.collect();
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !wanted.contains(k))
+        .collect();
+    for k in &stale {
+        match map.remove(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for k in &wanted {
+        if map.get(k, 0).is_err() {
+            map.insert(*k, fresh, 0)?;
+        }
+    }
+    Ok(())
 }
 
 /// The exit watch program of `ebpf`.

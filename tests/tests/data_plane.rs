@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 
 /// Points the client's neighbour entry for the VIP at `mac`, for good.
 fn pin_client_to(c: &Cluster, mac: [u8; 6]) {
+    pin_neighbour(c, &VIP.to_string(), mac);
+}
+
+/// Points the client's neighbour entry for `ip` (either family) at `mac`.
+fn pin_neighbour(c: &Cluster, ip: &str, mac: [u8; 6]) {
     c.lab
         .exec(
             &c.client,
@@ -19,7 +24,7 @@ fn pin_client_to(c: &Cluster, mac: [u8; 6]) {
                 "ip",
                 "neigh",
                 "replace",
-                &VIP.to_string(),
+                ip,
                 "lladdr",
                 &mac_str(mac),
                 "dev",
@@ -184,27 +189,7 @@ fn a_crashed_holder_of_an_ipv6_vip_stops_answering_for_it() {
     assert!(c.holders().contains(&1), "the crash left the VIP on node 1");
     // Traffic sent to node 1's MAC for the VIP gets no answer...
     let vip6 = hb_tests::cluster::VIP6.to_string();
-    let neigh = |mac: [u8; 6]| {
-        c.lab
-            .exec(
-                &c.client,
-                &[
-                    "ip",
-                    "-6",
-                    "neigh",
-                    "replace",
-                    &vip6,
-                    "lladdr",
-                    &mac_str(mac),
-                    "dev",
-                    IFACE,
-                    "nud",
-                    "permanent",
-                ],
-            )
-            .unwrap();
-    };
-    neigh(n1);
+    pin_neighbour(&c, &vip6, n1);
     let echo = |c: &Cluster| {
         c.lab
             .in_netns(&c.client, || {

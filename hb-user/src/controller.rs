@@ -64,6 +64,9 @@ struct Link {
     /// Peer addresses and next hops, shared with the sender thread.
     targets: Targets,
     up: bool,
+    /// The kernel deleted the interface (or moved it away): one made again
+    /// under the same name is ours (see `follow`).
+    gone: bool,
     /// The adopted data plane still held a valid lease: a previous run held the
     /// VIPs, and we keep answering for them until our first decision (a restart
     /// must not interrupt clients).
@@ -282,6 +285,7 @@ fn start(
             plane,
             targets,
             up: true,
+            gone: false,
             inherited,
         });
     }
@@ -520,8 +524,11 @@ impl Controller {
                     };
                     if let LinkEvent::Address { ifindex, addr, present } = ev {
                         self.address_changed(ifindex, addr, present).await;
-                    // A link going down is acted on now.
+                    // A link going down is acted on now; one that moved has new
+                    // next hops and addresses to read.
                     } else if self.link_changed(ev) {
+                        self.refresh_next_hops().await;
+                        self.read_vips().await;
                         self.poll().await;
                     }
                 }
@@ -616,24 +623,107 @@ impl Controller {
     }
 
     /// Applies a link change the kernel announced; true when one of our links
-    /// went up or down.
+    /// went up or down, or moved (see `follow`).
     fn link_changed(&mut self, ev: LinkEvent) -> bool {
-        let (ifindex, up) = match ev {
-            LinkEvent::Changed(info) => (info.ifindex, info.up),
-            LinkEvent::Removed { ifindex } => (ifindex, false),
+        let info = match ev {
+            LinkEvent::Changed(info) => info,
+            LinkEvent::Removed { ifindex } => {
+                let Some(l) = self.links.iter_mut().find(|l| l.ifindex == ifindex) else {
+                    return false;
+                };
+                warn!("link {} deleted: waiting for it to come back", l.iface);
+                l.gone = true;
+                return std::mem::replace(&mut l.up, false);
+            }
             LinkEvent::Address { .. } => return false,
         };
-        let Some(l) = self.links.iter_mut().find(|l| l.ifindex == ifindex) else {
+        // Ours by index; or, while ours is gone, a new interface by its name.
+        let Some(i) = self
+            .links
+            .iter()
+            .position(|l| l.ifindex == info.ifindex)
+            .or_else(|| {
+                self.links
+                    .iter()
+                    .position(|l| l.gone && l.iface == info.name)
+            })
+        else {
             return false;
         };
-        if l.up == up {
-            return false;
+        let moved = self.follow(i, &info);
+        let l = &mut self.links[i];
+        if l.gone || l.up == info.up {
+            return moved;
         }
-        l.up = up;
-        if up {
+        l.up = info.up;
+        if info.up {
             info!("link {} up", l.iface);
         } else {
             warn!("link {} down", l.iface);
+        }
+        true
+    }
+
+    /// Keeps link `i` on its interface as the kernel changes it: made again
+    /// under its name (a new index: the same program, maps and lease attached
+    /// there), renamed (followed by index; the pins move along), or given a new
+    /// MAC (XDP's config and the heartbeat frames carry it, and a holder
+    /// announces it). New sockets in each case. True when anything changed.
+    fn follow(&mut self, i: usize, info: &netlink::LinkInfo) -> bool {
+        let l = &mut self.links[i];
+        let (made_again, renamed, new_mac) = (
+            l.ifindex != info.ifindex,
+            l.iface != info.name,
+            l.mac != info.mac,
+        );
+        if !made_again && !renamed && !new_mac {
+            return false;
+        }
+        match l.plane.follow(info.ifindex, info.mac) {
+            Ok(true) => info!(
+                "{} is back as interface #{}: XDP attached again, peer state and lease kept",
+                info.name, info.ifindex
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                // Tried again on the interface's next change (e.g. going up).
+                warn!(
+                    "following {} to interface #{}: {e:#}",
+                    info.name, info.ifindex
+                );
+                return false;
+            }
+        }
+        if renamed {
+            warn!(
+                "{} was renamed {}: following it (the settings still name {})",
+                l.iface, info.name, l.iface
+            );
+            if let Err(e) = l.plane.rename_pins(&info.name) {
+                warn!("{e:#}");
+            }
+        }
+        if new_mac {
+            info!(
+                "{} has a new MAC {}",
+                info.name,
+                info.mac.map(|b| format!("{b:02x}")).join(":")
+            );
+        }
+        if let Err(e) = l.targets.rebind(&info.name, info.ifindex, info.mac) {
+            warn!("heartbeat sockets on {}: {e:#}", info.name);
+        }
+        l.iface = info.name.clone();
+        l.ifindex = info.ifindex;
+        l.mac = info.mac;
+        l.gone = false;
+        if renamed {
+            let names = self.links.iter().map(|l| l.iface.clone()).collect();
+            self.node.renamed(names, self.vip_list());
+        }
+        // Neighbours still send to the old MAC: tell them.
+        if new_mac && !made_again && self.holds_vip() {
+            self.announce("new MAC");
         }
         true
     }
@@ -875,7 +965,12 @@ impl Controller {
                             new_state: to,
                             old_state: from,
                             vip: self.vip_list(),
-                            iface: self.cfg.ifaces.join(","),
+                            iface: self
+                                .links
+                                .iter()
+                                .map(|l| l.iface.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","),
                             reason,
                         });
                     }
@@ -1035,7 +1130,7 @@ impl Controller {
             session: format!("{:016x}", self.session),
             state: self.node.state().name().to_string(),
             since_unix_ms: self.since_unix_ms,
-            ifaces: self.cfg.ifaces.clone(),
+            ifaces: self.links.iter().map(|l| l.iface.clone()).collect(),
             pin_root: self.cfg.pin_root.clone(),
             vips: self
                 .vips

@@ -524,6 +524,53 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Follows our interface to index `ifindex` with MAC `mac`: when the
+    /// interface was deleted and made again (a new index), attaches the same
+    /// program (maps, peers and lease kept) there in the mode it had; and
+    /// writes the MAC XDP tells our own ARP apart by. True when it re-attached.
+    pub fn follow(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<bool> {
+        let mut config = Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)?;
+        let mut c = config.get(&0, 0)?;
+        if c.mac != mac {
+            c.mac = mac;
+            config.set(0, c, 0)?;
+        }
+        let Some(on) = &self.on else {
+            bail!("the program is not attached");
+        };
+        if on.ifindex == ifindex {
+            return Ok(false);
+        }
+        let mode = on.mode;
+        let fd = self.program()?.fd()?.as_fd().try_clone_to_owned()?;
+        let rtnl = ifxdp::Rtnl::open()?;
+        rtnl.attach(ifindex, fd.as_fd(), mode, None)
+            .with_context(|| {
+                format!(
+                    "attaching XDP to interface #{ifindex} ({} mode)",
+                    mode.name()
+                )
+            })?;
+        self.on = Some(OnIface {
+            ifindex,
+            mode,
+            rtnl,
+        });
+        Ok(true)
+    }
+
+    /// The pins follow a renamed interface (`root/<old>` to `root/<new>`).
+    pub fn rename_pins(&mut self, iface: &str) -> Result<()> {
+        let Some((dir, _)) = &mut self.pinned else {
+            return Ok(());
+        };
+        let to = dir.with_file_name(iface);
+        std::fs::rename(&*dir, &to)
+            .with_context(|| format!("moving {} to {}", dir.display(), to.display()))?;
+        *dir = to;
+        Ok(())
+    }
+
     /// The mode our program is attached in.
     pub fn mode(&self) -> Option<&'static str> {
         self.on.as_ref().map(|o| o.mode.name())

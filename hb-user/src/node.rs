@@ -378,6 +378,12 @@ impl Node {
         }
     }
 
+    /// The links go by new names (log lines and status only: no decision).
+    pub fn renamed(&mut self, links: Vec<String>, vip_list: String) {
+        self.p.links = links;
+        self.p.vip_list = vip_list;
+    }
+
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match input {

@@ -53,13 +53,20 @@ struct Target {
     ends: Option<Ends>,
 }
 
-/// One link's sockets, used by the sender thread only.
-pub struct LinkSender {
+/// One link's sockets. Made anew when the interface is recreated or its MAC
+/// changes (`Targets::rebind`), and swapped in under the sender thread.
+struct Sockets {
     ifindex: u32,
     v4: Option<UdpSocket>,
     v6: Option<UdpSocket>,
     /// AF_PACKET socket on the interface; None when it could not be opened.
     packet: Option<OwnedFd>,
+}
+
+/// One link's sending side, used by the sender thread only: sockets and
+/// targets are both read without a lock.
+pub struct LinkSender {
+    sockets: Arc<ArcSwap<Sockets>>,
     targets: Arc<ArcSwap<Vec<Target>>>,
     ip_id: u16,
 }
@@ -73,6 +80,7 @@ pub struct Targets {
     /// A packet socket is open, so frames can be sent.
     usable: bool,
     targets: Arc<ArcSwap<Vec<Target>>>,
+    sockets: Arc<ArcSwap<Sockets>>,
 }
 
 /// A UDP socket on `unspecified` (0.0.0.0 or ::), bound to `iface`, non-blocking
@@ -117,16 +125,9 @@ fn packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
     }
 }
 
-impl LinkSender {
-    /// Sockets on `iface` (index `ifindex`, MAC `mac`) sending to `targets`
-    /// (peer id, address) on `port`, and the handle that publishes their next hops.
-    pub fn new(
-        iface: &str,
-        ifindex: u32,
-        mac: [u8; 6],
-        targets: &[Dest],
-        port: u16,
-    ) -> Result<(Self, Targets)> {
+impl Sockets {
+    /// Sockets on `iface` (index `ifindex`) for the address families of `targets`.
+    fn open(iface: &str, ifindex: u32, targets: &[Dest]) -> Result<Self> {
         let want = |v6: bool| targets.iter().any(|t| t.addr.is_ipv6() == v6);
         let packet = match packet_socket(ifindex) {
             Ok(fd) => Some(fd),
@@ -143,11 +144,34 @@ impl LinkSender {
         let v6 = want(true)
             .then(|| socket_on(iface, Ipv6Addr::UNSPECIFIED.into()))
             .transpose()?;
-        let src_port = v4
+        Ok(Self {
+            ifindex,
+            v4,
+            v6,
+            packet,
+        })
+    }
+
+    fn src_port(&self) -> u16 {
+        self.v4
             .as_ref()
             .and_then(|s| s.local_addr().ok())
             .map(|a| a.port())
-            .unwrap_or(0);
+            .unwrap_or(0)
+    }
+}
+
+impl LinkSender {
+    /// Sockets on `iface` (index `ifindex`, MAC `mac`) sending to `targets`
+    /// (peer id, address) on `port`, and the handle that publishes their next hops.
+    pub fn new(
+        iface: &str,
+        ifindex: u32,
+        mac: [u8; 6],
+        targets: &[Dest],
+        port: u16,
+    ) -> Result<(Self, Targets)> {
+        let sockets = Sockets::open(iface, ifindex, targets)?;
         let shared = Arc::new(ArcSwap::from_pointee(
             targets
                 .iter()
@@ -161,16 +185,14 @@ impl LinkSender {
         let handle = Targets {
             iface: iface.to_string(),
             mac,
-            src_port,
-            usable: packet.is_some(),
+            src_port: sockets.src_port(),
+            usable: sockets.packet.is_some(),
             targets: shared.clone(),
+            sockets: Arc::new(ArcSwap::from_pointee(sockets)),
         };
         Ok((
             Self {
-                ifindex,
-                v4,
-                v6,
-                packet,
+                sockets: handle.sockets.clone(),
                 targets: shared,
                 ip_id: 0,
             },
@@ -185,17 +207,22 @@ impl LinkSender {
     pub fn send(&mut self, mut message: impl FnMut(&Dest) -> [u8; LEN]) -> usize {
         let mut failed = 0;
         let targets = self.targets.load();
+        let sockets = self.sockets.load();
         for t in targets.iter() {
             let payload = &message(&t.dest);
-            if let (Some(ends), Some(fd)) = (t.ends, &self.packet) {
+            if let (Some(ends), Some(fd)) = (t.ends, &sockets.packet) {
                 self.ip_id = self.ip_id.wrapping_add(1);
                 let frame = udp_frame(&ends, self.ip_id, payload);
-                if send_frame(fd, self.ifindex, &ends.dst_mac, &frame) {
+                if send_frame(fd, sockets.ifindex, &ends.dst_mac, &frame) {
                     continue;
                 }
                 // The packet socket failed (buffer full, say): the kernel path still may not.
             }
-            let socket = if t.addr.is_ipv6() { &self.v6 } else { &self.v4 };
+            let socket = if t.addr.is_ipv6() {
+                &sockets.v6
+            } else {
+                &sockets.v4
+            };
             let Some(socket) = socket else { continue };
             if socket.send_to(payload, t.addr).is_err() {
                 failed += 1;
@@ -206,6 +233,27 @@ impl LinkSender {
 }
 
 impl Targets {
+    /// The link is now `iface`, index `ifindex`, with MAC `mac` (recreated,
+    /// renamed, or given a new address): new sockets there, swapped in under the
+    /// sender thread, and every next hop forgotten (frames carried the old MAC),
+    /// so heartbeats take the kernel socket until the next refresh finds them.
+    pub fn rebind(&mut self, iface: &str, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let dests: Vec<Dest> = self.targets.load().iter().map(|t| t.dest).collect();
+        let sockets = Sockets::open(iface, ifindex, &dests)?;
+        self.iface = iface.to_string();
+        self.mac = mac;
+        self.src_port = sockets.src_port();
+        self.usable = sockets.packet.is_some();
+        let mut next: Vec<Target> = self.targets.load().as_ref().clone();
+        for t in &mut next {
+            t.ends = None;
+        }
+        // Targets first: no frame with the old MAC goes out on the new sockets.
+        self.targets.store(Arc::new(next));
+        self.sockets.store(Arc::new(sockets));
+        Ok(())
+    }
+
     /// Sets (or, with `None`, clears) the next hop of `dst`: its MAC and our source
     /// address towards it. Returns the path `dst` now takes when it changed.
     pub fn set_next_hop(&self, dst: Ipv4Addr, hop: Option<([u8; 6], Ipv4Addr)>) -> Option<Path> {

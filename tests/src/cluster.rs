@@ -705,6 +705,22 @@ impl Cluster {
         .map(|_| ())
     }
 
+    /// Deletes node `id`'s eth0 (its veth pair goes with it) and makes it
+    /// again: the same name, address and bridge port, a new ifindex and MAC.
+    pub fn remake_link(&self, id: u32) -> Result<()> {
+        let n = self.node(id);
+        self.exec(id, &["ip", "link", "del", IFACE])?;
+        plug(
+            &self.lab,
+            &self.sw,
+            &n.ns,
+            IFACE,
+            &format!("n{id}e0"),
+            "br0",
+            n.ip,
+        )
+    }
+
     /// Whether eth0 of node `id` has an XDP program attached.
     pub fn xdp_attached(&self, id: u32) -> bool {
         self.exec(id, &["ip", "link", "show", IFACE])

@@ -63,6 +63,8 @@ const STEPS: &[(&str, &str, &[&str])] = &[
             "--test-threads=1",
         ],
     ),
+    // The program attached again to an interface made anew, renamed, re-addressed.
+    ("iface_lifecycle", "iface_lifecycle", &["--test-threads=1"]),
     // The exit watch (raw tracepoint) and the death notice it triggers (XDP_TX).
     ("exit_watch", "exit_watch", &["--test-threads=1"]),
     (

@@ -50,6 +50,7 @@ const STEPS: &[(&str, &str, &[&str])] = &[
             "a_crashed_holder_stops_answering_for_the_vip",
             "a_restarted_controller_takes_over_the_attached_program",
             "under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_takes_over",
+            "a_crashed_holder_of_an_ipv6_vip_stops_answering_for_it",
             "--test-threads=1",
         ],
     ),

@@ -302,15 +302,40 @@ fn start(
     })
 }
 
+/// What the checks before a start found, for the start.
+struct Checked {
+    key: Key,
+    nl: Netlink,
+    plan: Plan,
+}
+
+/// The checks that change nothing: the key file, the interfaces and VIPs
+/// against the host's addresses (`plan`), the kernel's features.
+async fn checks(cfg: &RunConfig) -> Result<Checked, RunError> {
+    let key = keyfile::read(&cfg.key_file).map_err(RunError::Config)?;
+    let nl = Netlink::connect()?;
+    let plan = plan(cfg, &nl).await?;
+    let found = kernel::Features::probe()?;
+    kernel::check(&found, &kernel::release()).map_err(RunError::Kernel)?;
+    Ok(Checked { key, nl, plan })
+}
+
+/// `hb-user check`: everything a start checks before it changes anything
+/// (`checks`, the state dir, the verifier's word on the program), and nothing
+/// else: no attachment, no pin, no state dir made, no address touched. Like
+/// `keepalived -t`, it may run next to a running node.
+pub async fn check(cfg: &RunConfig) -> Result<(), RunError> {
+    checks(cfg).await?;
+    StateDir::check(&cfg.state_dir)?;
+    DataPlane::load()?;
+    Ok(())
+}
+
 /// Runs the controller until SIGTERM or SIGINT.
 pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
     // Everything that can be wrong with the settings, the kernel or the program
     // is found before anything changes.
-    let key = keyfile::read(&cfg.key_file).map_err(RunError::Config)?;
-    let nl = Netlink::connect()?;
-    let plan = plan(&cfg, &nl).await?;
-    let found = kernel::Features::probe()?;
-    kernel::check(&found, &kernel::release()).map_err(RunError::Kernel)?;
+    let Checked { key, nl, plan } = checks(&cfg).await?;
     let loaded = plan
         .links
         .iter()

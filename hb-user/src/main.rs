@@ -1,5 +1,5 @@
-//! `hb-user`: hb's controller. `run` (the default) is the failover daemon; `keygen`
-//! makes a key; `status` shows what a node knows.
+//! `hb-user`: hb's controller. `run` (the default) is the failover daemon; `check`
+//! validates its settings; `keygen` makes a key; `status` shows what a node knows.
 
 use clap::{Parser, Subcommand};
 use hb_user::{
@@ -29,6 +29,11 @@ struct Cli {
 enum Cmd {
     /// Run the failover daemon (the default).
     Run(RunArgs),
+    /// Check the settings without starting: the flags and config file, the key
+    /// file, interfaces and VIPs against this host's addresses, the state dir,
+    /// the kernel's features and the verifier. Exits 0, or 2 naming the field
+    /// (1 for a kernel that lacks a feature). Attaches and changes nothing.
+    Check(RunArgs),
     /// Write a new 128-bit key (mode 0600), or print it.
     Keygen {
         #[arg(long)]
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         None => run(cli.run),
         Some(Cmd::Run(args)) => run(args),
+        Some(Cmd::Check(args)) => check(args),
         Some(Cmd::Keygen { out }) => report(keyfile::generate(out.as_deref())),
         Some(Cmd::Cleanup {
             iface,
@@ -111,33 +117,23 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
-    let cfg = match RunConfig::load(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hb-user: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HB_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    if cfg.realtime {
-        realtime();
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread()
+/// The settings of `run` and `check`, or exit 2 naming the field.
+fn settings(args: &RunArgs) -> Result<RunConfig, ExitCode> {
+    RunConfig::load(args).map_err(|e| {
+        eprintln!("hb-user: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return report(Err(e.into())),
-    };
-    match rt.block_on(controller::run(cfg)) {
+}
+
+/// 2 for a setting, 1 for the kernel or anything else.
+fn exit_for(r: Result<(), RunError>) -> ExitCode {
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(e)) => {
             eprintln!("hb-user: {e}");
@@ -152,6 +148,55 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn check(args: RunArgs) -> ExitCode {
+    let cfg = match settings(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return report(Err(e.into())),
+    };
+    match rt.block_on(controller::check(&cfg)) {
+        Ok(()) => {
+            println!(
+                "hb-user: the settings are valid: node {} on {}, {} peer(s), {} VIP(s)",
+                cfg.node_id,
+                cfg.ifaces.join(", "),
+                cfg.peers.len(),
+                cfg.vips.len()
+            );
+            ExitCode::SUCCESS
+        }
+        // No logger here: the error goes to stderr as is.
+        Err(RunError::Other(e)) => report(Err(e)),
+        Err(e) => exit_for(Err(e)),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let cfg = match settings(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HB_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if cfg.realtime {
+        realtime();
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return report(Err(e.into())),
+    };
+    exit_for(rt.block_on(controller::run(cfg)))
 }
 
 /// SCHED_FIFO for the (single-threaded) controller and locked memory: a busy

@@ -53,6 +53,16 @@ impl StateDir {
         Self::open_owned_by(dir, 0)
     }
 
+    /// What [`StateDir::open`] would refuse of `dir`, without creating or
+    /// locking anything (`hb-user check`): a missing directory is fine, it is
+    /// made 0700 at the start.
+    pub fn check(dir: &Path) -> anyhow::Result<()> {
+        if std::fs::symlink_metadata(dir).is_err() {
+            return Ok(());
+        }
+        checked_dir(dir, 0).map(drop)
+    }
+
     /// [`StateDir::open`], with the directory's required owner.
     fn open_owned_by(dir: &Path, owner: u32) -> anyhow::Result<StateDir> {
         let made_dirs = created::create_dirs(dir, 0o700)

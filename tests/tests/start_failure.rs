@@ -382,13 +382,25 @@ fn unsafe_settings_exit_2_naming_the_field_and_attach_nothing() {
             vec!["chown root:root".into()],
         ),
     ];
-    for (args, field, says) in cases {
+    // `check` with the same settings finds the same, and changes nothing.
+    let as_check = |args: &[String]| -> Vec<String> {
+        std::iter::once("check".to_string())
+            .chain(args.iter().skip(1).cloned())
+            .collect()
+    };
+    let (code, out, err) = c.run_as_node(1, &as_check(&c.args(1))).unwrap();
+    assert_eq!(code, 0, "check of sound settings\n{out}{err}");
+    assert!(out.contains("the settings are valid"), "{out}");
+    let runs_and_checks = cases.iter().flat_map(|(args, field, says)| {
+        [(args.clone(), field, says), (as_check(args), field, says)]
+    });
+    for (args, field, says) in runs_and_checks {
         let (code, out, err) = c.run_as_node(1, &args).unwrap();
         let what = format!("{field} in {args:?}");
         assert_eq!(code, 2, "exit code for an unsafe {what}\n{out}{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(err.contains(&format!("invalid {field}: ")), "{what}: {err}");
-        for s in &says {
+        for s in says {
             assert!(err.contains(s.as_str()), "{what}: no {s:?} in {err}");
         }
         assert!(!c.xdp_attached(1), "XDP attached after an unsafe {what}");
@@ -425,6 +437,9 @@ fn unsafe_settings_exit_2_naming_the_field_and_attach_nothing() {
         c.logs()
     );
     assert_eq!(c.holders(), [1]);
+    // `check` next to a running holder: its VIP is no conflict.
+    let (code, out, err) = c.run_as_node(1, &as_check(&c.args(1))).unwrap();
+    assert_eq!(code, 0, "check next to the running node\n{out}{err}");
     assert!(
         c.log(1).contains("found on eth0 (left by an earlier run)"),
         "{}",

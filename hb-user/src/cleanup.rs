@@ -3,7 +3,7 @@
 //! gap. When no restart is coming, this removes all of it.
 
 use crate::{loader::DataPlane, netlink::Netlink, status::StatusFile};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::Path;
 
 pub async fn run(ifaces: &[String], state_dir: &Path, pin_root: &Path) -> Result<()> {
@@ -27,20 +27,13 @@ pub async fn run(ifaces: &[String], state_dir: &Path, pin_root: &Path) -> Result
             println!("{iface}: nothing of hb's attached or pinned");
         }
         // The VIPs the crashed controller listed for this interface.
-        let vips = status
-            .iter()
-            .flat_map(|s| s.vips.iter())
-            .filter_map(|v| v.split_once('@'));
-        for (vip, on) in vips.filter(|(_, on)| on == iface) {
-            let (addr, prefix) = vip
-                .split_once('/')
-                .context("status file: VIP without prefix")?;
-            let (addr, prefix) = (addr.parse()?, prefix.parse()?);
-            let Some(link) = nl.link(on).await? else {
+        let vips = status.iter().flat_map(|s| s.vips.iter());
+        for v in vips.filter(|v| &v.iface == iface) {
+            let Some(link) = nl.link(&v.iface).await? else {
                 continue;
             };
-            if nl.del_ip(link.ifindex, addr, prefix).await? {
-                println!("{iface}: removed VIP {vip}");
+            if nl.del_ip(link.ifindex, v.vip.addr, v.vip.prefix).await? {
+                println!("{iface}: removed VIP {}", v.vip);
             }
         }
     }

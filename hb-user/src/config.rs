@@ -130,6 +130,15 @@ impl fmt::Display for Vip {
     }
 }
 
+impl std::str::FromStr for Vip {
+    type Err = String;
+
+    /// "10.0.0.100/24", checked as `--vip` is.
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_vip(s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpModeArg {
     Auto,

@@ -1153,14 +1153,17 @@ impl Controller {
             node_id: self.cfg.node_id,
             priority: self.cfg.priority,
             session: format!("{:016x}", self.session),
-            state: self.node.state().name().to_string(),
+            state: self.node.state(),
             since_unix_ms: self.since_unix_ms,
             ifaces: self.links.iter().map(|l| l.iface.clone()).collect(),
             pin_root: self.cfg.pin_root.clone(),
             vips: self
                 .vips
                 .iter()
-                .map(|v| format!("{}@{}", v.vip, self.links[v.link].iface))
+                .map(|v| crate::status::VipOn {
+                    vip: v.vip,
+                    iface: self.links[v.link].iface.clone(),
+                })
                 .collect(),
             dead_after_ms: self.cfg.dead_after.as_millis() as u64,
             ping: self.ping_rows(),
@@ -1187,6 +1190,8 @@ impl Controller {
             holds_vip: self.node.claims_vip(),
             vips_missing: self.missing_vips(),
             vip_readds: self.node.readds(),
+            reason: self.node.reason().to_string(),
+            seen: self.node.seen().clone(),
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,

@@ -276,6 +276,10 @@ pub struct Node {
     vip_failures: u32,
     /// Per (link, VIP): foreign claims not logged yet (bounded by the config).
     conflict_log: BTreeMap<(usize, String), ConflictLog>,
+    /// What the decisions saw since the start, for the status.
+    seen: crate::status::Seen,
+    /// Why the last transition happened ("" before the first).
+    reason: String,
 }
 
 /// A VIP that disappears again within this long after we re-added it is
@@ -305,8 +309,20 @@ impl Node {
             readds: 0,
             vip_failures: 0,
             conflict_log: BTreeMap::new(),
+            seen: Default::default(),
+            reason: String::new(),
             p,
         }
+    }
+
+    /// Peer events, transitions, announcements and fencing since the start.
+    pub fn seen(&self) -> &crate::status::Seen {
+        &self.seen
+    }
+
+    /// Why the last transition happened ("" before the first).
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 
     /// The (link index, peer) entries whose silence [`Node::next_deadline`]
@@ -413,8 +429,14 @@ impl Node {
                         &mut out,
                         format!("fencing peer(s) {list} failed: staying BACKUP, retrying in 1 s"),
                     );
+                    self.seen.fence_failures += 1;
                 }
                 self.machine.fence_done(&peers, ok, now);
+            }
+        }
+        for a in &out {
+            if let Action::Announce { why } = a {
+                *self.seen.announces.entry(why.clone()).or_default() += 1;
             }
         }
         out
@@ -679,6 +701,7 @@ impl Node {
     fn apply(&mut self, now: Duration, held: bool, ev: Event, out: &mut Vec<Action>) {
         match ev {
             Event::PeerUp { peer } => {
+                self.seen.peer_up += 1;
                 info(out, format!("peer {peer} up"));
                 // Back from a partition, it may have taken the VIP meanwhile and
                 // turned caches towards it; it yields when it hears us, and caches
@@ -691,20 +714,30 @@ impl Node {
                     out.push(announce("peer rejoined"));
                 }
             }
-            Event::PeerDown { peer, silence } => warn(
-                out,
-                format!(
-                    "peer {peer} down: silent {} ms > dead-after {} ms",
-                    silence.as_millis(),
-                    self.p.machine.dead_after.as_millis()
-                ),
-            ),
-            Event::PeerLeft { peer } => info(out, format!("peer {peer} left (graceful stop)")),
-            Event::PeerGone { peer } => warn(
-                out,
-                format!("peer {peer}: controller gone (death notice from its kernel)"),
-            ),
+            Event::PeerDown { peer, silence } => {
+                self.seen.peer_silent += 1;
+                warn(
+                    out,
+                    format!(
+                        "peer {peer} down: silent {} ms > dead-after {} ms",
+                        silence.as_millis(),
+                        self.p.machine.dead_after.as_millis()
+                    ),
+                )
+            }
+            Event::PeerLeft { peer } => {
+                self.seen.peer_left += 1;
+                info(out, format!("peer {peer} left (graceful stop)"))
+            }
+            Event::PeerGone { peer } => {
+                self.seen.peer_gone += 1;
+                warn(
+                    out,
+                    format!("peer {peer}: controller gone (death notice from its kernel)"),
+                )
+            }
             Event::FenceNeeded { peers } => {
+                self.seen.fences += 1;
                 warn(
                     out,
                     format!("fencing silent peer(s) {peers:?} before taking over"),
@@ -712,6 +745,8 @@ impl Node {
                 out.push(Action::Fence { peers });
             }
             Event::Transition { from, to, reason } => {
+                self.seen.transitions += 1;
+                self.reason = reason.to_string();
                 let vips = &self.p.vip_list;
                 match (to, self.p.has_vips) {
                     (NodeState::Master, true) => warn(out, format!("{reason}: taking {vips}")),
@@ -798,6 +833,9 @@ impl Node {
                     .is_some_and(|t| now.saturating_sub(t) <= dead_after)
         });
         let held = self.holds_vip();
+        if held {
+            self.seen.lapses += 1;
+        }
         match taker {
             Some(v) if held => {
                 let id = v.id;

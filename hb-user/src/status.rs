@@ -2,7 +2,7 @@
 //! controller's status file and the data plane's maps, pinned or found through
 //! the interface (so it works from any shell in the node's network namespace).
 
-use crate::loader::View;
+use crate::{config::Vip, loader::View};
 use anyhow::{Context, Result};
 use hb_common::{
     wire2::{Head, FLAG_HOLDS},
@@ -10,7 +10,9 @@ use hb_common::{
 };
 use serde::{Deserialize, Serialize};
 use std::{
+    fmt,
     path::{Path, PathBuf},
+    str::FromStr,
     time::Duration,
 };
 
@@ -25,12 +27,14 @@ pub struct StatusFile {
     pub priority: u8,
     /// This run's session id (hex): random, drawn at start.
     pub session: String,
-    pub state: String,
+    /// "INIT", "BACKUP", "MASTER" or "FAULT".
+    #[serde(with = "state_name")]
+    pub state: NodeState,
     pub since_unix_ms: u128,
     pub ifaces: Vec<String>,
     pub pin_root: PathBuf,
     /// "10.0.0.100/24@eth0"
-    pub vips: Vec<String>,
+    pub vips: Vec<VipOn>,
     pub dead_after_ms: u64,
     /// Ping targets (quorum) as of the last write.
     #[serde(default)]
@@ -64,6 +68,113 @@ pub struct StatusFile {
     /// VIPs added back after they disappeared under us, since the start.
     #[serde(default)]
     pub vip_readds: u64,
+    /// Why the node is in its state: the last transition's reason, as the
+    /// notify hook got it ("" before the first).
+    #[serde(default)]
+    pub reason: String,
+    /// What the node's decisions saw since the start.
+    #[serde(default)]
+    pub seen: Seen,
+}
+
+/// Counts of what the node's decisions saw since the start: what its log
+/// says line by line, summed.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct Seen {
+    /// Peers heard (again): the first heartbeat, or one after silence.
+    pub peer_up: u64,
+    /// Peers found dead by silence (dead-after passed).
+    pub peer_silent: u64,
+    /// Peers that said they left (a graceful stop).
+    pub peer_left: u64,
+    /// Peers whose kernel reported their controller dead (a death notice).
+    pub peer_gone: u64,
+    /// State transitions.
+    pub transitions: u64,
+    /// Times our own heartbeats stopped for longer than dead-after while we
+    /// held the VIPs (the process paused or starved).
+    pub lapses: u64,
+    /// Gratuitous ARP / unsolicited NA bursts, by cause: "takeover", "peer
+    /// rejoined", "conflict", "split brain", "re-added".
+    pub announces: std::collections::BTreeMap<String, u64>,
+    /// Fencing commands run, and those that failed or timed out.
+    pub fences: u64,
+    pub fence_failures: u64,
+}
+
+/// A session id as the status shows it (16 hex digits; "none" before a
+/// handshake): None unless it names one.
+pub fn session_id(hex: &str) -> Option<u64> {
+    u64::from_str_radix(hex, 16).ok().filter(|&s| s != 0)
+}
+
+/// A configured VIP and the interface it goes on: "10.0.0.100/24@eth0" in
+/// the status file.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(into = "String", try_from = "String")]
+pub struct VipOn {
+    pub vip: Vip,
+    pub iface: String,
+}
+
+impl fmt::Display for VipOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.vip, self.iface)
+    }
+}
+
+impl FromStr for VipOn {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (vip, iface) = s
+            .split_once('@')
+            .ok_or_else(|| format!("expected ADDRESS/PREFIX@IFACE, got {s:?}"))?;
+        Ok(Self {
+            vip: vip.parse()?,
+            iface: iface.to_string(),
+        })
+    }
+}
+
+impl From<VipOn> for String {
+    fn from(v: VipOn) -> Self {
+        v.to_string()
+    }
+}
+
+impl TryFrom<String> for VipOn {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// [`NodeState`] as its name ("MASTER"), the spelling peers' rows, hooks and
+/// logs use too.
+mod state_name {
+    use hb_common::NodeState;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    const ALL: [NodeState; 4] = [
+        NodeState::Init,
+        NodeState::Backup,
+        NodeState::Master,
+        NodeState::Fault,
+    ];
+
+    pub fn serialize<S: Serializer>(s: &NodeState, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<NodeState, D::Error> {
+        let name = String::deserialize(de)?;
+        ALL.into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| D::Error::custom(format!("unknown node state {name:?}")))
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -78,7 +189,7 @@ pub struct PingRow {
     pub rejected: u64,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct PeerRow {
     pub peer: u32,
     pub link: String,
@@ -108,7 +219,7 @@ pub struct PeerRow {
 }
 
 /// Messages with our own node id from another machine, seen by XDP on one link.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Collision {
     pub link: String,
     pub messages: u64,
@@ -118,7 +229,7 @@ pub struct Collision {
 }
 
 /// ARP claims for a VIP from foreign MACs, seen by XDP on one link.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct VipConflicts {
     pub link: String,
     pub vip: String,
@@ -130,7 +241,7 @@ pub struct VipConflicts {
 
 /// The data plane on one link: does it outlive the controller, may it answer
 /// for the VIPs.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct LinkPlane {
     pub link: String,
     /// hb's program is attached to the interface: it records heartbeats and
@@ -147,13 +258,13 @@ pub struct LinkPlane {
     pub owner_dead_ms_ago: Option<u64>,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct LinkCounters {
     pub link: String,
-    pub counters: std::collections::BTreeMap<&'static str, u64>,
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Report {
     /// None when no controller runs (no status file).
     pub node: Option<StatusFile>,
@@ -292,7 +403,11 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
         }
         counters.push(LinkCounters {
             link: link.clone(),
-            counters: Stats::FIELDS.into_iter().zip(stats.as_array()).collect(),
+            counters: Stats::FIELDS
+                .into_iter()
+                .map(String::from)
+                .zip(stats.as_array())
+                .collect(),
         });
     }
     // With several links, only the entries that speak for a peer now count
@@ -308,7 +423,7 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
             peers[i].alive &= cur;
         }
     }
-    let holder = if running && node.as_ref().is_some_and(|n| n.state == "MASTER") {
+    let holder = if running && node.as_ref().is_some_and(|n| n.state == NodeState::Master) {
         "this node".to_string()
     } else {
         peers
@@ -398,7 +513,7 @@ pub fn render(r: &Report) -> String {
                 n.node_id,
                 n.priority,
                 n.session,
-                n.state,
+                n.state.name(),
                 if n.since_unix_ms > 0 {
                     format!(" for {:.1} s", since.as_secs_f64())
                 } else {
@@ -406,6 +521,9 @@ pub fn render(r: &Report) -> String {
                 },
                 n.ifaces.join(", ")
             );
+            if !n.reason.is_empty() {
+                out += &format!("  why: {}\n", n.reason);
+            }
             if !r.running {
                 out += &format!(
                     "  controller (pid {}) is not running: this is the last state it wrote\n",
@@ -435,11 +553,15 @@ pub fn render(r: &Report) -> String {
                 if n.vips.is_empty() {
                     "none".into()
                 } else {
-                    n.vips.join(", ")
+                    n.vips
+                        .iter()
+                        .map(VipOn::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 },
                 r.vip_holder
             );
-            if n.state == "MASTER" && !n.vips_missing.is_empty() {
+            if n.state == NodeState::Master && !n.vips_missing.is_empty() {
                 out += &format!(
                     "  not on their interface (the kernel's address state): {}\n",
                     n.vips_missing.join(", ")
@@ -545,4 +667,43 @@ pub fn render(r: &Report) -> String {
         out += "\n";
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spellings users and scripts read stay what they were when the
+    /// fields were strings.
+    #[test]
+    fn state_and_vips_keep_their_json_spelling() {
+        let json = r#"{"pid":1,"node_id":2,"priority":100,"session":"00000000000000ab",
+            "state":"MASTER","since_unix_ms":0,"ifaces":["eth0"],"pin_root":"/sys/fs/bpf/hb",
+            "vips":["10.0.0.100/24@eth0","fd00::100/64@eth1"],"dead_after_ms":500}"#;
+        let s: StatusFile = serde_json::from_str(json).unwrap();
+        assert_eq!(s.state, NodeState::Master);
+        assert_eq!(
+            s.vips[1],
+            VipOn {
+                vip: Vip {
+                    addr: "fd00::100".parse().unwrap(),
+                    prefix: 64
+                },
+                iface: "eth1".into()
+            }
+        );
+        let back = serde_json::to_value(&s).unwrap();
+        assert_eq!(back["state"], "MASTER");
+        assert_eq!(
+            back["vips"],
+            serde_json::json!(["10.0.0.100/24@eth0", "fd00::100/64@eth1"])
+        );
+        for state in ["INIT", "BACKUP", "FAULT"] {
+            let j = json.replace("MASTER", state);
+            let s: StatusFile = serde_json::from_str(&j).unwrap();
+            assert_eq!(s.state.name(), state);
+        }
+        assert!(serde_json::from_str::<StatusFile>(&json.replace("MASTER", "BOSS")).is_err());
+        assert!(serde_json::from_str::<StatusFile>(&json.replace("@eth0", "")).is_err());
+    }
 }

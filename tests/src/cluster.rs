@@ -3,8 +3,11 @@
 //! a client namespace. Used by the failover tests and by `cargo xtask lab`.
 //! Processes are ended by PID and namespaces deleted on drop, also on panic.
 
-use crate::netns::{sh, Lab};
+use crate::netns::{sh, Lab, HEARTBEAT_PORT};
 use anyhow::{bail, Context, Result};
+pub use hb_common::NodeState;
+use hb_user::status::STATUS_FILE;
+pub use hb_user::status::{PingRow, Report, StatusFile, VipOn};
 use nix::{sys::signal::Signal, unistd::Pid};
 use std::{
     net::Ipv4Addr,
@@ -80,24 +83,62 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 /// signal handler that must clean up without unwinding (see `emergency_cleanup`).
 static PIDS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 
-/// Kills the controllers this process started and deletes namespaces whose name
-/// starts with `prefix`: for Ctrl-C, when destructors will not run.
-pub fn emergency_cleanup(prefix: &str) {
+/// Kills the processes this process started (controllers, and those given to
+/// [`track_process`]) and deletes every namespace, mount and scratch directory
+/// of its labs not dropped yet: for Ctrl-C, when destructors will not run.
+pub fn emergency_cleanup() {
     for pid in PIDS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    if let Ok(list) = sh(&["ip", "netns", "list"]) {
-        for ns in list
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(prefix))
-        {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
+    crate::netns::remove_live_labs();
+}
+
+/// The write end of the pipe the signal handler wakes the cleanup thread with.
+static WAKE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    let fd = WAKE.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: write(2) is async-signal-safe.
+    unsafe {
+        libc::write(fd, b"x".as_ptr().cast(), 1);
     }
-    let scratch = std::env::temp_dir().join(prefix);
-    let _ = nix::mount::umount2(&scratch.join("bpffs"), nix::mount::MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// On SIGINT or SIGTERM, a thread runs [`emergency_cleanup`], then `then`
+/// (a binary's own leftovers), and exits 130. Installed once per process:
+/// the first call wins, and every [`Lab`] makes one, so that an interrupted
+/// test, lab or bench leaves no namespace behind; a panic unwinds through the
+/// labs' and clusters' `Drop` instead. A handler and a pipe rather than
+/// blocking the signals for sigwait: a blocked mask would be inherited by
+/// every daemon started, and a SIGTERM'd hb-user or keepalived would never stop.
+pub fn clean_up_on_signals(then: fn()) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 into a local array; sigaction with a handler that only writes.
+        unsafe {
+            if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                return;
+            }
+            WAKE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
+            for sig in [libc::SIGINT, libc::SIGTERM] {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+        let read_end = fds[0];
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            // SAFETY: a blocking read on our pipe.
+            while unsafe { libc::read(read_end, b.as_mut_ptr().cast(), 1) } < 0 {}
+            let me = std::env::args().next().unwrap_or_default();
+            eprintln!("\n{me}: interrupted: cleaning up");
+            emergency_cleanup();
+            then();
+            std::process::exit(130);
+        });
+    });
 }
 
 /// Registers a process this process started besides the controllers (keepalived,
@@ -277,11 +318,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// What node `id`'s controller last wrote to its status file (None before
+    /// its first write, or after a graceful stop removed it). A killed
+    /// controller's file stays: compare `pid` with [`Cluster::pid`] to trust
+    /// only the running one's.
+    pub fn status_of(&self, id: u32) -> Option<StatusFile> {
+        let bytes = std::fs::read(self.node(id).state_dir.join(STATUS_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// The state node `id`'s controller last wrote to its status file.
-    pub fn state_of(&self, id: u32) -> Option<String> {
-        let text = std::fs::read_to_string(self.node(id).state_dir.join("status.json")).ok()?;
-        let j: serde_json::Value = serde_json::from_str(&text).ok()?;
-        j["state"].as_str().map(String::from)
+    pub fn state_of(&self, id: u32) -> Option<NodeState> {
+        self.status_of(id).map(|s| s.state)
+    }
+
+    /// `hb-user status --json` of node `id`, run in its namespace as a user
+    /// runs it: the status file and the data plane's maps.
+    pub fn report(&self, id: u32) -> Result<Report> {
+        let text = self.status(id, true)?;
+        serde_json::from_str(&text).with_context(|| format!("hb-user status --json: {text}"))
     }
 
     /// Panics unless, within `bound`, node `id` alone holds the VIP and every other
@@ -299,9 +354,25 @@ impl Cluster {
         assert!(
             self.wait_for(bound, |c| running
                 .iter()
-                .all(|&n| c.state_of(n).as_deref() == Some("BACKUP"))),
+                .all(|&n| c.state_of(n) == Some(NodeState::Backup))),
             "backups not settled\n{}",
             self.logs()
+        );
+    }
+
+    /// Runs `during`, then panics unless node `id` was BACKUP before and after
+    /// with no transition between (the time of its last transition, in its
+    /// status file, unchanged): it never took over meanwhile.
+    pub fn expect_stays_backup(&mut self, id: u32, during: impl FnOnce(&mut Self)) {
+        let before = self.status_of(id).expect("a status file");
+        assert_eq!(before.state, NodeState::Backup, "node {id} before");
+        during(self);
+        let after = self.status_of(id).expect("a status file");
+        assert_eq!(
+            (after.state, after.since_unix_ms),
+            (NodeState::Backup, before.since_unix_ms),
+            "node {id} changed state meanwhile\n{}",
+            self.log(id)
         );
     }
 
@@ -522,6 +593,11 @@ impl Cluster {
         &self.key_file
     }
 
+    /// The cluster's key, read as hb-user reads it (`keyfile::read`).
+    pub fn key(&self) -> Result<hb_common::Key> {
+        Ok(hb_user::keyfile::read(&self.key_file)?)
+    }
+
     pub fn is_running(&mut self, id: u32) -> bool {
         let n = &mut self.nodes[id as usize - 1];
         n.child
@@ -696,13 +772,29 @@ impl Cluster {
         Ok(())
     }
 
-    /// `ip link set eth0 up|down` in node `id`.
-    pub fn set_link(&self, id: u32, up: bool) -> Result<()> {
-        self.exec(
-            id,
-            &["ip", "link", "set", IFACE, if up { "up" } else { "down" }],
-        )
-        .map(|_| ())
+    /// Node `id`'s eth0 set up or down (carrier and addresses as `ip link set
+    /// eth0 up|down` leaves them); returns the instant just before the change.
+    pub fn set_link(&self, id: u32, up: bool) -> Result<Instant> {
+        self.lab.set_link(&self.node(id).ns, IFACE, up)
+    }
+
+    /// The firewall of the incident on node `id`: hb's heartbeat port dropped
+    /// by iptables in `chain` ("INPUT", "OUTPUT") while `on`.
+    pub fn firewall(&self, id: u32, on: bool, chain: &str) -> Result<()> {
+        self.lab
+            .firewall(&self.node(id).ns, on, chain, HEARTBEAT_PORT)
+    }
+
+    /// Packets the firewall of [`Cluster::firewall`] dropped in `chain` of node `id`.
+    pub fn firewall_dropped(&self, id: u32, chain: &str) -> Result<u64> {
+        self.lab.firewall_dropped(&self.node(id).ns, chain)
+    }
+
+    /// The id of the XDP program on node `id`'s eth0, if any (`ip -j link`).
+    pub fn xdp_prog_id(&self, id: u32) -> Option<u64> {
+        let out = self.exec(id, &["ip", "-j", "link", "show", IFACE]).ok()?;
+        let j: serde_json::Value = serde_json::from_str(&out).ok()?;
+        j[0]["xdp"]["prog"]["id"].as_u64()
     }
 
     /// Deletes node `id`'s eth0 (its veth pair goes with it) and makes it

@@ -7,7 +7,7 @@
 //! process group, so that a crash can be simulated by SIGKILL of the whole group
 //! at once (killing the parent alone makes the child shut down gracefully).
 
-use crate::cluster::{forget_process, track_process};
+use crate::cluster::{forget_process, track_process, NodeState};
 use anyhow::{bail, Context, Result};
 use nix::{sys::signal::Signal, unistd::Pid};
 use std::{
@@ -226,11 +226,21 @@ impl Drop for Keepalived {
 }
 
 /// The last "Entering <STATE> STATE" keepalived logged, e.g. "MASTER", "BACKUP", "FAULT".
-pub fn last_state(log: &str) -> Option<&str> {
+pub fn last_state(log: &str) -> Option<NodeState> {
     log.lines().rev().find_map(|l| {
         let rest = l.split("Entering ").nth(1)?;
         let state = rest.split_whitespace().next()?;
-        rest.contains(" STATE").then_some(state)
+        if !rest.contains(" STATE") {
+            return None;
+        }
+        [
+            NodeState::Init,
+            NodeState::Backup,
+            NodeState::Master,
+            NodeState::Fault,
+        ]
+        .into_iter()
+        .find(|s| s.name() == state)
     })
 }
 
@@ -324,7 +334,7 @@ mod tests {
     #[test]
     fn finds_the_last_state() {
         let log = "x: (VI_1) Entering BACKUP STATE (init)\nx: (VI_1) Entering MASTER STATE\nx: (VI_1) setting VIPs.\n";
-        assert_eq!(last_state(log), Some("MASTER"));
+        assert_eq!(last_state(log), Some(NodeState::Master));
         assert_eq!(last_state("nothing"), None);
     }
 }

@@ -7,8 +7,8 @@ use std::{fs::File, os::fd::AsRawFd, path::PathBuf, process::Command};
 /// Makes `cmd` enter network namespace `ns` between fork and exec, and
 /// nothing else: the program shares the test's files and mounts (a node's
 /// pins land in the test's bpffs). It also starts with no signal blocked: a
-/// caller that blocks signals (hb-lab waits for Ctrl-C with sigwait) must not
-/// pass its mask on, or the program would not see SIGTERM.
+/// caller's thread that blocked signals must not pass its mask on, or the
+/// program would not see SIGTERM.
 pub fn enter_on_exec(cmd: &mut Command, ns: &str) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let netns =
@@ -50,6 +50,42 @@ pub fn sh(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Prefixes of the labs alive in this process, for [`remove_live_labs`].
+static LIVE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Deletes the namespaces, bpffs mounts and scratch directories of every lab
+/// this process has not dropped yet: for a signal, when destructors will not
+/// run (see `cluster::clean_up_on_signals`).
+pub fn remove_live_labs() {
+    let live: Vec<String> = LIVE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let list = sh(&["ip", "netns", "list"]).unwrap_or_default();
+    for prefix in live {
+        for ns in list
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&format!("{prefix}-")))
+        {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let scratch = std::env::temp_dir().join(&prefix);
+        let _ = nix::mount::umount2(&scratch.join("bpffs"), nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+}
+
+/// The iptables match of hb's heartbeats (the default port): what the
+/// firewall of the incident drops.
+pub const HEARTBEAT_PORT: &[&str] = &["-p", "udp", "--dport", "694"];
+
+/// Adds (`on`) or deletes the rule `iptables <chain> <matching> -j DROP`.
+pub fn firewall_rule(on: bool, chain: &str, matching: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec!["iptables".into(), if on { "-A" } else { "-D" }.into()];
+    a.push(chain.into());
+    a.extend(matching.iter().map(|s| s.to_string()));
+    a.extend(["-j".into(), "DROP".into()]);
+    a
+}
+
 /// A set of namespaces named `<prefix>-<name>`, and a scratch directory; all
 /// removed on drop.
 pub struct Lab {
@@ -66,6 +102,10 @@ impl Lab {
         let scratch = std::env::temp_dir().join(&prefix);
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch)?;
+        crate::cluster::clean_up_on_signals(|| {});
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(prefix.clone());
         Ok(Self {
             prefix,
             namespaces: Vec::new(),
@@ -238,6 +278,34 @@ impl Lab {
         })?
     }
 
+    /// The firewall of the incident in `ns`: hb's heartbeat port dropped by
+    /// iptables in `chain` ("INPUT", "OUTPUT") while `on`, the rule deleted
+    /// otherwise. `matching` other than [`HEARTBEAT_PORT`] drops another
+    /// protocol's (VRRP: `-p 112`).
+    pub fn firewall(&self, ns: &str, on: bool, chain: &str, matching: &[&str]) -> Result<()> {
+        let rule = firewall_rule(on, chain, matching);
+        let args: Vec<&str> = rule.iter().map(String::as_str).collect();
+        self.exec(ns, &args).map(|_| ())
+    }
+
+    /// Packets the first DROP rule of `chain` in `ns` dropped (iptables'
+    /// own counter).
+    pub fn firewall_dropped(&self, ns: &str, chain: &str) -> Result<u64> {
+        let listing = self.exec(ns, &["iptables", "-L", chain, "-v", "-x", "-n"])?;
+        let rule = listing
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some("DROP"))
+            .with_context(|| format!("no DROP rule in {chain}: {listing}"))?;
+        Ok(rule.split_whitespace().next().unwrap_or_default().parse()?)
+    }
+
+    /// Sets `dev` in `ns` up or down (SIOCSIFFLAGS from a thread in the
+    /// namespace, so that the instant returned, just before the change, is not
+    /// skewed by starting a process).
+    pub fn set_link(&self, ns: &str, dev: &str, up: bool) -> Result<std::time::Instant> {
+        self.in_netns(ns, || set_iface_up(dev, up))?
+    }
+
     /// Runs `f` on a thread that has entered namespace `ns` (network namespace only:
     /// mounts and files stay the test's own).
     pub fn in_netns<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
@@ -292,6 +360,38 @@ pub fn all_frames_socket(dev: &str, nonblock: bool) -> Result<std::os::fd::Owned
     }
 }
 
+/// SIOCGIFFLAGS / SIOCSIFFLAGS on `dev` in the calling thread's namespace.
+fn set_iface_up(dev: &str, up: bool) -> Result<std::time::Instant> {
+    // SAFETY: ioctl on a socket we own with an ifreq we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(dev.bytes()) {
+            *d = s as libc::c_char;
+        }
+        let result = (|| {
+            if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+                bail!("SIOCGIFFLAGS {dev}: {}", std::io::Error::last_os_error());
+            }
+            let flags = ifr.ifr_ifru.ifru_flags;
+            let up_flag = libc::IFF_UP as libc::c_short;
+            ifr.ifr_ifru.ifru_flags = if up {
+                flags | up_flag
+            } else {
+                flags & !up_flag
+            };
+            let at = std::time::Instant::now();
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) < 0 {
+                bail!("SIOCSIFFLAGS {dev}: {}", std::io::Error::last_os_error());
+            }
+            Ok(at)
+        })();
+        libc::close(fd);
+        result
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.namespaces.drain(..).rev() {
@@ -301,5 +401,8 @@ impl Drop for Lab {
             let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }
         let _ = std::fs::remove_dir_all(&self.scratch);
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != self.prefix);
     }
 }

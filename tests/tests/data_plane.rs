@@ -4,7 +4,7 @@
 //! that OUTPUT firewall rules cannot touch; `hb-user cleanup` removes it all.
 
 use hb_tests::{
-    cluster::{test_lan, Cluster, BOUND, FAST, IFACE, VIP},
+    cluster::{test_lan, Cluster, NodeState, Report, BOUND, FAST, IFACE, VIP},
     netns::mac_str,
 };
 use nix::sys::signal::Signal;
@@ -43,12 +43,12 @@ fn replies_for(c: &Cluster, d: Duration) -> usize {
     probe.stop().replies.len()
 }
 
-fn status_json(c: &Cluster, id: u32) -> serde_json::Value {
-    serde_json::from_str(&c.status(id, true).unwrap()).unwrap()
+fn report(c: &Cluster, id: u32) -> Report {
+    c.report(id).unwrap()
 }
 
-fn counter(j: &serde_json::Value, name: &str) -> u64 {
-    j["counters"][0]["counters"][name].as_u64().unwrap_or(0)
+fn counter(r: &Report, name: &str) -> u64 {
+    r.counters[0].counters.get(name).copied().unwrap_or(0)
 }
 
 fn cluster(tag: &str, common: &[&str]) -> (std::sync::MutexGuard<'static, ()>, Cluster) {
@@ -91,13 +91,13 @@ fn a_crashed_holder_stops_answering_for_the_vip() {
         "node 2 does not answer\n{}",
         c.logs()
     );
-    let j = status_json(&c, 1);
-    assert!(counter(&j, "fenced_ip") > 0, "self-fence counters: {j}");
-    assert_eq!(j["running"], false);
-    assert_eq!(j["planes"][0]["attached"], true, "{j}");
+    let r = report(&c, 1);
+    assert!(counter(&r, "fenced_ip") > 0, "self-fence counters: {r:?}");
+    assert!(!r.running);
+    assert!(r.planes[0].attached, "{r:?}");
     assert!(
-        j["planes"][0]["lease_ms_left"].is_null(),
-        "no lease on the dead node: {j}"
+        r.planes[0].lease_ms_left.is_none(),
+        "no lease on the dead node: {r:?}"
     );
 }
 
@@ -110,10 +110,10 @@ fn under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_tak
     c.start(2).unwrap();
     c.expect_settled(1, BOUND);
     let (n1, n2) = (c.node(1).mac, c.node(2).mac);
-    let j = status_json(&c, 1);
-    assert_eq!(j["node"]["pinned"], false, "{j}");
-    assert_eq!(j["planes"][0]["attached"], true, "{j}");
-    assert_eq!(j["planes"][0]["death_notice_armed"], true, "{j}");
+    let r = report(&c, 1);
+    assert!(!r.node.as_ref().unwrap().pinned, "{r:?}");
+    assert!(r.planes[0].attached, "{r:?}");
+    assert!(r.planes[0].death_notice_armed, "{r:?}");
 
     // Clients keep sending to node 1's MAC: from dead-after + 50 ms after the
     // kill it must be silent (lease gone), while node 2 answers.
@@ -139,7 +139,7 @@ fn under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_tak
     assert!(late.is_empty(), "node 1 answered after the kill: {late:?}");
     assert!(c.xdp_attached(1), "the data plane went with the process");
     assert!(
-        c.wait_for(BOUND, |c| c.state_of(2).as_deref() == Some("MASTER")),
+        c.wait_for(BOUND, |c| c.state_of(2) == Some(NodeState::Master)),
         "{}",
         c.logs()
     );
@@ -151,17 +151,14 @@ fn under_ip_netns_exec_without_pins_a_crashed_holder_is_fenced_and_a_restart_tak
     );
 
     // A restart the same way finds the program through the interface.
-    let before = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
+    let before = report(&c, 1).peers[0].accepted;
     c.start_as_deployed(1).unwrap();
     c.expect_single_holder(1, BOUND);
-    let j = status_json(&c, 1);
+    let r = report(&c, 1);
+    assert!(r.running && r.planes[0].attached, "{r:?}");
     assert!(
-        j["running"] == true && j["planes"][0]["attached"] == true,
-        "{j}"
-    );
-    assert!(
-        j["peers"][0]["accepted"].as_u64().unwrap() >= before,
-        "peer state lost: {before} -> {j}"
+        r.peers[0].accepted >= before,
+        "peer state lost: {before} -> {r:?}"
     );
     c.signal(1, Signal::SIGTERM).unwrap();
     assert!(!c.xdp_attached(1), "a graceful stop detaches, pins or not");
@@ -183,7 +180,7 @@ fn a_crashed_holder_of_an_ipv6_vip_stops_answering_for_it() {
     assert_eq!(c.client_reach_vip6(), Some(n1), "{}", c.logs());
     c.signal(1, Signal::SIGKILL).unwrap();
     assert!(
-        c.wait_for(BOUND, |c| c.state_of(2).as_deref() == Some("MASTER")),
+        c.wait_for(BOUND, |c| c.state_of(2) == Some(NodeState::Master)),
         "{}",
         c.logs()
     );
@@ -208,15 +205,15 @@ fn a_crashed_holder_of_an_ipv6_vip_stops_answering_for_it() {
         )
         .unwrap();
     assert_eq!(c.client_reach_vip6(), Some(n2), "{}", c.logs());
-    let j = status_json(&c, 1);
-    assert!(counter(&j, "fenced_ip6") > 0, "{j}");
-    assert!(counter(&j, "fenced_nd") > 0, "{j}");
+    let r = report(&c, 1);
+    assert!(counter(&r, "fenced_ip6") > 0, "{r:?}");
+    assert!(counter(&r, "fenced_nd") > 0, "{r:?}");
 }
 
 #[test]
 fn a_restarted_controller_takes_over_the_attached_program() {
     let (_g, mut c) = cluster("ad", FAST);
-    let old = status_json(&c, 1)["node"]["session"].clone();
+    let old = c.status_of(1).unwrap().session;
     c.signal(1, Signal::SIGKILL).unwrap();
     assert!(
         c.wait_for(BOUND, |c| c.holders().contains(&2)),
@@ -224,33 +221,39 @@ fn a_restarted_controller_takes_over_the_attached_program() {
         c.logs()
     );
     // While node 1's controller is dead, its XDP program goes on counting node 2's heartbeats.
-    let before = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
+    let before = report(&c, 1).peers[0].accepted;
     std::thread::sleep(Duration::from_millis(200));
-    let during = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
+    let during = report(&c, 1).peers[0].accepted;
     assert!(
         during > before,
         "the orphaned data plane stopped counting: {before} -> {during}"
     );
     c.start(1).unwrap();
     c.expect_single_holder(1, BOUND);
+    // The restarted controller adopted the program the crashed one left (no
+    // status field says adopted rather than replaced by another build: the
+    // start-up line is what tells the operator), and registered itself there.
     assert!(
         c.log(1).contains("took over the XDP program"),
         "{}",
         c.log(1)
     );
-    let after = status_json(&c, 1)["peers"][0]["accepted"].as_u64().unwrap();
+    assert!(c.xdp_prog_id(1).is_some());
+    let r = report(&c, 1);
+    assert_eq!(r.planes[0].owner_pid, c.pid(1), "{r:?}");
+    let after = r.peers[0].accepted;
     assert!(after >= during, "peer state was lost: {during} -> {after}");
     // The restart is a new session (wire v2), which node 2 adopted from the
     // adopted data plane's echo, and node 2's heartbeats, echoing it, count as
     // life there again.
-    let new = status_json(&c, 1)["node"]["session"].clone();
-    assert!(new.is_string() && new != old, "session {old} -> {new}");
+    let new = c.status_of(1).unwrap().session;
+    assert!(new != old, "session {old} -> {new}");
     assert!(
-        c.wait_for(BOUND, |c| status_json(c, 2)["peers"][0]["session"] == new
-            && status_json(c, 1)["peers"][0]["alive"] == true),
-        "node 2 did not adopt node 1's new session {new}: {}\n{}",
-        status_json(&c, 2),
-        status_json(&c, 1)
+        c.wait_for(BOUND, |c| report(c, 2).peers[0].session == new
+            && report(c, 1).peers[0].alive),
+        "node 2 did not adopt node 1's new session {new}: {:?}\n{:?}",
+        report(&c, 2),
+        report(&c, 1)
     );
 }
 
@@ -300,51 +303,43 @@ fn restarting_the_holder_leaves_no_gap_for_clients() {
 
 #[test]
 fn output_firewall_rules_cannot_silence_heartbeats() {
-    let (_g, c) = cluster("ow", FAST);
+    let (_g, mut c) = cluster("ow", FAST);
     // Both nodes send through the packet socket once their neighbours are resolved.
     for id in [1, 2] {
         assert!(
             c.wait_for(BOUND, |c| c
-                .status(id, false)
-                .is_ok_and(|s| s.contains("packet socket"))),
-            "node {id} never used the packet socket\n{}",
-            c.status(id, false).unwrap_or_default()
+                .status_of(id)
+                .is_some_and(|s| !s.transmit.is_empty()
+                    && s.transmit.iter().all(|t| t.ends_with(": packet socket")))),
+            "node {id} never used the packet socket\n{:?}",
+            c.status_of(id)
         );
     }
-    for (chains, what) in [
-        (&["OUTPUT"][..], "OUTPUT"),
-        (&["INPUT"][..], "OUTPUT and INPUT"),
-    ] {
-        for id in [1, 2] {
-            for chain in chains {
-                c.exec(
-                    id,
-                    &[
-                        "iptables", "-A", chain, "-p", "udp", "--dport", "694", "-j", "DROP",
-                    ],
-                )
-                .unwrap();
+    c.expect_stays_backup(2, |c| {
+        for (chains, what) in [
+            (&["OUTPUT"][..], "OUTPUT"),
+            (&["INPUT"][..], "OUTPUT and INPUT"),
+        ] {
+            for id in [1, 2] {
+                for chain in chains {
+                    c.firewall(id, true, chain).unwrap();
+                }
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                assert_eq!(
+                    c.holders(),
+                    [1],
+                    "{what} DROP: exactly one holder\n{}",
+                    c.logs()
+                );
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            assert_eq!(
-                c.holders(),
-                [1],
-                "{what} DROP: exactly one holder\n{}",
-                c.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    assert!(!c.log(2).contains("taking"), "{}", c.log(2));
+    });
     // The OUTPUT rule saw nothing to drop: heartbeats bypass it.
-    let out = c
-        .exec(2, &["iptables", "-L", "OUTPUT", "-v", "-x", "-n"])
-        .unwrap();
-    let rule = out.lines().find(|l| l.contains("udp dpt:694")).unwrap();
-    let dropped: u64 = rule.split_whitespace().next().unwrap().parse().unwrap();
-    assert_eq!(dropped, 0, "heartbeats went through OUTPUT: {rule}");
+    let dropped = c.firewall_dropped(2, "OUTPUT").unwrap();
+    assert_eq!(dropped, 0, "heartbeats went through OUTPUT");
 }
 
 #[test]

@@ -16,7 +16,8 @@ use hb_common::{
     wire::MsgType,
     wire2::{self, Head, LEN},
 };
-use hb_tests::cluster::{test_lan, Cluster, BOUND, FAST, IFACE};
+use hb_tests::cluster::{test_lan, Cluster, NodeState, Report, BOUND, FAST, IFACE};
+use hb_user::status::session_id;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
@@ -29,25 +30,18 @@ const DEFAULTS: &[&str] = &[
     "--init-dead",
     "1s",
 ];
-const NOTICE_LINE: &str = "peer 1: controller gone (death notice from its kernel)";
-
-fn status_json(c: &Cluster, id: u32) -> serde_json::Value {
-    serde_json::from_str(&c.status(id, true).unwrap()).unwrap()
+fn report(c: &Cluster, id: u32) -> Report {
+    c.report(id).unwrap()
 }
 
-fn counter(j: &serde_json::Value, name: &str) -> u64 {
-    j["counters"][0]["counters"][name].as_u64().unwrap_or(0)
-}
-
-/// A session as `status --json` prints it (hex); None for "none" or missing.
-fn hex_session(v: &serde_json::Value) -> Option<u64> {
-    v.as_str().and_then(|s| u64::from_str_radix(s, 16).ok())
+fn counter(r: &Report, name: &str) -> u64 {
+    r.counters[0].counters.get(name).copied().unwrap_or(0)
 }
 
 /// Node `id`'s current session, from its status.
 fn session_of(c: &Cluster, id: u32) -> u64 {
-    let j = status_json(c, id);
-    hex_session(&j["node"]["session"]).unwrap_or_else(|| panic!("no session in {j}"))
+    let s = c.status_of(id).expect("a status file");
+    session_id(&s.session).unwrap_or_else(|| panic!("no session in {s:?}"))
 }
 
 /// What node `id`'s sender thread last published in its link's `sent` map
@@ -93,38 +87,37 @@ fn kill_holder(c: &mut Cluster) -> Duration {
 fn sigkill_of_the_holder_moves_the_vip_well_before_dead_after() {
     let (_g, mut c) = settled("dnk", DEFAULTS, true);
     let took = kill_holder(&mut c);
-    let (j1, j2) = (status_json(&c, 1), status_json(&c, 2));
+    let (r1, r2) = (report(&c, 1), report(&c, 2));
     eprintln!("kill -> node 2 holds the VIP: {} ms", took.as_millis());
     assert!(
         took < Duration::from_millis(250) || hb_tests::emulated(),
         "node 2 took the VIP {} ms after the kill (dead-after 500 ms; \
-         node 1 died {} ms ago, node 2 last heard it {} ms ago, last notice {} ms ago)\n{}",
+         node 1 died {:?} ms ago, node 2 last heard it {:?} ms ago, last notice {:?} ms ago)\n{}",
         took.as_millis(),
-        j1["planes"][0]["owner_dead_ms_ago"],
-        j2["peers"][0]["last_seen_ms_ago"],
-        j2["peers"][0]["gone_ms_ago"],
+        r1.planes[0].owner_dead_ms_ago,
+        r2.peers[0].last_seen_ms_ago,
+        r2.peers[0].gone_ms_ago,
         c.logs()
     );
-    let log = c.log(2);
-    assert!(log.contains(NOTICE_LINE), "{log}");
+    // Node 2 took over on the notice, not on silence.
+    let s = c.status_of(2).unwrap();
     assert!(
-        !log.contains("peer 1 down"),
-        "a notice, not a silence: {log}"
+        s.seen.peer_gone >= 1 && s.seen.peer_silent == 0,
+        "a notice, not a silence: {s:?}"
     );
-    // hb-user cannot see the other end of its veth, so it says what it needs.
+    // hb-user cannot see the other end of its veth, so it says what it needs
+    // (a warning at start: no status field holds it).
+    let log = c.log(2);
     assert!(log.contains("eth0 is a veth in native XDP mode"), "{log}");
-    let j = status_json(&c, 2);
-    assert_eq!(j["peers"][0]["gone"], true, "{j}");
-    assert_eq!(j["peers"][0]["alive"], false, "{j}");
-    assert!(counter(&j, "gone") > 0, "{j}");
-    let text = c.status(2, false).unwrap();
-    assert!(text.contains("controller gone (death notice"), "{text}");
+    let r = report(&c, 2);
+    assert!(r.peers[0].gone && !r.peers[0].alive, "{r:?}");
+    assert!(counter(&r, "gone") > 0, "{r:?}");
     // The dead node's side: marked dead, answering, and self-fenced since node
     // 2's heartbeats claim the VIP (node 1 kept the address configured).
-    let j = status_json(&c, 1);
-    assert!(j["planes"][0]["owner_dead_ms_ago"].is_u64(), "{j}");
-    assert!(j["planes"][0]["lease_ms_left"].is_null(), "{j}");
-    assert!(counter(&j, "gone_sent") > 0, "{j}");
+    let r = report(&c, 1);
+    assert!(r.planes[0].owner_dead_ms_ago.is_some(), "{r:?}");
+    assert!(r.planes[0].lease_ms_left.is_none(), "{r:?}");
+    assert!(counter(&r, "gone_sent") > 0, "{r:?}");
 }
 
 /// Whether `frame` is an IPv4 death notice (wire v2, any addresses) for the port 694.
@@ -164,7 +157,7 @@ fn a_replayed_death_notice_is_refused_counted_and_logged() {
         "{}",
         c.logs()
     );
-    let key = hb_user::keyfile::read(c.key_file()).unwrap();
+    let key = c.key().unwrap();
     let payload: &[u8; LEN] = captured[captured.len() - LEN..].try_into().unwrap();
     assert!(wire2::head_mac_ok(payload, &key), "the notice's head MAC");
     let notice = Head::parse_unauthenticated(payload).unwrap();
@@ -191,20 +184,21 @@ fn a_replayed_death_notice_is_refused_counted_and_logged() {
         notice.your_seq
     );
     assert_eq!(sent_of(&c, 2).session, s2, "node 2 did not restart");
-    let before = status_json(&c, 2);
-    assert_eq!(counter(&before, "gone_replayed"), 0, "{before}");
-    assert!(counter(&before, "gone") > 0, "{before}");
-    let p = &before["peers"][0];
-    assert_eq!(hex_session(&p["gone_session"]), Some(s1), "{p}");
-    assert_eq!(p["gone"], true, "{p}");
+    let before = report(&c, 2);
+    assert_eq!(counter(&before, "gone_replayed"), 0, "{before:?}");
+    assert!(counter(&before, "gone") > 0, "{before:?}");
+    let p = &before.peers[0];
+    assert_eq!(session_id(&p.gone_session), Some(s1), "{p:?}");
+    assert!(p.gone, "{p:?}");
     c.lab
         .send_frames(&c.node(1).ns, "eth0", &[&captured])
         .unwrap();
     assert!(
-        c.wait_for(BOUND, |c| counter(&status_json(c, 2), "gone_replayed") == 1),
-        "the replay was not counted: {}",
-        status_json(&c, 2)
+        c.wait_for(BOUND, |c| counter(&report(c, 2), "gone_replayed") == 1),
+        "the replay was not counted: {:?}",
+        report(&c, 2)
     );
+    // The refusal is logged for the operator (rate-limited, so the count is the contract).
     assert!(
         c.wait_for(BOUND, |c| c
             .log(2)
@@ -212,12 +206,12 @@ fn a_replayed_death_notice_is_refused_counted_and_logged() {
         "{}",
         c.log(2)
     );
-    let p = &status_json(&c, 2)["peers"][0];
+    let p = &report(&c, 2).peers[0];
     assert_ne!(
-        p["gone_seq"], notice.your_seq,
-        "the replay was not recorded: {p}"
+        p.gone_seq, notice.your_seq,
+        "the replay was not recorded: {p:?}"
     );
-    assert_eq!(c.state_of(2).as_deref(), Some("MASTER"));
+    assert_eq!(c.state_of(2), Some(NodeState::Master));
 }
 
 /// Samples the VIP holders every ~20 ms for `d`.
@@ -231,11 +225,6 @@ fn holders_over(c: &Cluster, d: Duration) -> Vec<Vec<u32>> {
     seen
 }
 
-/// Node `id`'s log from byte `from` on.
-fn log_since(c: &Cluster, id: u32, from: usize) -> String {
-    c.log(id).get(from..).unwrap_or_default().to_string()
-}
-
 /// Kills the holder (node 1), lets notices flow for a while, restarts it and
 /// waits until `rejoined`; then asserts that `holder` alone holds the VIP over
 /// the next 1.5 s and that node 2 saw node 1 come back exactly once, with no
@@ -243,19 +232,15 @@ fn log_since(c: &Cluster, id: u32, from: usize) -> String {
 fn restart_after_notice(c: &mut Cluster, holder: u32, rejoined: impl FnMut(&Cluster) -> bool) {
     let old = session_of(c, 1);
     kill_holder(c);
-    assert!(c.log(2).contains(NOTICE_LINE), "{}", c.logs());
+    assert!(c.status_of(2).unwrap().seen.peer_gone >= 1, "{}", c.logs());
     std::thread::sleep(Duration::from_millis(300));
-    let p = &status_json(c, 2)["peers"][0];
+    let p = &report(c, 2).peers[0];
     assert_eq!(
-        (
-            p["gone"].as_bool(),
-            hex_session(&p["gone_session"]),
-            hex_session(&p["session"])
-        ),
-        (Some(true), Some(old), Some(old)),
-        "the notice names the adopted session: {p}"
+        (p.gone, session_id(&p.gone_session), session_id(&p.session)),
+        (true, Some(old), Some(old)),
+        "the notice names the adopted session: {p:?}"
     );
-    let mark = c.log(2).len();
+    let mark = c.status_of(2).unwrap().seen;
     c.start(1).unwrap();
     assert!(c.wait_for(BOUND, rejoined), "{}", c.logs());
     // The restart drew a new session, which node 2 adopted: that ends "gone"
@@ -263,31 +248,28 @@ fn restart_after_notice(c: &mut Cluster, holder: u32, rejoined: impl FnMut(&Clus
     let new = session_of(c, 1);
     assert_ne!(new, old, "a restart draws a new session");
     assert!(
-        c.wait_for(BOUND, |c| hex_session(
-            &status_json(c, 2)["peers"][0]["session"]
-        ) == Some(new)),
-        "node 2 did not adopt node 1's new session {new:016x}: {}",
-        status_json(c, 2)
+        c.wait_for(BOUND, |c| session_id(&report(c, 2).peers[0].session)
+            == Some(new)),
+        "node 2 did not adopt node 1's new session {new:016x}: {:?}",
+        report(c, 2)
     );
-    let p = &status_json(c, 2)["peers"][0];
-    assert_eq!(hex_session(&p["session"]), Some(new), "{p}");
-    assert_eq!(hex_session(&p["gone_session"]), Some(old), "{p}");
-    assert_eq!(
-        (p["gone"].as_bool(), p["alive"].as_bool()),
-        (Some(false), Some(true)),
-        "{p}"
-    );
+    let p = &report(c, 2).peers[0];
+    assert_eq!(session_id(&p.session), Some(new), "{p:?}");
+    assert_eq!(session_id(&p.gone_session), Some(old), "{p:?}");
+    assert_eq!((p.gone, p.alive), (false, true), "{p:?}");
     let seen = holders_over(c, Duration::from_millis(1500));
     assert!(
         seen.iter().all(|h| h == &[holder]),
         "holders over time: {seen:?}\n{}",
         c.logs()
     );
-    let after = log_since(c, 2, mark);
-    assert_eq!(after.matches("peer 1 up").count(), 1, "{after}");
-    assert!(
-        !after.contains("controller gone") && !after.contains("peer 1 down"),
-        "{after}"
+    let after = c.status_of(2).unwrap().seen;
+    assert_eq!(after.peer_up, mark.peer_up + 1, "{after:?}\n{}", c.log(2));
+    assert_eq!(
+        (after.peer_gone, after.peer_silent),
+        (mark.peer_gone, mark.peer_silent),
+        "{after:?}\n{}",
+        c.log(2)
     );
 }
 
@@ -297,20 +279,21 @@ fn a_restarted_controller_after_the_notice_rejoins_without_a_flap() {
     args.push("--no-preempt");
     let (_g, mut c) = settled("dnj", &args, true);
     // Without preemption the VIP stays with node 2, and node 1 is a live backup.
-    restart_after_notice(&mut c, 2, |c| c.state_of(1).as_deref() == Some("BACKUP"));
+    restart_after_notice(&mut c, 2, |c| c.state_of(1) == Some(NodeState::Backup));
+    // The restart reports the death mark it found (a start-up line: the mark
+    // itself is cleared, so no status field holds it any more).
     assert!(
         c.log(1)
             .contains("answering peers' heartbeats with death notices since"),
         "the restart saw the death mark: {}",
         c.log(1)
     );
-    let j = status_json(&c, 2);
-    assert_eq!(j["peers"][0]["gone"], false, "{j}");
-    assert_eq!(j["peers"][0]["alive"], true, "{j}");
-    let j = status_json(&c, 1);
+    let r = report(&c, 2);
+    assert!(!r.peers[0].gone && r.peers[0].alive, "{r:?}");
+    let r = report(&c, 1);
     assert!(
-        j["planes"][0]["owner_dead_ms_ago"].is_null(),
-        "mark cleared: {j}"
+        r.planes[0].owner_dead_ms_ago.is_none(),
+        "mark cleared: {r:?}"
     );
 }
 
@@ -327,8 +310,8 @@ fn a_graceful_stop_sends_no_death_notice() {
     c.signal(1, Signal::SIGTERM).unwrap();
     assert!(c.wait_for(BOUND, |c| c.holders() == [2]), "{}", c.logs());
     std::thread::sleep(Duration::from_millis(200));
-    let log = c.log(2);
-    assert!(log.contains("peer 1 left"), "{log}");
-    assert!(!log.contains("controller gone"), "{log}");
-    assert_eq!(counter(&status_json(&c, 2), "gone"), 0);
+    let s = c.status_of(2).unwrap();
+    assert_eq!((s.seen.peer_left, s.seen.peer_gone), (1, 0), "{s:?}");
+    assert!(report(&c, 2).peers[0].left);
+    assert_eq!(counter(&report(&c, 2), "gone"), 0);
 }

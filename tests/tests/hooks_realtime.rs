@@ -4,7 +4,7 @@
 //! on this 2-CPU machine) the controllers stop, their senders' watchdogs
 //! silence them, and the election moves the VIP. Hooks run SCHED_OTHER instead.
 
-use hb_tests::cluster::{test_lan, Cluster, BOUND, FAST};
+use hb_tests::cluster::{test_lan, Cluster, NodeState, BOUND, FAST};
 use nix::{
     sys::signal::{killpg, Signal},
     unistd::Pid,
@@ -107,11 +107,10 @@ fn stat_field(pid: i32, n: usize) -> Option<i64> {
     after_comm.split_whitespace().nth(n - 3)?.parse().ok()
 }
 
-fn status(c: &Cluster, id: u32) -> serde_json::Value {
-    c.status(id, true)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default()
+/// Node `id`'s status file: (state, session).
+fn status(c: &Cluster, id: u32) -> (Option<NodeState>, Option<String>) {
+    let s = c.status_of(id);
+    (s.as_ref().map(|s| s.state), s.map(|s| s.session))
 }
 
 #[test]
@@ -138,10 +137,7 @@ fn a_notify_hook_spinning_the_cpu_under_realtime_causes_no_failover() {
         .into_iter()
         .map(|pid| (pid, stat_field(pid, 41), stat_field(pid, 19)))
         .collect();
-    let sessions = (
-        status(&c, 1)["node"]["session"].clone(),
-        status(&c, 2)["node"]["session"].clone(),
-    );
+    let sessions = (status(&c, 1).1, status(&c, 2).1);
     let probe = c.probe(Duration::from_millis(20)).unwrap();
     let start = Instant::now();
     while start.elapsed() < WATCH {
@@ -171,16 +167,9 @@ fn a_notify_hook_spinning_the_cpu_under_realtime_causes_no_failover() {
         "replies from node 2"
     );
     let (one, two) = (status(&c, 1), status(&c, 2));
-    assert_eq!(one["node"]["state"], "MASTER", "{one}");
-    assert_eq!(two["node"]["state"], "BACKUP", "{two}");
-    assert_eq!(
-        (
-            one["node"]["session"].clone(),
-            two["node"]["session"].clone()
-        ),
-        sessions,
-        "a node restarted"
-    );
+    assert_eq!(one.0, Some(NodeState::Master), "{one:?}");
+    assert_eq!(two.0, Some(NodeState::Backup), "{two:?}");
+    assert_eq!((one.1, two.1), sessions, "a node restarted");
     assert_eq!(
         spinners.recorded(),
         2,

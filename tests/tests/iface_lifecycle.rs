@@ -4,32 +4,28 @@
 //! announcing its new MAC; and the data plane on the new interface still does
 //! its job (a takeover there, the fence after a crash there).
 
-use hb_tests::cluster::{test_lan, Cluster, BOUND, FAST, IFACE, VIP};
+use hb_tests::cluster::{test_lan, Cluster, NodeState, BOUND, FAST, IFACE, VIP};
 use nix::sys::signal::Signal;
 use std::time::Duration;
-
-fn status_json(c: &Cluster, id: u32) -> serde_json::Value {
-    serde_json::from_str(&c.status(id, true).unwrap()).unwrap()
-}
 
 /// Within `BOUND`, node `of`'s status says peer `peer` is alive.
 fn expect_hears(c: &Cluster, of: u32, peer: u32) {
     let hears = |c: &Cluster| {
-        c.status(of, true)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|j| {
-                let rows = j["peers"].as_array()?.clone();
-                Some(rows.iter().any(|r| r["peer"] == peer && r["alive"] == true))
-            })
-            .unwrap_or(false)
+        c.report(of)
+            .is_ok_and(|r| r.peers.iter().any(|p| p.peer == peer && p.alive))
     };
     assert!(
         c.wait_for(BOUND, hears),
-        "node {of} does not hear node {peer}: {}\n{}",
-        status_json(c, of),
+        "node {of} does not hear node {peer}: {:?}\n{}",
+        c.report(of),
         c.logs()
     );
+}
+
+/// Node 1's one data plane is attached, as its status says.
+fn attached(c: &Cluster) -> bool {
+    c.report(1)
+        .is_ok_and(|r| r.planes.first().is_some_and(|p| p.attached))
 }
 
 /// Pings the VIP from the client until the reply comes from `mac` (the
@@ -79,13 +75,12 @@ fn an_interface_deleted_and_made_again_is_followed_without_a_restart() {
     assert!(c.is_running(1));
     assert_eq!(c.pid(1), pid);
     expect_vip_at(&c, mac);
-    let j = status_json(&c, 1);
-    assert_eq!(j["planes"][0]["attached"], true, "{j}");
+    assert!(attached(&c), "{:?}", c.report(1));
     // The fence on the new interface: node 1 crashes, its XDP marks it dead
     // and stops answering for the VIP; node 2 alone serves it.
     c.signal(1, Signal::SIGKILL).unwrap();
     assert!(
-        c.wait_for(BOUND, |c| c.state_of(2).as_deref() == Some("MASTER")),
+        c.wait_for(BOUND, |c| c.state_of(2) == Some(NodeState::Master)),
         "{}",
         c.logs()
     );
@@ -126,14 +121,11 @@ fn a_new_mac_and_a_new_name_are_followed_without_a_restart() {
     expect_hears(&c, 1, 2);
     assert!(c.is_running(1));
     assert_eq!(c.pid(1), pid);
-    let shows_new = |c: &Cluster| {
-        let j = status_json(c, 1);
-        j["node"]["ifaces"][0] == NEW && j["planes"][0]["attached"] == true
-    };
+    let shows_new = |c: &Cluster| c.status_of(1).is_some_and(|s| s.ifaces == [NEW]) && attached(c);
     assert!(
         c.wait_for(BOUND, shows_new),
-        "status does not follow the rename: {}",
-        status_json(&c, 1)
+        "status does not follow the rename: {:?}",
+        c.report(1)
     );
     // Node 1, higher and preempting, holds the VIP on the renamed interface.
     let on_new = |c: &Cluster| {

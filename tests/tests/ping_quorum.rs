@@ -5,7 +5,7 @@
 //! packet socket, built by etherparse.
 
 use etherparse::PacketBuilder;
-use hb_tests::cluster::{test_lan, Cluster, BOUND, CLIENT_IP, FAST, IFACE};
+use hb_tests::cluster::{test_lan, Cluster, NodeState, PingRow, BOUND, CLIENT_IP, FAST, IFACE};
 use std::{
     fs::File,
     net::Ipv4Addr,
@@ -24,19 +24,13 @@ const FLOOD: Duration = Duration::from_secs(10);
 /// machine's heartbeats (the benchmark floods at 170 kpps).
 const FLOOD_PPS: u64 = 40_000;
 
-/// Node `id`'s status (`hb-user status --json`).
-fn status(c: &Cluster, id: u32) -> serde_json::Value {
-    let s = c.status(id, true).expect("hb-user status");
-    serde_json::from_str(&s).expect("status JSON")
-}
-
-/// Node `id`'s ping row for `target`.
-fn ping_row(c: &Cluster, id: u32, target: &str) -> serde_json::Value {
-    let j = status(c, id);
-    j["node"]["ping"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["target"] == target).cloned())
-        .unwrap_or_else(|| panic!("no ping row for {target}: {j}"))
+/// Node `id`'s ping row for `target` (`hb-user status --json`).
+fn ping_row(c: &Cluster, id: u32, target: &str) -> PingRow {
+    let r = c.report(id).expect("hb-user status");
+    r.node
+        .as_ref()
+        .and_then(|n| n.ping.iter().find(|p| p.target == target).cloned())
+        .unwrap_or_else(|| panic!("no ping row for {target}: {r:?}"))
 }
 
 /// Runs `f` on a thread of its own inside namespace `ns`.
@@ -145,7 +139,7 @@ fn an_icmp_flood_at_the_holder_moves_nothing() {
     c.start_all().unwrap();
     c.expect_settled(1, BOUND);
     assert!(
-        c.wait_for(BOUND, |c| ping_row(c, 1, &ping)["reachable"] == true),
+        c.wait_for(BOUND, |c| ping_row(c, 1, &ping).reachable),
         "{}",
         c.logs()
     );
@@ -187,7 +181,7 @@ fn an_icmp_flood_at_the_holder_moves_nothing() {
             }
         })
         .collect();
-    let before = ping_row(&c, 1, &ping)["rejected"].as_u64().unwrap_or(0);
+    let before = ping_row(&c, 1, &ping).rejected;
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_on_panic = StopOnDrop(stop.clone());
     let sent = Arc::new(AtomicU64::new(0));
@@ -216,20 +210,17 @@ fn an_icmp_flood_at_the_holder_moves_nothing() {
     let mut failure = None;
     while start.elapsed() < FLOOD && failure.is_none() {
         let holders = c.holders();
-        let j: serde_json::Value = std::fs::read_to_string(c.node(1).state_dir.join("status.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
+        let s = c.status_of(1);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .as_millis() as u64;
-        let age = now_ms.saturating_sub(j["updated_unix_ms"].as_u64().unwrap_or(0));
-        if holders != [1] || j["state"] != "MASTER" || age > 3000 {
+            .as_millis();
+        let age = now_ms.saturating_sub(s.as_ref().map_or(0, |s| s.updated_unix_ms));
+        let state = s.map(|s| s.state);
+        if holders != [1] || state != Some(NodeState::Master) || age > 3000 {
             failure = Some(format!(
-                "at {:?}: holders {holders:?}, node 1 {} (status {age} ms old)",
+                "at {:?}: holders {holders:?}, node 1 {state:?} (status {age} ms old)",
                 start.elapsed(),
-                j["state"]
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -242,14 +233,14 @@ fn an_icmp_flood_at_the_holder_moves_nothing() {
     let sent = sent.load(Ordering::Relaxed);
     assert!(sent >= 100_000, "only {sent} frames sent");
     let row = ping_row(&c, 1, &ping);
-    let rejected = row["rejected"].as_u64().unwrap_or(0).saturating_sub(before);
+    let rejected = row.rejected.saturating_sub(before);
     eprintln!("{sent} frames sent, {rejected} forged replies rejected (figures, not bounds)");
     assert!(
         rejected >= 1000,
-        "the forged replies reached the pinger: {row}"
+        "the forged replies reached the pinger: {row:?}"
     );
-    assert_eq!(row["reachable"], true, "{row}");
-    assert_eq!(c.state_of(2).as_deref(), Some("BACKUP"));
+    assert!(row.reachable, "{row:?}");
+    assert_eq!(c.state_of(2), Some(NodeState::Backup));
     assert!(c.is_running(1) && c.is_running(2), "{}", c.logs());
 }
 
@@ -340,13 +331,13 @@ fn forged_replies_do_not_keep_an_isolated_node_out_of_fault() {
     // node 1 hears no peer and reaches no target.
     c.partition(&[("n1e0", Some("n2e0"))]).unwrap();
     let cut = forged.load(Ordering::Relaxed);
-    let fault = c.wait_for(BOUND, |c| c.state_of(1).as_deref() == Some("FAULT"));
+    let fault = c.wait_for(BOUND, |c| c.state_of(1) == Some(NodeState::Fault));
     let mut steady = None;
     if fault {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(2) && steady.is_none() {
             let (s1, holders) = (c.state_of(1), c.holders());
-            if s1.as_deref() != Some("FAULT") || holders != [2] {
+            if s1 != Some(NodeState::Fault) || holders != [2] {
                 steady = Some(format!(
                     "at {:?}: node 1 {s1:?}, holders {holders:?}",
                     start.elapsed()
@@ -360,7 +351,7 @@ fn forged_replies_do_not_keep_an_isolated_node_out_of_fault() {
     forger.join().expect("the forger thread");
     assert!(
         fault,
-        "node 1 is {:?} with forged replies, not FAULT: {row}\n{}",
+        "node 1 is {:?} with forged replies, not FAULT: {row:?}\n{}",
         c.state_of(1),
         c.log(1)
     );
@@ -369,10 +360,10 @@ fn forged_replies_do_not_keep_an_isolated_node_out_of_fault() {
     }
     let after = forged.load(Ordering::Relaxed) - cut;
     assert!(after >= 20, "only {after} forged replies after the cut");
-    assert_eq!(row["reachable"], false, "{row}");
+    assert!(!row.reachable, "{row:?}");
     assert!(
-        row["rejected"].as_u64().unwrap_or(0) >= 20,
-        "the forged replies are counted: {row}"
+        row.rejected >= 20,
+        "the forged replies are counted: {row:?}"
     );
 }
 
@@ -387,19 +378,19 @@ fn an_ipv6_target_counts_for_quorum() {
     c.start_all().unwrap();
     c.expect_settled(1, BOUND);
     assert!(
-        c.wait_for(BOUND, |c| ping_row(c, 1, target)["reachable"] == true),
+        c.wait_for(BOUND, |c| ping_row(c, 1, target).reachable),
         "{}",
         c.logs()
     );
-    assert_eq!(ping_row(&c, 1, target)["rejected"], 0);
+    assert_eq!(ping_row(&c, 1, target).rejected, 0);
     // Node 1 cut off from everything: no peer, no target.
     c.partition(&[("n1e0", None)]).unwrap();
     assert!(
-        c.wait_for(BOUND, |c| c.state_of(1).as_deref() == Some("FAULT")),
+        c.wait_for(BOUND, |c| c.state_of(1) == Some(NodeState::Fault)),
         "{}",
         c.log(1)
     );
     c.expect_single_holder(2, BOUND);
-    assert_eq!(ping_row(&c, 1, target)["reachable"], false);
-    assert_eq!(ping_row(&c, 2, target)["reachable"], true);
+    assert!(!ping_row(&c, 1, target).reachable);
+    assert!(ping_row(&c, 2, target).reachable);
 }

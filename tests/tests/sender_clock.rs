@@ -5,7 +5,7 @@
 //! transition time each node writes to its status file, so even one shorter
 //! than the sampling period counts.
 
-use hb_tests::cluster::{test_lan, Cluster, BOUND, FASTEST};
+use hb_tests::cluster::{test_lan, Cluster, NodeState, BOUND, FASTEST};
 
 use nix::{
     sys::signal::{kill, Signal},
@@ -14,20 +14,15 @@ use nix::{
 use std::time::{Duration, Instant};
 
 /// (state, since_unix_ms) of node `id` from its status file.
-fn transition_of(c: &Cluster, id: u32) -> Option<(String, u64)> {
-    let text = std::fs::read_to_string(c.node(id).state_dir.join("status.json")).ok()?;
-    let j: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some((
-        j["state"].as_str()?.to_string(),
-        j["since_unix_ms"].as_u64()?,
-    ))
+fn transition_of(c: &Cluster, id: u32) -> Option<(NodeState, u128)> {
+    c.status_of(id).map(|s| (s.state, s.since_unix_ms))
 }
 
 /// Node 1 holds the VIP and both status files say so.
 fn settle(c: &mut Cluster) {
     c.expect_settled(1, BOUND);
     assert!(
-        c.wait_for(BOUND, |c| c.state_of(1).as_deref() == Some("MASTER")),
+        c.wait_for(BOUND, |c| c.state_of(1) == Some(NodeState::Master)),
         "node 1 never wrote MASTER\n{}",
         c.logs()
     );

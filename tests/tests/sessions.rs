@@ -4,12 +4,11 @@
 //! socket and replayed with one; cuts are nftables rules in the switch.
 
 use hb_tests::{
-    cluster::{test_lan, Cluster, BOUND, FAST},
+    cluster::{test_lan, Cluster, NodeState, Report, BOUND, FAST},
     frames,
     netns::all_frames_socket,
 };
 use nix::sys::signal::Signal;
-use serde_json::Value;
 use std::{
     os::fd::AsRawFd,
     sync::MutexGuard,
@@ -27,31 +26,26 @@ fn cluster(tag: &str, priorities: &[u8], links: usize) -> (MutexGuard<'static, (
     (guard, c)
 }
 
-/// `status --json` of node `id`; Null while it has none (starting, stopped).
-fn status(c: &Cluster, id: u32) -> Value {
-    c.status(id, true)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(Value::Null)
+/// `status --json` of node `id`; None while it has none (starting, stopped).
+fn status(c: &Cluster, id: u32) -> Option<Report> {
+    c.report(id).ok()
 }
 
 /// Counter `name` of node `id`, summed over its links.
 fn counter(c: &Cluster, id: u32, name: &str) -> u64 {
-    status(c, id)["counters"]
-        .as_array()
+    status(c, id)
         .into_iter()
-        .flatten()
-        .map(|l| l["counters"][name].as_u64().unwrap_or(0))
+        .flat_map(|r| r.counters)
+        .map(|l| l.counters.get(name).copied().unwrap_or(0))
         .sum()
 }
 
 /// Whether node `id`'s status shows `peer` alive on any link.
-fn peer_alive(c: &Cluster, id: u32, peer: u64) -> bool {
-    status(c, id)["peers"]
-        .as_array()
+fn peer_alive(c: &Cluster, id: u32, peer: u32) -> bool {
+    status(c, id)
         .into_iter()
-        .flatten()
-        .any(|p| p["peer"] == peer && p["alive"] == true)
+        .flat_map(|r| r.peers)
+        .any(|p| p.peer == peer && p.alive)
 }
 
 /// Samples for `d`: node `id` alone holds the VIP the whole time.
@@ -139,8 +133,8 @@ fn a_node_that_lost_its_state_dir_is_heard_again_and_one_node_holds() {
     // killed node leaves behind is not a decision, so the states are checked too.
     let settled = |c: &Cluster| {
         c.holders() == [1]
-            && c.state_of(1).as_deref() == Some("MASTER")
-            && c.state_of(2).as_deref() == Some("BACKUP")
+            && c.state_of(1) == Some(NodeState::Master)
+            && c.state_of(2) == Some(NodeState::Backup)
     };
     assert!(
         c.wait_for(Duration::from_secs(1), settled),
@@ -280,8 +274,8 @@ fn a_second_machine_with_our_id_is_an_error_and_holds_nothing() {
     let mut intruder = c.spawn_as_node(3, &args, &log).unwrap();
     let intruder_pid = intruder.id() as i32;
     let seen = c.wait_for(BOUND, |c| {
-        serde_json::from_str::<Value>(&c.status(3, true).unwrap_or_default()).is_ok_and(|j| {
-            j["node"]["id_collision"] == true && !j["id_collisions"].as_array().unwrap().is_empty()
+        status(c, 3).is_some_and(|r| {
+            r.node.as_ref().is_some_and(|n| n.id_collision) && !r.id_collisions.is_empty()
         })
     });
     let status3 = c.status(3, false).unwrap_or_default();
@@ -309,7 +303,7 @@ fn three_nodes_with_only_the_link_a_b_cut_keep_one_holder() {
     // B (node 2) no longer hears A (node 1); C hears both and reports A holding.
     c.partition(&[("n1e0", Some("n2e0"))]).unwrap();
     holds_steadily(&c, 1, Duration::from_secs(3));
-    assert_eq!(c.state_of(2).as_deref(), Some("BACKUP"), "{}", c.logs());
+    assert_eq!(c.state_of(2), Some(NodeState::Backup), "{}", c.logs());
     c.heal().unwrap();
     holds_steadily(&c, 1, Duration::from_millis(500));
 }
@@ -322,7 +316,7 @@ fn a_peer_speaking_wire_v1_is_refused_counted_and_kept_out_of_the_way() {
     let (n1, n2) = (c.node(1).ns.clone(), c.node(2).ns.clone());
     let mac2 = c.lab.mac(&n2, "eth0").unwrap();
     // Signed with the cluster's key (cluster 1, the default), as a v1 node would.
-    let key = hb_user::keyfile::read(c.key_file()).unwrap();
+    let key = c.key().unwrap();
     let v1: Vec<Vec<u8>> = (1..=150u64)
         .map(|seq| {
             let hb = hb_common::wire::Heartbeat {
@@ -353,20 +347,18 @@ fn a_peer_speaking_wire_v1_is_refused_counted_and_kept_out_of_the_way() {
         });
         // Past init-dead (1 s) node 2 still takes nothing: node 1 may hold it.
         std::thread::sleep(Duration::from_millis(2000));
-        let j = status(&c, 2);
+        let r = status(&c, 2).expect("node 2's status");
         assert_eq!(c.holders(), Vec::<u32>::new(), "{}", c.logs());
-        assert!(counter(&c, 2, "old_version") > 10, "{j}");
+        assert!(counter(&c, 2, "old_version") > 10, "{r:?}");
+        assert!(r.peers.iter().any(|p| p.old_version), "{r:?}");
+        // And says why it takes nothing.
+        let node = r.node.expect("node 2's status file");
         assert!(
-            j["peers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["old_version"] == true),
-            "{j}"
+            node.state == NodeState::Backup && node.reason.contains("wire version 1"),
+            "{node:?}"
         );
         player.join().unwrap();
     });
     // The old peer is gone (upgraded, say): node 2 takes over.
     c.expect_single_holder(2, BOUND);
-    assert!(c.log(2).contains("wire version 1"), "{}", c.log(2));
 }

@@ -3,7 +3,7 @@
 //! `hb-user status` then says plainly that hb-user is not running. The failure
 //! is a real kernel refusal: native XDP on a bridge, whose driver has none.
 
-use hb_tests::cluster::{hb_user_bin, test_lan, Cluster, BOUND, FAST, IFACE};
+use hb_tests::cluster::{hb_user_bin, test_lan, Cluster, NodeState, Report, BOUND, FAST, IFACE};
 use nix::sys::signal::Signal;
 use std::{path::Path, process::Command};
 
@@ -149,11 +149,10 @@ fn a_refused_start_leaves_no_pins_no_state_and_status_says_not_running() {
     );
     let (code, json) = status(&state, &pins, true);
     assert_eq!(code, 3, "{json}");
-    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(j["running"], false, "{json}");
+    let r: Report = serde_json::from_str(&json).unwrap();
+    assert!(!r.running, "{json}");
     assert!(
-        j["not_running"]
-            .as_str()
+        r.not_running
             .is_some_and(|s| s.starts_with("hb-user is not running on this node")),
         "{json}"
     );
@@ -189,7 +188,7 @@ fn a_pin_root_with_content_gets_no_bpffs_over_it() {
     // Decided (past INIT): its signal handlers are in place.
     assert!(
         c.wait_for(BOUND, |c| c.xdp_attached(1)
-            && c.state_of(1).is_some_and(|s| s != "INIT")),
+            && c.state_of(1).is_some_and(|s| s != NodeState::Init)),
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
@@ -223,11 +222,8 @@ fn a_refused_start_leaves_a_crashed_runs_data_plane_attached_with_its_state() {
         c.logs()
     );
     c.signal(1, Signal::SIGKILL).unwrap();
-    let before: serde_json::Value = serde_json::from_str(&c.status(1, true).unwrap()).unwrap();
-    assert!(
-        before["planes"][0]["owner_dead_ms_ago"].is_u64(),
-        "{before}"
-    );
+    let before = c.report(1).unwrap();
+    assert!(before.planes[0].owner_dead_ms_ago.is_some(), "{before:?}");
     let status_file = c.node(1).state_dir.join("status.json");
     let last_words = std::fs::read_to_string(&status_file).unwrap();
 
@@ -239,15 +235,12 @@ fn a_refused_start_leaves_a_crashed_runs_data_plane_attached_with_its_state() {
     );
     // Its state goes on: the crash's death mark (death notices continue) and
     // the peer it hears.
-    let after: serde_json::Value = serde_json::from_str(&c.status(1, true).unwrap()).unwrap();
-    assert!(after["planes"][0]["owner_dead_ms_ago"].is_u64(), "{after}");
-    assert_eq!(
-        after["planes"][0]["owner_pid"],
-        before["planes"][0]["owner_pid"]
-    );
+    let after = c.report(1).unwrap();
+    assert!(after.planes[0].owner_dead_ms_ago.is_some(), "{after:?}");
+    assert_eq!(after.planes[0].owner_pid, before.planes[0].owner_pid);
     assert!(
-        after["peers"][0]["accepted"].as_u64() >= before["peers"][0]["accepted"].as_u64(),
-        "{before}\n{after}"
+        after.peers[0].accepted >= before.peers[0].accepted,
+        "{before:?}\n{after:?}"
     );
     assert!(!c.pin_root(1).join(BRIDGE).exists());
     assert_eq!(
@@ -421,28 +414,22 @@ fn unsafe_settings_exit_2_naming_the_field_and_attach_nothing() {
     assert_eq!(c.holders(), [1], "the VIP stays after a SIGKILL");
     c.start(1).unwrap();
     let pid = c.pid(1).unwrap();
-    let status = |c: &Cluster| -> serde_json::Value {
-        c.status(1, true)
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default()
-    };
     assert!(
-        c.wait_for(BOUND, |c| {
-            let j = status(c);
-            j["node"]["pid"] == pid && j["node"]["state"] == "MASTER"
-        }),
-        "the restart with the VIP left on eth0 did not take over: {}\n{}",
-        status(&c),
+        c.wait_for(BOUND, |c| c
+            .status_of(1)
+            .is_some_and(|s| s.pid == pid && s.state == NodeState::Master)),
+        "the restart with the VIP left on eth0 did not take over: {:?}\n{}",
+        c.status_of(1),
         c.logs()
     );
     assert_eq!(c.holders(), [1]);
     // `check` next to a running holder: its VIP is no conflict.
     let (code, out, err) = c.run_as_node(1, &as_check(&c.args(1))).unwrap();
     assert_eq!(code, 0, "check next to the running node\n{out}{err}");
+    // It kept the address it found (never missing, not added back).
+    let s = c.status_of(1).unwrap();
     assert!(
-        c.log(1).contains("found on eth0 (left by an earlier run)"),
-        "{}",
-        c.log(1)
+        s.holds_vip && s.vips_missing.is_empty() && s.vip_readds == 0,
+        "{s:?}"
     );
 }

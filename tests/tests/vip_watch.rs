@@ -3,12 +3,8 @@
 //! network manager's flush) is added back and served again; one that cannot
 //! be added is not claimed, so the peer serves it.
 
-use hb_tests::cluster::{test_lan, Cluster, BOUND, FAST, IFACE, VIP};
+use hb_tests::cluster::{test_lan, NodeState, BOUND, FAST, IFACE, VIP};
 use std::time::{Duration, Instant};
-
-fn status_json(c: &Cluster, id: u32) -> serde_json::Value {
-    serde_json::from_str(&c.status(id, true).unwrap()).unwrap()
-}
 
 #[test]
 fn a_vip_deleted_on_the_holder_is_served_again_within_a_second() {
@@ -37,10 +33,10 @@ fn a_vip_deleted_on_the_holder_is_served_again_within_a_second() {
     );
     // One holder, which says so, and counted the re-add.
     c.expect_single_holder(1, BOUND);
-    let j = status_json(&c, 1);
-    assert_eq!(j["node"]["holds_vip"], true, "{j}");
-    assert!(j["node"]["vip_readds"].as_u64() >= Some(1), "{j}");
-    assert_eq!(c.state_of(2).as_deref(), Some("BACKUP"));
+    let s = c.status_of(1).unwrap();
+    assert!(s.holds_vip, "{s:?}");
+    assert!(s.vip_readds >= 1, "{s:?}");
+    assert_eq!(c.state_of(2), Some(NodeState::Backup));
 }
 
 #[test]
@@ -60,22 +56,22 @@ fn a_vip_that_cannot_be_added_is_not_claimed_and_the_peer_serves_it() {
     }
     c.start_all().unwrap();
     c.expect_settled(1, BOUND);
-    assert_eq!(status_json(&c, 1)["node"]["holds_vip"], true);
+    assert!(c.status_of(1).unwrap().holds_vip);
     let sysctl = format!("net.ipv6.conf.{IFACE}.disable_ipv6=1");
     c.exec(1, &["sysctl", "-qw", &sysctl]).unwrap();
     // Node 1 stops claiming; node 2 takes over; node 1's heartbeats never
     // said it held the VIPs without having them.
     assert!(
-        c.wait_for(BOUND, |c| c.state_of(2).as_deref() == Some("MASTER")),
+        c.wait_for(BOUND, |c| c.state_of(2) == Some(NodeState::Master)),
         "{}",
         c.logs()
     );
     c.expect_single_holder(2, BOUND);
-    let j1 = status_json(&c, 1);
-    assert_eq!(j1["node"]["state"], "FAULT", "{j1}");
-    assert_eq!(j1["node"]["holds_vip"], false, "{j1}");
-    let j2 = status_json(&c, 2);
-    assert_eq!(j2["peers"][0]["holds_vip"], false, "{j2}");
+    let s1 = c.report(1).unwrap().node.unwrap();
+    assert_eq!(s1.state, NodeState::Fault, "{s1:?}");
+    assert!(!s1.holds_vip, "{s1:?}");
+    let r2 = c.report(2).unwrap();
+    assert!(!r2.peers[0].holds_vip, "{r2:?}");
     // It stays that way while node 1 cannot add the VIP (its retries back off).
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {

@@ -17,7 +17,7 @@ use hb_common::{
 };
 use hb_tests::{
     frames::{body, head, key},
-    netns::{sh, Lab},
+    netns::{sh, Lab, HEARTBEAT_PORT},
 };
 use hb_user::{
     garp,
@@ -238,13 +238,7 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
     );
 
     // 3. The incident's firewall rule: the socket hears nothing, XDP still records every heartbeat.
-    lab.exec(
-        &rx,
-        &[
-            "iptables", "-A", "INPUT", "-p", "udp", "--dport", "694", "-j", "DROP",
-        ],
-    )
-    .unwrap();
+    lab.firewall(&rx, true, "INPUT", HEARTBEAT_PORT).unwrap();
     let got = socket_receives(&lab, &rx, || send(&lab, &tx, key(), 12, 5));
     let p = wait_accepted(&dp, 15);
     assert_eq!(
@@ -254,15 +248,8 @@ fn heartbeats_are_recorded_even_behind_an_input_firewall() {
     );
     assert_eq!(got, 0, "iptables DROP keeps the socket deaf");
     // The rule itself saw (and dropped) the five heartbeats XDP passed on.
-    let listing = lab
-        .exec(&rx, &["iptables", "-L", "INPUT", "-v", "-x", "-n"])
-        .unwrap();
-    let rule = listing
-        .lines()
-        .find(|l| l.contains("udp dpt:694"))
-        .unwrap_or_else(|| panic!("no rule: {listing}"));
-    let dropped: u64 = rule.split_whitespace().next().unwrap().parse().unwrap();
-    assert_eq!(dropped, 5, "iptables dropped what XDP passed: {rule}");
+    let dropped = lab.firewall_dropped(&rx, "INPUT").unwrap();
+    assert_eq!(dropped, 5, "iptables dropped what XDP passed");
 
     // 4. Forged heartbeats over the real path are counted and never recorded.
     send(&lab, &tx, Key { k0: 1, k1: 1 }, 100, 3);

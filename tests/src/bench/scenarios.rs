@@ -14,6 +14,7 @@ use super::{
 };
 use crate::cluster::{forget_process, track_process, CLIENT_IP, IFACE, VIP};
 use anyhow::{bail, Context, Result};
+use hb_user::status::session_id;
 use std::time::{Duration, Instant};
 
 /// hb's settings: "fast", "default" (hb's own defaults, spelled out), and the
@@ -519,14 +520,10 @@ pub fn failover_cell(
 
 /// XDP counters of node `id`, summed over links.
 fn hb_counters(bed: &Testbed, id: u32) -> Result<std::collections::BTreeMap<String, u64>> {
-    let j: serde_json::Value = serde_json::from_str(&bed.cluster.status(id, true)?)?;
     let mut sum = std::collections::BTreeMap::new();
-    for link in j["counters"]
-        .as_array()
-        .context("no counters in status --json")?
-    {
-        for (k, v) in link["counters"].as_object().context("counters")? {
-            *sum.entry(k.clone()).or_insert(0) += v.as_u64().unwrap_or(0);
+    for link in bed.cluster.report(id)?.counters {
+        for (k, v) in link.counters {
+            *sum.entry(k).or_insert(0) += v;
         }
     }
     Ok(sum)
@@ -551,17 +548,6 @@ fn refusals(
     } else {
         grew.join(", ")
     }
-}
-
-fn read_key(path: &std::path::Path) -> Result<hb_common::Key> {
-    let text = std::fs::read_to_string(path)?;
-    let hex = text.trim();
-    anyhow::ensure!(hex.len() == 32, "key file: 32 hex digits expected");
-    let mut b = [0u8; 16];
-    for (i, o) in b.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
-    }
-    Ok(hb_common::Key::from_bytes(b))
 }
 
 /// The client's frames reach node 2 through the bridge's forwarding table, not
@@ -620,18 +606,13 @@ pub fn flood_hb(
     let bed = Testbed::up(settings.clone())?;
     prime_bridge(&bed)?;
     let e = endpoints(&bed)?;
-    let key = read_key(bed.cluster.key_file())?;
-    let j: serde_json::Value = serde_json::from_str(&bed.cluster.status(BACKUP, true)?)?;
-    let peer = &j["peers"][0];
-    let hex = |v: &serde_json::Value, what: &str| -> Result<u64> {
-        let s = v.as_str().with_context(|| format!("{what} in status"))?;
-        u64::from_str_radix(s, 16).with_context(|| format!("{what} {s:?}"))
-    };
-    let (session, seq) = (
-        hex(&peer["session"], "peer session")?,
-        peer["seq"].as_u64().context("peer seq")?,
-    );
-    let ours = hex(&j["node"]["session"], "node session")?;
+    let key = bed.cluster.key()?;
+    let r = bed.cluster.report(BACKUP)?;
+    let peer = r.peers.first().context("no peer in node 2's status")?;
+    let session = session_id(&peer.session).context("node 2 adopted no session of node 1")?;
+    let seq = peer.seq;
+    let node = r.node.context("node 2 has no status file")?;
+    let ours = session_id(&node.session).context("node 2's session in its status")?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let port = hb_common::wire::DEFAULT_PORT;
     let template = flood::master_heartbeat(1, PRIMARY, BACKUP, session, ours);
@@ -809,9 +790,9 @@ fn stop_hogs(hogs: &mut Vec<std::process::Child>) {
 /// The heartbeat port (or VRRP) dropped by iptables INPUT on both nodes.
 pub fn incident(plan: &Plan, settings: Settings) -> Result<WindowRow> {
     let bed = Testbed::up(settings)?;
-    let (stats, ()) = observe(&bed, plan.incident, || bed.firewall("-A", "INPUT"))?;
+    let (stats, ()) = observe(&bed, plan.incident, || bed.firewall(true, "INPUT"))?;
     let holders_at_end = bed.cluster.holders();
-    bed.firewall("-D", "INPUT")?;
+    bed.firewall(false, "INPUT")?;
     Ok(WindowRow {
         tool: bed.tool(),
         settings: bed.settings.describe(),
@@ -1072,9 +1053,9 @@ pub fn chaos(plan: &Plan, settings: Settings, seed: u64) -> Result<ChaosRow> {
                     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT)?;
                 }
                 Chaos::Firewall => {
-                    bed.firewall("-A", "INPUT")?;
+                    bed.firewall(true, "INPUT")?;
                     std::thread::sleep(Duration::from_secs(1));
-                    bed.firewall("-D", "INPUT")?;
+                    bed.firewall(false, "INPUT")?;
                 }
             }
             Ok(())

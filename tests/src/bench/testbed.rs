@@ -3,8 +3,9 @@
 //! faults and checks every scenario needs expressed the same way for both tools.
 
 use crate::{
-    cluster::{Cluster, IFACE, VIP},
+    cluster::{Cluster, NodeState, IFACE, VIP},
     keepalived::{self, Keepalived},
+    netns::HEARTBEAT_PORT,
 };
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
@@ -171,12 +172,9 @@ impl Testbed {
             .with_context(|| format!("keepalived of node {id} is not running"))
     }
 
-    /// `ip link set eth0 up|down` in node `id`, done with an ioctl from a thread in
-    /// its namespace so that the instant returned (just before the change) is not
-    /// skewed by starting a process.
+    /// Node `id`'s eth0 up or down; the instant just before the change.
     pub fn set_link(&self, id: u32, up: bool) -> Result<Instant> {
-        let ns = self.cluster.node(id).ns.clone();
-        self.cluster.lab.in_netns(&ns, || set_iface_up(IFACE, up))?
+        self.cluster.set_link(id, up)
     }
 
     /// After a crash: keepalived leaves the VIP configured on the dead node; remove
@@ -191,23 +189,18 @@ impl Testbed {
         Ok(())
     }
 
-    /// "MASTER", "BACKUP", "INIT", "FAULT", as the daemon of node `id` last said
-    /// (hb: its status file, written by the running process; keepalived: its log).
-    pub fn state(&self, id: u32) -> Option<String> {
+    /// The state the daemon of node `id` last said it is in (hb: its status
+    /// file, written by the running process; keepalived: its log).
+    pub fn state(&self, id: u32) -> Option<NodeState> {
         match self.settings {
             Settings::Hb(_) => {
-                let n = self.cluster.node(id);
-                let text = std::fs::read_to_string(n.state_dir.join("status.json")).ok()?;
-                let j: serde_json::Value = serde_json::from_str(&text).ok()?;
+                let s = self.cluster.status_of(id)?;
                 // A killed controller's file stays behind: trust only the running one's.
-                if j["pid"].as_u64() != self.cluster.pid(id).map(u64::from) {
-                    return None;
-                }
-                j["state"].as_str().map(String::from)
+                (Some(s.pid) == self.cluster.pid(id)).then_some(s.state)
             }
             Settings::Keepalived(_) => {
                 let k = self.ka[id as usize - 1].as_ref()?;
-                keepalived::last_state(&k.read_log()).map(String::from)
+                keepalived::last_state(&k.read_log())
             }
         }
     }
@@ -215,8 +208,8 @@ impl Testbed {
     /// Node 1 alone holds the VIP and says MASTER; node 2 says BACKUP.
     pub fn settled(&self) -> bool {
         self.cluster.holders() == [PRIMARY]
-            && self.state(PRIMARY).as_deref() == Some("MASTER")
-            && self.state(BACKUP).as_deref() == Some("BACKUP")
+            && self.state(PRIMARY) == Some(NodeState::Master)
+            && self.state(BACKUP) == Some(NodeState::Backup)
     }
 
     pub fn wait_settled(&self, bound: Duration) -> Result<()> {
@@ -249,10 +242,10 @@ impl Testbed {
     }
 
     /// iptables match for this tool's heartbeats.
-    pub fn iptables_match(&self) -> Vec<&'static str> {
+    pub fn iptables_match(&self) -> &'static [&'static str] {
         match self.tool() {
-            Tool::Hb => vec!["-p", "udp", "--dport", "694"],
-            Tool::Keepalived => vec!["-p", "112"],
+            Tool::Hb => HEARTBEAT_PORT,
+            Tool::Keepalived => &["-p", "112"],
         }
     }
 
@@ -264,13 +257,13 @@ impl Testbed {
         }
     }
 
-    /// `iptables <op> <chain> <match> -j DROP` on every node.
-    pub fn firewall(&self, op: &str, chain: &str) -> Result<()> {
+    /// The firewall of the incident on every node: this tool's heartbeats
+    /// dropped by iptables in `chain` while `on`.
+    pub fn firewall(&self, on: bool, chain: &str) -> Result<()> {
         for n in &self.cluster.nodes {
-            let mut a = vec!["iptables", op, chain];
-            a.extend(self.iptables_match());
-            a.extend(["-j", "DROP"]);
-            self.cluster.lab.exec(&n.ns, &a)?;
+            self.cluster
+                .lab
+                .firewall(&n.ns, on, chain, self.iptables_match())?;
         }
         Ok(())
     }
@@ -330,37 +323,5 @@ impl Testbed {
                 })
                 .collect(),
         }
-    }
-}
-
-/// SIOCGIFFLAGS / SIOCSIFFLAGS on `dev` in the calling thread's namespace.
-fn set_iface_up(dev: &str, up: bool) -> Result<Instant> {
-    // SAFETY: ioctl on a socket we own with an ifreq we own.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (d, s) in ifr.ifr_name.iter_mut().zip(dev.bytes()) {
-            *d = s as libc::c_char;
-        }
-        let result = (|| {
-            if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) < 0 {
-                bail!("SIOCGIFFLAGS {dev}: {}", std::io::Error::last_os_error());
-            }
-            let flags = ifr.ifr_ifru.ifru_flags;
-            let up_flag = libc::IFF_UP as libc::c_short;
-            ifr.ifr_ifru.ifru_flags = if up {
-                flags | up_flag
-            } else {
-                flags & !up_flag
-            };
-            let at = Instant::now();
-            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) < 0 {
-                bail!("SIOCSIFFLAGS {dev}: {}", std::io::Error::last_os_error());
-            }
-            Ok(at)
-        })();
-        libc::close(fd);
-        result
     }
 }

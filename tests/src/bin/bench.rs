@@ -18,15 +18,13 @@ use hb_tests::{
             self, Plan, Progress, HB_100, HB_1MS, HB_DEFAULT, HB_FAST, HB_LOSS, KA_DEFAULT,
         },
         svg,
-        testbed::{keepalived_conf, Settings, Testbed, Tool, TAG},
+        testbed::{keepalived_conf, Settings, Testbed, Tool},
     },
-    cluster::{emergency_cleanup, hb_user_bin},
+    cluster::{clean_up_on_signals, hb_user_bin},
     keepalived,
-    netns::Lab,
 };
 use std::{
     path::{Path, PathBuf},
-    sync::atomic::{AtomicI32, Ordering},
     time::Instant,
 };
 
@@ -84,45 +82,11 @@ fn parse_args() -> Result<Args> {
 /// Where the hb-user copy lives (see `snapshot_hb_user`).
 static BIN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-/// Write end of the pipe the signal handler wakes the cleanup thread with.
-static WAKE: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    let fd = WAKE.load(Ordering::Relaxed);
-    // SAFETY: write(2) is async-signal-safe.
-    unsafe {
-        libc::write(fd, b"x".as_ptr().cast(), 1);
+/// Ctrl-C or SIGTERM: besides what every lab cleans up, the hb-user copy.
+fn remove_bin_dir() {
+    if let Some(d) = BIN_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
     }
-}
-
-/// Ctrl-C or SIGTERM: a thread kills what we started and deletes the namespaces
-/// (destructors would not run). A handler and a pipe rather than blocking the
-/// signals for sigwait: a blocked mask would be inherited by every daemon we
-/// start, and a SIGTERM'd hb-user or keepalived would never stop.
-fn clean_up_on_signals() {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 into a local array; sigaction with a handler that only writes.
-    unsafe {
-        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0, "pipe2");
-        WAKE.store(fds[1], Ordering::Relaxed);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
-    let read_end = fds[0];
-    std::thread::spawn(move || {
-        let mut b = [0u8; 1];
-        // SAFETY: a blocking read on our pipe.
-        while unsafe { libc::read(read_end, b.as_mut_ptr().cast(), 1) } < 0 {}
-        eprintln!("\nhb-bench: interrupted: cleaning up");
-        emergency_cleanup(&Lab::prefix_for(TAG));
-        if let Some(d) = BIN_DIR.get() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-        std::process::exit(130);
-    });
 }
 
 /// A private copy of hb-user, so that a rebuild during a long run cannot mix
@@ -143,7 +107,7 @@ fn snapshot_hb_user() -> PathBuf {
 fn main() {
     let bin_dir = snapshot_hb_user();
     BIN_DIR.set(bin_dir.clone()).expect("set once");
-    clean_up_on_signals();
+    clean_up_on_signals(remove_bin_dir);
     // keepalived's VRRP child outlives a SIGKILLed parent for a moment: reap it.
     keepalived::become_subreaper();
     let args = parse_args().unwrap_or_else(|e| {

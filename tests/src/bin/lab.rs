@@ -6,10 +6,9 @@
 
 use anyhow::{bail, Context, Result};
 use hb_tests::{
-    cluster::{emergency_cleanup, Cluster, VIP},
-    netns::{mac_str, Lab},
+    cluster::{clean_up_on_signals, Cluster, VIP},
+    netns::mac_str,
 };
-use nix::sys::signal::{SigSet, Signal};
 use std::time::{Duration, Instant};
 
 const TAG: &str = "lab";
@@ -35,18 +34,8 @@ impl Timeline {
 }
 
 fn main() {
-    // Ctrl-C: a thread waits for the signal and cleans up; destructors would not run.
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block().expect("blocking signals");
-    std::thread::spawn(move || {
-        if let Ok(sig) = set.wait() {
-            eprintln!("\nhb-lab: {sig}: cleaning up");
-            emergency_cleanup(&Lab::prefix_for(TAG));
-            std::process::exit(130);
-        }
-    });
+    // Ctrl-C: destructors would not run; the namespaces go all the same.
+    clean_up_on_signals(|| {});
     let nodes = parse_nodes().unwrap_or_else(|e| {
         eprintln!("hb-lab: {e:#}");
         std::process::exit(2);
@@ -178,12 +167,7 @@ fn lab(n: usize) -> Result<()> {
 
     // 3. The incident: a firewall drops the heartbeat port on every node.
     for id in 1..=n as u32 {
-        c.exec(
-            id,
-            &[
-                "iptables", "-A", "INPUT", "-p", "udp", "--dport", "694", "-j", "DROP",
-            ],
-        )?;
+        c.firewall(id, true, "INPUT")?;
     }
     t.say(
         "iptables -A INPUT -p udp --dport 694 -j DROP on every node (Linux-HA split-brains here)",

@@ -1156,6 +1156,7 @@ impl Controller {
             state: self.node.state(),
             since_unix_ms: self.since_unix_ms,
             ifaces: self.links.iter().map(|l| l.iface.clone()).collect(),
+            origins: self.links.iter().map(|l| l.plane.origin()).collect(),
             pin_root: self.cfg.pin_root.clone(),
             vips: self
                 .vips

@@ -76,7 +76,8 @@ const PROG_PIN: &str = "prog";
 const OLD_PINS: [&str; 3] = ["link", "exit_prog", "exit_link"];
 
 /// How the data plane on an interface came to be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// Nothing of hb's was attached: loaded and attached now.
     Fresh,
@@ -569,6 +570,11 @@ impl DataPlane {
             .with_context(|| format!("moving {} to {}", dir.display(), to.display()))?;
         *dir = to;
         Ok(())
+    }
+
+    /// How this run came to its program: loaded now, or taken over in place.
+    pub fn origin(&self) -> Origin {
+        self.origin
     }
 
     /// The mode our program is attached in.

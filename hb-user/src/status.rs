@@ -75,6 +75,12 @@ pub struct StatusFile {
     /// What the node's decisions saw since the start.
     #[serde(default)]
     pub seen: Seen,
+    /// Per link (in `ifaces` order), how this run came to its data plane:
+    /// "fresh" (loaded and attached now), "adopted" (a previous run's program
+    /// of this build, taken over in place with its state) or "replaced"
+    /// (another build's, swapped for this one's in place, state carried).
+    #[serde(default)]
+    pub origins: Vec<crate::loader::Origin>,
 }
 
 /// Counts of what the node's decisions saw since the start: what its log

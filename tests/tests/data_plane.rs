@@ -7,6 +7,7 @@ use hb_tests::{
     cluster::{test_lan, Cluster, NodeState, Report, BOUND, FAST, IFACE, VIP},
     netns::mac_str,
 };
+use hb_user::loader::Origin;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
@@ -230,14 +231,10 @@ fn a_restarted_controller_takes_over_the_attached_program() {
     );
     c.start(1).unwrap();
     c.expect_single_holder(1, BOUND);
-    // The restarted controller adopted the program the crashed one left (no
-    // status field says adopted rather than replaced by another build: the
-    // start-up line is what tells the operator), and registered itself there.
-    assert!(
-        c.log(1).contains("took over the XDP program"),
-        "{}",
-        c.log(1)
-    );
+    // The restarted controller adopted the program the crashed one left, and
+    // registered itself there.
+    let s = c.status_of(1).unwrap();
+    assert_eq!(s.origins, [Origin::Adopted], "{s:?}");
     assert!(c.xdp_prog_id(1).is_some());
     let r = report(&c, 1);
     assert_eq!(r.planes[0].owner_pid, c.pid(1), "{r:?}");

@@ -2,6 +2,7 @@
 //! so that a fresh machine needs no manual step.
 
 mod build_ebpf;
+mod suite;
 mod tools;
 mod vm;
 
@@ -119,17 +120,18 @@ fn main() -> Result<()> {
             build_ebpf::build()?;
             // The namespace tests run the real hb-user binary, as installed.
             let hb_user = build_hb_user()?;
-            let mut cmd = std::process::Command::new(tools::cargo());
-            cmd.args(["test", "--workspace", "--release"])
-                .args(&args)
-                .env("HB_USER_BIN", &hb_user);
-            tools::run(&mut cmd, "cargo test")?;
-            // The same data plane on the kernels users run; skipped only when the
-            // run was narrowed to some tests.
-            if args.is_empty() {
-                vm::run(&vm::Series::ALL)?;
+            // Narrowed to some tests: cargo test as given. The whole suite: in
+            // two lanes (suite.rs), then the same data plane on the kernels
+            // users run.
+            if !args.is_empty() {
+                let mut cmd = std::process::Command::new(tools::cargo());
+                cmd.args(["test", "--workspace", "--release"])
+                    .args(&args)
+                    .env("HB_USER_BIN", &hb_user);
+                return tools::run(&mut cmd, "cargo test");
             }
-            Ok(())
+            suite::run(&hb_user)?;
+            vm::run(&vm::Series::ALL)
         }
         Task::Lab { nodes } => {
             tools::ensure_system_packages()?;

@@ -522,12 +522,26 @@ impl Clock {
 /// (the process-wide `--realtime` setup already logged why). Reset on fork,
 /// as the controller's (main.rs): nothing started from here inherits it.
 fn realtime_thread() {
+    let _ = set_scheduler(
+        libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
+        SENDER_PRIORITY,
+    );
+}
+
+/// sched_setscheduler(2) on the calling thread (pid 0 is the caller on Linux):
+/// `policy` (flags such as SCHED_RESET_ON_FORK or'ed in) at `priority`. libc,
+/// because nix does not wrap it. Allocates nothing and is async-signal-safe,
+/// so a `pre_exec` hook may call it (hooks.rs).
+pub fn set_scheduler(policy: libc::c_int, priority: libc::c_int) -> std::io::Result<()> {
     let param = libc::sched_param {
-        sched_priority: SENDER_PRIORITY,
+        sched_priority: priority,
     };
-    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
-    // SAFETY: sched_setscheduler(0, ..) on Linux applies to the calling thread.
-    unsafe { libc::sched_setscheduler(0, policy, &param) };
+    // SAFETY: the kernel only reads `param`, a valid sched_param that lives
+    // across the call; no Rust memory changes.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

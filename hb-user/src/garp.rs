@@ -2,12 +2,13 @@
 //! a takeover: tell the segment's hosts and switches that the VIP is now at this
 //! node's MAC, through an AF_PACKET socket.
 
-use crate::checksum::Sum;
+use crate::{checksum::Sum, sender::packet_socket};
 use anyhow::{bail, Context, Result};
+use nix::sys::socket::MsgFlags;
 use std::{
     io,
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     time::Duration,
 };
 
@@ -60,8 +61,8 @@ pub async fn announce(
     if count == 0 {
         return Ok(());
     }
-    let sock =
-        open(ifindex).with_context(|| format!("opening an ARP socket on interface #{ifindex}"))?;
+    let sock = packet_socket(ifindex)
+        .with_context(|| format!("opening an ARP socket on interface #{ifindex}"))?;
     let frames = [&frame(mac, ip, false)[..], &frame(mac, ip, true)[..]];
     burst(&sock, &frames, count, spacing)
         .await
@@ -83,7 +84,7 @@ pub async fn announce_v6(
     if count == 0 {
         return Ok(());
     }
-    let sock = open(ifindex)
+    let sock = packet_socket(ifindex)
         .with_context(|| format!("opening an IPv6 packet socket on interface #{ifindex}"))?;
     let na = frame_v6(mac, ip);
     burst(&sock, &[&na[..]], count, spacing)
@@ -169,57 +170,10 @@ fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
         .finish()
 }
 
-/// A raw AF_PACKET socket bound to `ifindex` that only sends (the frames carry
-/// their own EtherType). Protocol 0, so it receives nothing and, above all,
-/// binding it does not unhook a protocol handler: that costs the kernel an RCU
-/// grace period (`synchronize_net`, about 10 ms), which delayed every takeover's
-/// first announcement by as much. Non-blocking, so a stalled interface queue
-/// is an error rather than a hung controller.
-fn open(ifindex: u32) -> Result<OwnedFd> {
-    let Ok(index) = i32::try_from(ifindex) else {
-        bail!("interface index {ifindex} out of range");
-    };
-    let proto = 0u16;
-    // SAFETY: plain syscall; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            i32::from(proto),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error()).context("socket(AF_PACKET)");
-    }
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-
-    // SAFETY: sockaddr_ll is plain data, valid when zeroed.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = proto;
-    addr.sll_ifindex = index;
-    // SAFETY: addr is a valid sockaddr_ll and the length is its size.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error()).context("bind(AF_PACKET)");
-    }
-    Ok(sock)
-}
-
 fn send(sock: &OwnedFd, frame: &[u8]) -> Result<()> {
-    // SAFETY: frame is a valid buffer of frame.len() bytes.
-    let n = unsafe { libc::send(sock.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    if n as usize != frame.len() {
+    let n = nix::sys::socket::send(sock.as_raw_fd(), frame, MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    if n != frame.len() {
         bail!("short send: {n} of {} bytes", frame.len());
     }
     Ok(())

@@ -12,6 +12,7 @@
 //! - a busy script starves a realtime daemon: hooks run SCHED_OTHER at nice
 //!   0, whatever policy the daemon runs under (`--realtime`).
 
+use crate::beat::set_scheduler;
 use nix::{
     sys::signal::{killpg, Signal},
     unistd::Pid,
@@ -198,18 +199,14 @@ async fn run<S: AsRef<str>>(
 /// Between fork and exec: SCHED_OTHER at nice 0. A hook forked from the
 /// SCHED_FIFO controller would inherit its policy, and one that spins would
 /// keep the controller off that CPU; `--realtime` also sets
-/// SCHED_RESET_ON_FORK, and this holds for any caller. libc, because nix wraps
-/// neither sched_setscheduler nor setpriority.
+/// SCHED_RESET_ON_FORK, and this holds for any caller. libc for setpriority,
+/// which nix does not wrap.
 fn normal_scheduling() -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscalls on the calling (child) process.
-    unsafe {
-        if libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::setpriority(libc::PRIO_PROCESS, 0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    set_scheduler(libc::SCHED_OTHER, 0)?;
+    // SAFETY: a plain syscall on integers; it changes the calling (child)
+    // process's nice value and no memory.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -443,15 +440,11 @@ mod tests {
         let cmd = |out: &Tmp| format!("f() {{ cat /proc/$$/stat > '{}'; }}; f", out.path());
         let (notify_cmd, fence_cmd) = (cmd(&notified), cmd(&fenced));
         std::thread::spawn(move || {
-            let param = libc::sched_param { sched_priority: 10 };
-            // SAFETY: plain syscalls on this thread.
+            if let Err(e) = set_scheduler(libc::SCHED_FIFO, 10) {
+                panic!("SCHED_FIFO refused ({e}): this test needs root or CAP_SYS_NICE");
+            }
+            // SAFETY: plain syscalls on integers, on this thread.
             unsafe {
-                assert_eq!(
-                    libc::sched_setscheduler(0, libc::SCHED_FIFO, &param),
-                    0,
-                    "SCHED_FIFO refused ({}): this test needs root or CAP_SYS_NICE",
-                    io::Error::last_os_error()
-                );
                 assert_eq!(libc::setpriority(libc::PRIO_PROCESS, 0, -5), 0);
                 assert_eq!(libc::sched_getscheduler(0), libc::SCHED_FIFO);
             }

@@ -150,16 +150,17 @@ pub fn check(found: &Features, release: &str) -> Result<(), Missing> {
 
 /// The running kernel's release, as `uname -r` prints it.
 pub fn release() -> String {
-    // SAFETY: uname fills the struct we own; the fields are NUL-terminated.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) != 0 {
-            return "(unknown release)".into();
-        }
-        std::ffi::CStr::from_ptr(u.release.as_ptr())
-            .to_string_lossy()
-            .into_owned()
+    match nix::sys::utsname::uname() {
+        Ok(u) => u.release().to_string_lossy().into_owned(),
+        Err(_) => "(unknown release)".into(),
     }
+}
+
+/// An all-zero bpf_attr: what the kernel wants in every field a command does not use.
+fn zeroed_attr() -> bpf_attr {
+    // SAFETY: bpf_attr is a union of structs of integers (bindgen's, with no
+    // Default), for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
 }
 
 fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
@@ -199,8 +200,7 @@ fn known_with_bad_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<bool> {
 
 /// BPF_LINK_UPDATE on descriptor -1. It arrived with pinnable bpf_links.
 fn link_update() -> io::Result<bool> {
-    // SAFETY: all-zero is a valid bpf_attr.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    let mut attr = zeroed_attr();
     attr.link_update.link_fd = u32::MAX;
     known_with_bad_fd(bpf_cmd::BPF_LINK_UPDATE, &mut attr)
 }
@@ -209,8 +209,7 @@ fn link_update() -> io::Result<bool> {
 /// know the BPF_XDP attach type look the program up (EBADF), older ones reject
 /// the attach type first (EINVAL). No interface is touched.
 fn xdp_link() -> io::Result<bool> {
-    // SAFETY: all-zero is a valid bpf_attr.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    let mut attr = zeroed_attr();
     attr.link_create.__bindgen_anon_1.prog_fd = u32::MAX;
     attr.link_create.attach_type = bpf_attach_type::BPF_XDP as u32;
     known_with_bad_fd(bpf_cmd::BPF_LINK_CREATE, &mut attr)
@@ -223,8 +222,7 @@ fn btf_maps() -> io::Result<bool> {
     let name = btf.add_string("int");
     let int = btf.add_type(BtfType::Int(Int::new(name, 4, IntEncoding::Signed, 0)));
     let bytes = btf.to_bytes();
-    // SAFETY: all-zero is a valid bpf_attr.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    let mut attr = zeroed_attr();
     attr.__bindgen_anon_7.btf = bytes.as_ptr() as u64;
     attr.__bindgen_anon_7.btf_size = bytes.len() as u32;
     let btf_fd = match bpf(bpf_cmd::BPF_BTF_LOAD, &mut attr) {
@@ -237,17 +235,15 @@ fn btf_maps() -> io::Result<bool> {
         bpf_map_type::BPF_MAP_TYPE_ARRAY,
         bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY,
     ] {
-        // SAFETY: all-zero is a valid bpf_attr.
-        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-        // SAFETY: a reference to the map-create member of a zeroed union.
-        let m = unsafe { &mut attr.__bindgen_anon_1 };
-        m.map_type = map_type as u32;
-        m.key_size = 4;
-        m.value_size = 4;
-        m.max_entries = 1;
-        m.btf_fd = btf_fd.as_raw_fd() as u32;
-        m.btf_key_type_id = int;
-        m.btf_value_type_id = int;
+        let mut attr = zeroed_attr();
+        // Field by field: writing a union's field is safe, borrowing the member is not.
+        attr.__bindgen_anon_1.map_type = map_type as u32;
+        attr.__bindgen_anon_1.key_size = 4;
+        attr.__bindgen_anon_1.value_size = 4;
+        attr.__bindgen_anon_1.max_entries = 1;
+        attr.__bindgen_anon_1.btf_fd = btf_fd.as_raw_fd() as u32;
+        attr.__bindgen_anon_1.btf_key_type_id = int;
+        attr.__bindgen_anon_1.btf_value_type_id = int;
         match bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr) {
             Ok(_map) => {}
             // 524 is the kernel-internal ENOTSUPP some map types answered with.

@@ -853,7 +853,6 @@ fn refused(e: ProgramError, what: &str) -> anyhow::Error {
 
 /// The driver of `iface` (ETHTOOL_GDRVINFO), e.g. "veth"; None when unknown.
 fn driver(iface: &str) -> Option<String> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
     const ETHTOOL_GDRVINFO: u32 = 0x3;
     /// struct ethtool_drvinfo: cmd, then driver[32] and fields hb does not read.
     #[repr(C)]
@@ -862,33 +861,32 @@ fn driver(iface: &str) -> Option<String> {
         driver: [u8; 32],
         rest: [u8; 160],
     }
+    // SIOCETHTOOL predates the _IOWR encoding: a "bad" ioctl number.
+    nix::ioctl_readwrite_bad!(ethtool, libc::SIOCETHTOOL, libc::ifreq);
     let mut info = DrvInfo {
         cmd: ETHTOOL_GDRVINFO,
         driver: [0; 32],
         rest: [0; 160],
     };
-    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-    // SAFETY: an ifreq naming `iface` and pointing at `info`, which is larger
-    // than the kernel's struct ethtool_drvinfo; both outlive the call.
-    let r = unsafe {
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (d, b) in ifr
-            .ifr_name
-            .iter_mut()
-            .zip(iface.bytes().take(libc::IFNAMSIZ - 1))
-        {
-            *d = b as libc::c_char;
-        }
-        ifr.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&socket),
-            SIOCETHTOOL,
-            &mut ifr,
-        )
+    let mut ifr = libc::ifreq {
+        ifr_name: [0; libc::IFNAMSIZ],
+        ifr_ifru: libc::__c_anonymous_ifr_ifru {
+            ifru_data: (&mut info as *mut DrvInfo).cast(),
+        },
     };
-    if r != 0 {
-        return None;
+    for (d, b) in ifr
+        .ifr_name
+        .iter_mut()
+        .zip(iface.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = b as libc::c_char;
     }
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    // SAFETY: `ifr` names `iface` (NUL-terminated) and its data pointer is
+    // `info`, which is larger than the kernel's struct ethtool_drvinfo (196
+    // bytes); the kernel reads only those two fields of `ifr` and writes only
+    // into `info`, and both outlive the call.
+    unsafe { ethtool(std::os::fd::AsRawFd::as_raw_fd(&socket), &mut ifr) }.ok()?;
     let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }

@@ -3,11 +3,13 @@
 
 use clap::{Parser, Subcommand};
 use hb_user::{
+    beat::set_scheduler,
     cleanup,
     config::{RunArgs, RunConfig},
     controller::{self, RunError},
     keyfile, status,
 };
+use nix::sys::mman::{mlockall, MlockAllFlags};
 use std::{path::PathBuf, process::ExitCode};
 
 #[derive(Parser)]
@@ -203,24 +205,13 @@ fn run(args: RunArgs) -> ExitCode {
 /// machine must not delay heartbeats past dead-after. Failure is logged, not fatal.
 /// With SCHED_RESET_ON_FORK: what it starts (hooks, threads) begins at
 /// SCHED_OTHER and nice 0, so a busy hook cannot take its CPU; the sender
-/// thread sets its own policy. libc: nix does not wrap sched_setscheduler.
+/// thread sets its own policy.
 fn realtime() {
-    // SAFETY: plain syscalls on this process.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 50 };
-        let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
-        if libc::sched_setscheduler(0, policy, &param) != 0 {
-            tracing::warn!(
-                "--realtime: SCHED_FIFO refused: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
-            tracing::warn!(
-                "--realtime: mlockall refused: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+    if let Err(e) = set_scheduler(libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, 50) {
+        tracing::warn!("--realtime: SCHED_FIFO refused: {e}");
+    }
+    if let Err(e) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+        tracing::warn!("--realtime: mlockall refused: {}", std::io::Error::from(e));
     }
     tracing::info!("--realtime: SCHED_FIFO priority 50, memory locked");
 }

@@ -5,15 +5,18 @@
 //! bound to the interface.
 
 use crate::frame::{udp_frame, Ends};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use hb_common::{
     wire2::{self, Body, Group, Head, FLAG_HOLDS, FLAG_REACHES_PING, GROUP_HOLDS, LEN},
     Key, MsgType, NodeState,
 };
+use nix::sys::socket::{
+    bind, sendto, socket, AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike,
+};
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     sync::Arc,
 };
 
@@ -49,8 +52,9 @@ pub struct Dest {
 struct Target {
     dest: Dest,
     addr: SocketAddr,
-    /// Frame addresses when the packet-socket path can be used.
-    ends: Option<Ends>,
+    /// Frame addresses, and the packet socket's destination (the next hop's
+    /// MAC on the link), when the packet-socket path can be used.
+    ends: Option<(Ends, LinkAddr)>,
 }
 
 /// One link's sockets. Made anew when the interface is recreated or its MAC
@@ -97,32 +101,58 @@ fn socket_on(iface: &str, unspecified: IpAddr) -> Result<UdpSocket> {
     Ok(s)
 }
 
-/// A send-only AF_PACKET socket bound to `ifindex`.
-fn packet_socket(ifindex: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: socket/bind on a descriptor owned at once. Protocol 0: receives nothing.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
-        if libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(fd)
+/// A raw AF_PACKET socket bound to `ifindex` that only sends (the frames carry
+/// their own EtherType): the heartbeat frames here, the announcements in
+/// `garp.rs`. Protocol 0, so it receives nothing and, above all, binding it
+/// does not unhook a protocol handler: that costs the kernel an RCU grace
+/// period (`synchronize_net`, about 10 ms), which delayed every takeover's first
+/// announcement by as much. Non-blocking, so a full interface queue is an
+/// error rather than a stall.
+pub(crate) fn packet_socket(ifindex: u32) -> Result<OwnedFd> {
+    if i32::try_from(ifindex).is_err() {
+        bail!("interface index {ifindex} out of range");
     }
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(std::io::Error::from)
+    .context("socket(AF_PACKET)")?;
+    bind(fd.as_raw_fd(), &link_addr(ifindex, None))
+        .map_err(std::io::Error::from)
+        .context("bind(AF_PACKET)")?;
+    Ok(fd)
+}
+
+/// The AF_PACKET address of interface `ifindex` (protocol 0), and of the
+/// station `mac` on it when given: what a packet socket is bound to, and
+/// where a frame sent through it goes.
+pub(crate) fn link_addr(ifindex: u32, mac: Option<[u8; 6]>) -> LinkAddr {
+    let mut sll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: 0,
+        sll_ifindex: ifindex as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    if let Some(mac) = mac {
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&mac);
+    }
+    // nix builds a LinkAddr only from raw memory (`SockaddrLike::from_raw`).
+    // SAFETY: the pointer is to `sll`, a whole initialised sockaddr_ll that
+    // lives across the call, and the length is its size; from_raw copies it.
+    let addr = unsafe {
+        LinkAddr::from_raw(
+            (&sll as *const libc::sockaddr_ll).cast(),
+            Some(size_of::<libc::sockaddr_ll>() as libc::socklen_t),
+        )
+    };
+    addr.expect("an AF_PACKET sockaddr_ll of its own size")
 }
 
 impl Sockets {
@@ -133,7 +163,7 @@ impl Sockets {
             Ok(fd) => Some(fd),
             Err(e) => {
                 tracing::warn!(
-                    "no packet socket on {iface} ({e}): heartbeats use the kernel UDP socket only"
+                    "no packet socket on {iface} ({e:#}): heartbeats use the kernel UDP socket only"
                 );
                 None
             }
@@ -210,10 +240,16 @@ impl LinkSender {
         let sockets = self.sockets.load();
         for t in targets.iter() {
             let payload = &message(&t.dest);
-            if let (Some(ends), Some(fd)) = (t.ends, &sockets.packet) {
+            // A target read before a rebind swapped the sockets under us keeps
+            // the old interface's address: this beat takes the kernel path.
+            let ends = t
+                .ends
+                .as_ref()
+                .filter(|(_, to)| to.ifindex() == sockets.ifindex as usize);
+            if let (Some((ends, to)), Some(fd)) = (ends, &sockets.packet) {
                 self.ip_id = self.ip_id.wrapping_add(1);
-                let frame = udp_frame(&ends, self.ip_id, payload);
-                if send_frame(fd, sockets.ifindex, &ends.dst_mac, &frame) {
+                let frame = udp_frame(ends, self.ip_id, payload);
+                if send_frame(fd, to, &frame) {
                     continue;
                 }
                 // The packet socket failed (buffer full, say): the kernel path still may not.
@@ -259,17 +295,21 @@ impl Targets {
     pub fn set_next_hop(&self, dst: Ipv4Addr, hop: Option<([u8; 6], Ipv4Addr)>) -> Option<Path> {
         let mut next: Vec<Target> = self.targets.load().as_ref().clone();
         let (mut changed, mut dirty) = (None, false);
+        let ifindex = self.sockets.load().ifindex;
         for t in &mut next {
             if t.addr.ip() != IpAddr::V4(dst) {
                 continue;
             }
-            let ends = hop.filter(|_| self.usable).map(|(dst_mac, src_ip)| Ends {
-                src_mac: self.mac,
-                dst_mac,
-                src_ip,
-                dst_ip: dst,
-                src_port: self.src_port,
-                dst_port: t.addr.port(),
+            let ends = hop.filter(|_| self.usable).map(|(dst_mac, src_ip)| {
+                let ends = Ends {
+                    src_mac: self.mac,
+                    dst_mac,
+                    src_ip,
+                    dst_ip: dst,
+                    src_port: self.src_port,
+                    dst_port: t.addr.port(),
+                };
+                (ends, link_addr(ifindex, Some(dst_mac)))
             });
             if ends.is_some() != t.ends.is_some() {
                 changed = Some(if ends.is_some() {
@@ -307,23 +347,9 @@ impl Targets {
     }
 }
 
-fn send_frame(fd: &OwnedFd, ifindex: u32, dst_mac: &[u8; 6], frame: &[u8]) -> bool {
-    // SAFETY: sockaddr_ll zeroed then filled; the frame outlives the call.
-    unsafe {
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(dst_mac);
-        libc::sendto(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        ) == frame.len() as isize
-    }
+/// One frame out of the packet socket to `to`; true when all of it was sent.
+fn send_frame(fd: &OwnedFd, to: &LinkAddr, frame: &[u8]) -> bool {
+    sendto(fd.as_raw_fd(), frame, to, MsgFlags::empty()) == Ok(frame.len())
 }
 
 /// What one beat's messages say, the same to every peer.

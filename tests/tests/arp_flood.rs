@@ -34,10 +34,11 @@ fn thirty_seconds_of_arp_from_ten_thousand_macs_moves_nothing() {
             break;
         }
         // 100 claims every 25 ms (4,000/s), from 10,000 MACs in turn; from the
-        // second round the rival's claim heads every sixth batch (about every
-        // 160 ms), so that 600 or so one-shot MACs come between its claims.
+        // second round the rival's claim heads every third batch (a round
+        // takes about 50 ms with the sending: every 150 ms or so), so that 300
+        // one-shot MACs come between its claims.
         let mut frames = Vec::with_capacity(101);
-        if round % 6 == 1 {
+        if round % 3 == 1 {
             frames.push(hb_user::garp::frame(rival, VIP, true));
             rival_sent += 1;
         }

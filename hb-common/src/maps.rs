@@ -226,7 +226,7 @@ impl PeerState {
 /// another MAC. The controller inserts a zeroed entry per VIP (the keys are the
 /// watch list, IPv4 network order); the XDP program only updates existing entries.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipWatch {
     /// ARP requests and replies seen with the VIP as sender IP and a foreign sender MAC.
     pub conflicts: u64,
@@ -235,21 +235,85 @@ pub struct VipWatch {
     /// Sender MAC of the last one.
     pub last_mac: [u8; 6],
     pub _pad: [u8; 2],
-    /// The last few distinct claiming MACs with their counts, so that a peer's
-    /// announcement right after a stranger's does not hide the stranger.
+    /// The last few distinct claiming MACs, so that a peer's announcement right
+    /// after a stranger's does not hide the stranger. A new MAC takes the slot
+    /// with the least (`repeat`, `last_ns`): free slots first, then the least
+    /// recently seen one-shot claimant, and a repeat claimant only when every
+    /// slot holds one; so a flood of one-shot MACs churns only the one-shot
+    /// slots and a MAC that keeps claiming stays.
     pub claimants: [Claimant; CLAIMANTS],
+    /// Fingerprints of recently seen new MACs, by hash (see [`recent_slot`]),
+    /// each held [`RECENT_HOLD`] before another MAC may take its place: a MAC
+    /// that is not in `claimants` but whose fingerprint is here is known as a
+    /// repeat claimant, however many one-shot MACs came in between.
+    pub recent: [u32; RECENT],
+}
+
+impl Default for VipWatch {
+    fn default() -> Self {
+        Self {
+            conflicts: 0,
+            last_ns: 0,
+            last_mac: [0; 6],
+            _pad: [0; 2],
+            claimants: [Claimant::default(); CLAIMANTS],
+            recent: [0; RECENT],
+        }
+    }
 }
 
 /// Distinct MACs remembered per VIP in [`VipWatch::claimants`].
 pub const CLAIMANTS: usize = 4;
 
-/// One MAC that claimed a VIP, and how many ARP packets it sent doing so.
+/// Entries of [`VipWatch::recent`] (a power of two).
+pub const RECENT: usize = 256;
+
+/// A [`VipWatch::recent`] entry is 20 bits of fingerprint over 12 bits of
+/// time, in units of 2^`RECENT_TICK` ns (16.8 ms; wraps after 69 s).
+pub const RECENT_TICK: u32 = 24;
+
+/// Ticks a [`VipWatch::recent`] entry is held (1.07 s) before another MAC may
+/// take it: a real rival claims more often than that, and a flood cannot
+/// overwrite its fingerprint faster.
+pub const RECENT_HOLD: u32 = 64;
+
+/// Where `mac` goes in [`VipWatch::recent`] and the entry it writes there at
+/// `now_ns` (`bpf_ktime_get_ns`): the fingerprint is the entry's top 20 bits,
+/// never 0, so a zeroed entry matches no MAC.
+#[inline(always)]
+pub fn recent_slot(mac: &[u8; 6], now_ns: u64) -> (usize, u32) {
+    let x = u64::from(mac[0])
+        | u64::from(mac[1]) << 8
+        | u64::from(mac[2]) << 16
+        | u64::from(mac[3]) << 24
+        | u64::from(mac[4]) << 32
+        | u64::from(mac[5]) << 40;
+    let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let fingerprint = ((h >> 36) as u32 & 0xf_ffff) | 1;
+    let tick = (now_ns >> RECENT_TICK) as u32 & 0xfff;
+    ((h >> 56) as usize % RECENT, fingerprint << 12 | tick)
+}
+
+/// Whether the [`VipWatch::recent`] entry `held`, written by another MAC, may
+/// still not be taken by the one that would write `fresh` (from [`recent_slot`]).
+#[inline(always)]
+pub fn recent_held(held: u32, fresh: u32) -> bool {
+    held != 0 && (fresh.wrapping_sub(held) & 0xfff) < RECENT_HOLD
+}
+
+/// One MAC that claimed a VIP: how many ARP packets it sent doing so since it
+/// got its slot, and when it was last seen.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Claimant {
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// 1: a repeat claimant (claimed again in this slot, or was known from
+    /// [`VipWatch::recent`] when it got it); 0: one claim so far.
+    pub repeat: u8,
+    pub _pad: u8,
     pub count: u64,
+    /// `bpf_ktime_get_ns()` of its last claim.
+    pub last_ns: u64,
 }
 
 /// What the data plane tells the controller through the `EVENTS` ring buffer,
@@ -491,7 +555,8 @@ const _: () = assert!(core::mem::offset_of!(PeerState, message) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<Stats>() == Stats::COUNT * 8);
 const _: () = assert!(core::mem::size_of::<Config>() == 48);
 const _: () = assert!(core::mem::size_of::<Event>() == 16);
-const _: () = assert!(core::mem::size_of::<VipWatch>() == 24 + 16 * CLAIMANTS);
+const _: () = assert!(core::mem::size_of::<VipWatch>() == 24 + 24 * CLAIMANTS + 4 * RECENT);
+const _: () = assert!(RECENT.is_power_of_two() && RECENT <= 256);
 const _: () = assert!(core::mem::size_of::<Lease>() == 8);
 const _: () = assert!(core::mem::size_of::<Owner>() == 40);
 const _: () = assert!(core::mem::size_of::<Sent>() == 24);
@@ -516,6 +581,22 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recent_entry_is_held_for_the_hold_time_across_the_tick_wrap() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let tick = 1u64 << RECENT_TICK;
+        for start in [0, 4090 * tick, 123_456_789 * tick] {
+            let (at, e) = recent_slot(&mac, start);
+            assert!(at < RECENT);
+            assert_ne!(e >> 12, 0, "a zeroed entry matches no MAC");
+            let later = |t: u64| recent_slot(&[2, 0, 0, 0, 0, 9], start + t * tick).1;
+            assert!(recent_held(e, later(0)));
+            assert!(recent_held(e, later(u64::from(RECENT_HOLD) - 1)));
+            assert!(!recent_held(e, later(u64::from(RECENT_HOLD))));
+        }
+        assert!(!recent_held(0, recent_slot(&mac, 5).1), "free");
+    }
 
     #[test]
     fn stats_sum_and_lookup() {

@@ -11,8 +11,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use hb_common::maps::{
-    vip_filter_bit, Claimant, Config, Lease, Outcome, VipWatch, CLAIMANTS, EVENT_CLAIM,
-    MAP_MMAPABLE, MAX_VIPS,
+    recent_held, recent_slot, vip_filter_bit, Config, Lease, Outcome, VipWatch, CLAIMANTS,
+    EVENT_CLAIM, MAP_MMAPABLE, MAX_VIPS,
 };
 use network_types::arp::ArpHdr;
 
@@ -99,35 +99,53 @@ fn watch(
     w.last_mac = sha;
     // News for the controller: a new claimant, or claims after a quiet gap; a
     // flood is one event (the controller's sweep reads the counts).
-    if record_claimant(w, &sha) || quiet {
+    if record_claimant(w, &sha, now) || quiet {
         crate::prog::notify(EVENT_CLAIM, u32::from_ne_bytes(spa));
     }
     Outcome::ArpConflict
 }
 
-/// Counts `mac` in its claimant slot: its own if present, else a free one, else
-/// the one with the lowest count (an old, rare claimant gives way). True when
-/// `mac` is new here.
+/// Counts `mac` in its claimant slot: its own if present (it is a repeat
+/// claimant now), else the slot with the least (`repeat`, `last_ns`). A new
+/// MAC whose fingerprint `recent` holds claimed before: it comes in as a repeat
+/// claimant, so a flood of one-shot MACs (the least recently seen of them
+/// evicted first) never pushes out a MAC that keeps claiming. True when `mac`
+/// is new here.
 #[inline(always)]
-fn record_claimant(w: &mut VipWatch, mac: &[u8; 6]) -> bool {
+fn record_claimant(w: &mut VipWatch, mac: &[u8; 6], now: u64) -> bool {
     let mut pick = 0;
-    let mut lowest = u64::MAX;
+    let mut least = u64::MAX;
     for i in 0..CLAIMANTS {
-        let c = &w.claimants[i];
+        let c = &mut w.claimants[i];
         if c.count != 0 && same_mac(&c.mac, mac) {
-            w.claimants[i].count += 1;
+            c.count += 1;
+            c.last_ns = now;
+            c.repeat = 1;
             return false;
         }
-        if c.count < lowest {
-            lowest = c.count;
+        // Free slots (count 0) first; a repeat claimant sorts after every
+        // one-shot one (ktime is far below 2^63).
+        let rank = if c.count == 0 {
+            0
+        } else {
+            c.last_ns | u64::from(c.repeat) << 63
+        };
+        if rank < least {
+            least = rank;
             pick = i;
         }
     }
-    w.claimants[pick] = Claimant {
-        mac: *mac,
-        _pad: [0; 2],
-        count: 1,
-    };
+    let (at, fresh) = recent_slot(mac, now);
+    let held = w.recent[at];
+    let repeat = (held ^ fresh) >> 12 == 0;
+    if repeat || !recent_held(held, fresh) {
+        w.recent[at] = fresh;
+    }
+    let c = &mut w.claimants[pick];
+    c.mac = *mac;
+    c.repeat = u8::from(repeat);
+    c.count = 1;
+    c.last_ns = now;
     true
 }
 

@@ -490,8 +490,9 @@ struct Controller {
     notifier: Option<Notifier>,
     /// Fencing results come back through here, so the loop never waits on a command.
     fence_tx: mpsc::UnboundedSender<(Vec<u32>, FenceOutcome)>,
-    /// (link index, VIP, claiming MAC) -> ARP claims the XDP program counted, as last read.
-    conflicts: BTreeMap<(usize, Ipv4Addr, [u8; 6]), u64>,
+    /// (link index, VIP, claiming MAC) -> (ARP claims the XDP program counted,
+    /// when it saw the last), as last read.
+    conflicts: BTreeMap<(usize, Ipv4Addr, [u8; 6]), (u64, u64)>,
     /// Gratuitous ARP bursts in flight, aborted when we release the VIP.
     bursts: Vec<tokio::task::JoinHandle<()>>,
     /// The kernel's announcements of link changes: the truth about link state.
@@ -889,10 +890,18 @@ impl Controller {
             };
             for (vip, w) in entries {
                 for c in w.claimants.iter().filter(|c| c.count != 0) {
-                    let seen = self.conflicts.get(&(i, vip, c.mac)).copied().unwrap_or(0);
-                    now_held.insert((i, vip, c.mac), c.count);
-                    if c.count > seen {
-                        fresh.push((i, vip, c.mac, c.count - seen));
+                    let seen = self.conflicts.get(&(i, vip, c.mac)).copied();
+                    now_held.insert((i, vip, c.mac), (c.count, c.last_ns));
+                    // Claims since the last sweep; a MAC that lost its slot
+                    // and came back counts from 1 again, at a later time.
+                    let new = match seen {
+                        None => c.count,
+                        Some((_, at)) if c.last_ns <= at => 0,
+                        Some((n, _)) if c.count > n => c.count - n,
+                        Some(_) => c.count,
+                    };
+                    if new != 0 {
+                        fresh.push((i, vip, c.mac, new));
                     }
                 }
             }

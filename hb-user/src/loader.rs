@@ -424,7 +424,16 @@ impl DataPlane {
         self.carry_hash::<u32, PeerState>(old, names::PEERS, |id, p| {
             slots.get(id) == Some(&p.slot)
         });
-        self.carry_hash::<[u8; 4], VipWatch>(old, names::VIPS, |_, _| true);
+        // Read as `vips_of` does, so an older build's records are converted.
+        if let (Some(o), Ok(m)) = (old.maps.get(names::VIPS), self.map_mut(names::VIPS)) {
+            if let (Ok(records), Ok(mut n)) =
+                (vips_of(o), HashMap::<_, [u8; 4], VipWatch>::try_from(m))
+            {
+                for (ip, w) in records {
+                    let _ = n.insert(ip.octets(), w, 0);
+                }
+            }
+        }
         self.carry_array::<Seen>(old, names::SEEN, hb_common::maps::SEEN_SLOTS);
         self.carry_array::<Lease>(old, names::LEASE, 1);
         self.carry_array::<Sent>(old, names::SENT, 1);
@@ -971,14 +980,77 @@ pub fn pinned_vips(dir: &Path) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
     vips_of(&pinned_map(dir, "vips")?)
 }
 
+/// The VIP watch records of `map`, also of a program of an older build (the
+/// map of a program being replaced, or pinned by a controller still running).
 fn vips_of(map: &aya::maps::Map) -> Result<Vec<(Ipv4Addr, VipWatch)>> {
-    let vips = HashMap::<_, [u8; 4], VipWatch>::try_from(map)?;
-    let mut v = vips
-        .iter()
-        .map(|r| r.map(|(k, w)| (Ipv4Addr::from(k), w)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut v = match HashMap::<_, [u8; 4], VipWatch>::try_from(map) {
+        Ok(vips) => vips
+            .iter()
+            .map(|r| r.map(|(k, w)| (Ipv4Addr::from(k), w)))
+            .collect::<Result<Vec<_>, _>>()?,
+        Err(aya::maps::MapError::InvalidValueSize { .. }) => {
+            HashMap::<_, [u8; 4], VipWatchV1>::try_from(map)?
+                .iter()
+                .map(|r| r.map(|(k, w)| (Ipv4Addr::from(k), w.into())))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Err(e) => return Err(e.into()),
+    };
     v.sort_by_key(|(ip, _)| *ip);
     Ok(v)
+}
+
+/// `VipWatch` as builds before per-claimant times had it: claimants of a MAC
+/// and a count only.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct VipWatchV1 {
+    conflicts: u64,
+    last_ns: u64,
+    last_mac: [u8; 6],
+    _pad: [u8; 2],
+    claimants: [ClaimantV1; hb_common::maps::CLAIMANTS],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ClaimantV1 {
+    mac: [u8; 6],
+    _pad: [u8; 2],
+    count: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<VipWatchV1>() == 88);
+
+// SAFETY: #[repr(C)], integers and byte arrays only, no implicit padding (size
+// asserted above).
+unsafe impl aya::Pod for VipWatchV1 {}
+
+impl From<VipWatchV1> for VipWatch {
+    /// Counts carry over; a claimant's time is known only for the last MAC,
+    /// and a MAC that claimed more than once is a repeat claimant.
+    fn from(old: VipWatchV1) -> Self {
+        let mut w = VipWatch {
+            conflicts: old.conflicts,
+            last_ns: old.last_ns,
+            last_mac: old.last_mac,
+            ..VipWatch::default()
+        };
+        for (c, ClaimantV1 { mac, count, .. }) in w.claimants.iter_mut().zip(old.claimants) {
+            *c = hb_common::maps::Claimant {
+                mac,
+                repeat: u8::from(count > 1),
+                _pad: 0,
+                count,
+                last_ns: if count != 0 && mac == old.last_mac {
+                    old.last_ns
+                } else {
+                    0
+                },
+            };
+        }
+        w
+    }
 }
 
 fn stats_of(map: &aya::maps::Map) -> Result<Stats> {
@@ -1012,5 +1084,38 @@ impl Drop for DataPlane {
                 let _ = std::fs::remove_dir(&dir);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod vip_watch_v1 {
+    use super::*;
+
+    #[test]
+    fn an_older_builds_record_converts() {
+        let mut old = VipWatchV1 {
+            conflicts: 7,
+            last_ns: 99,
+            last_mac: [2, 0, 0, 0, 0, 2],
+            _pad: [0; 2],
+            claimants: [ClaimantV1 {
+                mac: [0; 6],
+                _pad: [0; 2],
+                count: 0,
+            }; hb_common::maps::CLAIMANTS],
+        };
+        old.claimants[0].mac = [2, 0, 0, 0, 0, 1];
+        old.claimants[0].count = 6;
+        old.claimants[1].mac = [2, 0, 0, 0, 0, 2];
+        old.claimants[1].count = 1;
+        let w = VipWatch::from(old);
+        assert_eq!((w.conflicts, w.last_ns, w.last_mac), (7, 99, old.last_mac));
+        let c: Vec<_> = w
+            .claimants
+            .iter()
+            .map(|c| (c.mac[5], c.count, c.repeat, c.last_ns))
+            .collect();
+        assert_eq!(c, [(1, 6, 1, 0), (2, 1, 0, 99), (0, 0, 0, 0), (0, 0, 0, 0)]);
+        assert_eq!(w.recent, VipWatch::default().recent);
     }
 }

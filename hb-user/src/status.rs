@@ -243,6 +243,28 @@ pub struct VipConflicts {
     /// None: never.
     pub last_ms_ago: Option<u64>,
     pub last_mac: String,
+    /// The MACs XDP remembers claiming it, most recently seen first.
+    pub claimants: Vec<ClaimantRow>,
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// One MAC that claimed a VIP.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ClaimantRow {
+    pub mac: String,
+    /// ARP claims since it got its slot.
+    pub count: u64,
+    /// None: not known (a record carried over from an older build).
+    pub last_ms_ago: Option<u64>,
+    /// It claimed more than once: kept before one-shot MACs (a flood of random
+    /// MACs does not push it out).
+    pub repeat: bool,
+    /// The peer whose heartbeats come from this MAC, if any.
+    pub peer: Option<u32>,
 }
 
 /// The data plane on one link: does it outlive the controller, may it answer
@@ -376,16 +398,32 @@ pub fn gather(state_dir: &Path, pin_root: &Path, iface: Option<&str>) -> Result<
             owner_pid: (owner.pid != 0).then_some(owner.pid),
             owner_dead_ms_ago: dead.then(|| now.saturating_sub(owner.dead_ns) / 1_000_000),
         });
+        let (entries, stats) = (view.peers()?, view.stats()?);
         for (vip, w) in view.vips()? {
+            let mut claimants: Vec<_> = w.claimants.iter().filter(|c| c.count != 0).collect();
+            claimants.sort_by_key(|c| std::cmp::Reverse(c.last_ns));
+            let ago = |ns: u64| (ns != 0).then(|| now.saturating_sub(ns) / 1_000_000);
             vip_conflicts.push(VipConflicts {
                 link: link.clone(),
                 vip: vip.to_string(),
                 conflicts: w.conflicts,
-                last_ms_ago: (w.last_ns != 0).then(|| now.saturating_sub(w.last_ns) / 1_000_000),
-                last_mac: w.last_mac.map(|b| format!("{b:02x}")).join(":"),
+                last_ms_ago: ago(w.last_ns),
+                last_mac: mac_text(&w.last_mac),
+                claimants: claimants
+                    .into_iter()
+                    .map(|c| ClaimantRow {
+                        mac: mac_text(&c.mac),
+                        count: c.count,
+                        last_ms_ago: ago(c.last_ns),
+                        repeat: c.repeat != 0,
+                        peer: entries
+                            .iter()
+                            .find(|(_, p)| p.slot != u32::MAX && p.src_mac == c.mac)
+                            .map(|(id, _)| *id),
+                    })
+                    .collect(),
             });
         }
-        let (entries, stats) = (view.peers()?, view.stats()?);
         for (id, p) in entries {
             // Our own entry (no slot) records another machine with our id.
             if p.slot == u32::MAX {
@@ -663,6 +701,19 @@ pub fn render(r: &Report) -> String {
                 "\nVIP {} on {}: {} ARP claim(s) from foreign MACs, last from {} {ago} ms ago\n",
                 v.vip, v.link, v.conflicts, v.last_mac
             );
+            for c in &v.claimants {
+                out += &format!("  {}: {} claim(s)", c.mac, c.count);
+                if let Some(ago) = c.last_ms_ago {
+                    out += &format!(", last {ago} ms ago");
+                }
+                if c.repeat {
+                    out += ", repeat claimant";
+                }
+                if let Some(id) = c.peer {
+                    out += &format!(", peer {id}");
+                }
+                out += "\n";
+            }
         }
     }
     for c in &r.counters {

@@ -60,7 +60,8 @@ fn foreign_arp_for_a_vip_is_counted_and_passes() {
         .map(|c| (c.mac, c.count))
         .collect();
     assert_eq!(counts, [(FOREIGN_MAC, 2), (other, 1)]);
-    // Five distinct claimants in four slots: the rarest gives way, the busiest stays.
+    // Five distinct claimants in four slots: a one-shot one gives way, the
+    // repeat claimant stays.
     for last in 0x10..0x13u8 {
         let mac = [0x02, 0, 0, 0, 0, last];
         assert_arp(
@@ -74,12 +75,120 @@ fn foreign_arp_for_a_vip_is_counted_and_passes() {
     assert!(
         w.claimants
             .iter()
-            .any(|c| c.mac == FOREIGN_MAC && c.count == 2),
+            .any(|c| c.mac == FOREIGN_MAC && c.count == 2 && c.repeat == 1),
         "{w:?}"
     );
     assert_eq!(w.conflicts, 6);
     // The other VIP's entry is untouched.
     assert_eq!(watch(&dp, VIP2), Some(VipWatch::default()));
+}
+
+/// A claim of the VIP from `mac`.
+fn claim(dp: &DataPlane, mac: [u8; 6]) {
+    let f = frames::arp(2, mac, VIP.octets(), VIP.octets());
+    assert_arp(dp, &f, Outcome::ArpConflict, "claim");
+}
+
+/// The `n`th of a flood of one-shot MACs, all distinct.
+fn one_shot(n: u32) -> [u8; 6] {
+    let [a, b, c, d] = n.to_be_bytes();
+    [0x02, 0xf1, a, b, c, d]
+}
+
+/// The (MAC, count, repeat) of the VIP's claimants, in slot order.
+fn claimants(dp: &DataPlane) -> Vec<([u8; 6], u64, u8)> {
+    watch(dp, VIP)
+        .unwrap()
+        .claimants
+        .iter()
+        .filter(|c| c.count > 0)
+        .map(|c| (c.mac, c.count, c.repeat))
+        .collect()
+}
+
+#[test]
+fn a_flood_of_one_shot_macs_does_not_evict_a_mac_that_keeps_claiming() {
+    let dp = holding_plane();
+    let rival = [0x02, 0, 0, 0, 0, 0xee];
+    claim(&dp, rival);
+    // Ten one-shot MACs between each of its claims: more than the slots, so
+    // that it is pushed out before it claims again (least recently seen, and
+    // by count it ties with them); its fingerprint in `recent` brings it
+    // back as a repeat claimant, which no one-shot MAC pushes out.
+    let mut n = 0;
+    let mut back = 0;
+    for round in 1..=50u64 {
+        for _ in 0..10 {
+            n += 1;
+            claim(&dp, one_shot(n));
+        }
+        claim(&dp, rival);
+        let held = claimants(&dp);
+        let r = held.iter().find(|c| c.0 == rival);
+        assert!(r.is_some(), "round {round}: rival hidden: {held:?}");
+        back = r.unwrap().1;
+        assert_eq!(r.unwrap().2, 1, "round {round}: a repeat claimant");
+    }
+    // Back after the first flood, counted in its slot since.
+    assert_eq!(back, 50);
+    let w = watch(&dp, VIP).unwrap();
+    assert_eq!(w.conflicts, 51 + 500);
+    // The flood went through the other slots, least recently seen first: the
+    // last three one-shot MACs are there.
+    let mut others: Vec<_> = claimants(&dp)
+        .into_iter()
+        .filter(|c| c.0 != rival)
+        .collect();
+    others.sort();
+    assert_eq!(
+        others,
+        [
+            (one_shot(n - 2), 1, 0),
+            (one_shot(n - 1), 1, 0),
+            (one_shot(n), 1, 0)
+        ]
+    );
+    // It is reported with its last time.
+    let r = w.claimants.iter().find(|c| c.mac == rival).unwrap();
+    assert_eq!(r.last_ns, w.last_ns);
+}
+
+#[test]
+fn among_one_shot_macs_the_least_recently_seen_gives_way() {
+    let dp = holding_plane();
+    let macs: Vec<[u8; 6]> = (1..=6).map(one_shot).collect();
+    for &m in &macs[..4] {
+        claim(&dp, m);
+    }
+    let before = watch(&dp, VIP).unwrap();
+    let times: Vec<u64> = before.claimants.iter().map(|c| c.last_ns).collect();
+    assert!(times.windows(2).all(|t| t[0] <= t[1]), "{before:?}");
+    // 5 and 6 take the places of 1 and 2 (the oldest), not of one another
+    // (all counts are 1: the lowest count would evict the newest, 5).
+    claim(&dp, macs[4]);
+    claim(&dp, macs[5]);
+    let mut held: Vec<[u8; 6]> = claimants(&dp).into_iter().map(|c| c.0).collect();
+    held.sort();
+    assert_eq!(held, [macs[2], macs[3], macs[4], macs[5]]);
+    // A repeat claimant is evicted only when every slot holds one, and then
+    // the least recently seen of them.
+    for &m in &[macs[2], macs[3], macs[4], macs[5]] {
+        claim(&dp, m);
+    }
+    claim(&dp, macs[2]);
+    claim(&dp, macs[0]);
+    let mut held: Vec<_> = claimants(&dp);
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            (macs[0], 1, 1),
+            (macs[2], 3, 1),
+            (macs[4], 2, 1),
+            (macs[5], 2, 1)
+        ],
+        "1 comes back as a repeat claimant (its fingerprint is in `recent`) in 4's place"
+    );
 }
 
 #[test]

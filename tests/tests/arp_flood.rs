@@ -33,7 +33,7 @@ fn thirty_seconds_of_arp_from_ten_thousand_macs_moves_nothing() {
         if start.elapsed() >= Duration::from_secs(30) {
             break;
         }
-        // 100 claims every 25 ms (4,000/s), from 10,000 MACs in turn; from the
+        // 100 claims a round with a 25 ms pause (about 2,000/s with the sending), from 10,000 MACs in turn; from the
         // second round the rival's claim heads every third batch (a round
         // takes about 50 ms with the sending: every 150 ms or so), so that 300
         // one-shot MACs come between its claims.

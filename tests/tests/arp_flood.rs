@@ -33,10 +33,10 @@ fn thirty_seconds_of_arp_from_ten_thousand_macs_moves_nothing() {
         if start.elapsed() >= Duration::from_secs(30) {
             break;
         }
-        // 100 claims a round with a 25 ms pause (about 2,000/s with the sending), from 10,000 MACs in turn; from the
-        // second round the rival's claim heads every third batch (a round
-        // takes about 50 ms with the sending: every 150 ms or so), so that 300
-        // one-shot MACs come between its claims.
+        // 100 claims a round, then 25 ms of quiet (about 2,000 claims/s with
+        // the sending), from 10,000 MACs in turn; from the second round the
+        // rival's claim heads every third batch (a round takes about 50 ms:
+        // every 150 ms or so), so that 300 one-shot MACs come between its claims.
         let mut frames = Vec::with_capacity(101);
         if round % 3 == 1 {
             frames.push(hb_user::garp::frame(rival, VIP, true));

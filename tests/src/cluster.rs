@@ -93,45 +93,31 @@ pub fn emergency_cleanup() {
     crate::netns::remove_live_labs();
 }
 
-/// The write end of the pipe the signal handler wakes the cleanup thread with.
-static WAKE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    let fd = WAKE.load(std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: write(2) is async-signal-safe.
-    unsafe {
-        libc::write(fd, b"x".as_ptr().cast(), 1);
-    }
-}
-
 /// On SIGINT or SIGTERM, a thread runs [`emergency_cleanup`], then `then`
 /// (a binary's own leftovers), and exits 130. Installed once per process:
 /// the first call wins, and every [`Lab`] makes one, so that an interrupted
 /// test, lab or bench leaves no namespace behind; a panic unwinds through the
-/// labs' and clusters' `Drop` instead. A handler and a pipe rather than
-/// blocking the signals for sigwait: a blocked mask would be inherited by
-/// every daemon started, and a SIGTERM'd hb-user or keepalived would never stop.
+/// labs' and clusters' `Drop` instead. signal-hook's handler and self-pipe
+/// rather than blocking the signals for sigwait: a blocked mask would be
+/// inherited by every daemon started, and a SIGTERM'd hb-user or keepalived
+/// would never stop.
 pub fn clean_up_on_signals(then: fn()) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe2 into a local array; sigaction with a handler that only writes.
-        unsafe {
-            if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+        let mut signals = match signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("no cleanup on signals: {e}");
                 return;
             }
-            WAKE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
-            for sig in [libc::SIGINT, libc::SIGTERM] {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
-        }
-        let read_end = fds[0];
+        };
         std::thread::spawn(move || {
-            let mut b = [0u8; 1];
-            // SAFETY: a blocking read on our pipe.
-            while unsafe { libc::read(read_end, b.as_mut_ptr().cast(), 1) } < 0 {}
+            if signals.forever().next().is_none() {
+                return;
+            }
             let me = std::env::args().next().unwrap_or_default();
             eprintln!("\n{me}: interrupted: cleaning up");
             emergency_cleanup();

@@ -362,6 +362,32 @@ impl Cluster {
         );
     }
 
+    /// Panics (with every log) unless node `id` alone holds the VIP throughout
+    /// the next `d` (looked at every 25 ms).
+    pub fn holds_steadily(&self, id: u32, d: Duration) {
+        self.holders_throughout(d, |h| h == [id], &format!("node {id} alone holds"));
+    }
+
+    /// Panics (with every log) if node `id` holds the VIP at any time in the
+    /// next `d` (looked at every 25 ms).
+    pub fn never_holds(&self, id: u32, d: Duration) {
+        self.holders_throughout(d, |h| !h.contains(&id), &format!("node {id} never holds"));
+    }
+
+    fn holders_throughout(&self, d: Duration, ok: impl Fn(&[u32]) -> bool, what: &str) {
+        let start = Instant::now();
+        while start.elapsed() < d {
+            let h = self.holders();
+            assert!(
+                ok(&h),
+                "not so that {what}: holders {h:?} at {:?}\n{}",
+                start.elapsed(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// Panics (with every log) unless node `id` alone holds the VIP within `bound`.
     pub fn expect_single_holder(&self, id: u32, bound: Duration) {
         assert!(

@@ -49,14 +49,6 @@ fn peer_alive(c: &Cluster, id: u32, peer: u32) -> bool {
 }
 
 /// Samples for `d`: node `id` alone holds the VIP the whole time.
-fn holds_steadily(c: &Cluster, id: u32, d: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < d {
-        assert_eq!(c.holders(), [id], "at {:?}\n{}", start.elapsed(), c.logs());
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 /// hb messages from `src_mac` seen on `dev` in `ns` during `d`, whole frames.
 /// Taken on the switch: the receiver's own XDP drops them before any tap.
 fn capture(c: &Cluster, ns: &str, dev: &str, src_mac: [u8; 6], d: Duration) -> Vec<Vec<u8>> {
@@ -148,7 +140,7 @@ fn a_node_that_lost_its_state_dir_is_heard_again_and_one_node_holds() {
         c.status(2, false).unwrap(),
         c.logs()
     );
-    holds_steadily(&c, 1, Duration::from_secs(1));
+    c.holds_steadily(1, Duration::from_secs(1));
 }
 
 #[test]
@@ -235,7 +227,7 @@ fn a_capture_from_one_link_replayed_on_a_lagging_link_is_refused() {
                 Duration::from_secs(2),
             )
         });
-        holds_steadily(&c, 2, Duration::from_millis(1500));
+        c.holds_steadily(2, Duration::from_millis(1500));
         assert!(!peer_alive(&c, 2, 1), "{}", c.status(2, false).unwrap());
         player.join().unwrap();
     });
@@ -302,10 +294,10 @@ fn three_nodes_with_only_the_link_a_b_cut_keep_one_holder() {
     let (_g, c) = cluster("abc", &[150, 100, 50], 1);
     // B (node 2) no longer hears A (node 1); C hears both and reports A holding.
     c.partition(&[("n1e0", Some("n2e0"))]).unwrap();
-    holds_steadily(&c, 1, Duration::from_secs(3));
+    c.holds_steadily(1, Duration::from_secs(3));
     assert_eq!(c.state_of(2), Some(NodeState::Backup), "{}", c.logs());
     c.heal().unwrap();
-    holds_steadily(&c, 1, Duration::from_millis(500));
+    c.holds_steadily(1, Duration::from_millis(500));
 }
 
 #[test]

@@ -25,20 +25,12 @@ fn cluster(
 }
 
 /// Samples for `d`: node `id` alone holds the VIP the whole time.
-fn holds_steadily(c: &Cluster, id: u32, d: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < d {
-        assert_eq!(c.holders(), [id], "at {:?}\n{}", start.elapsed(), c.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn redundant_links_fail_over_only_when_every_link_is_silent() {
     let (_g, c) = cluster("rl", &[100, 90], &[], 2);
     // Cut link eth1 of node 1 at the switch: node 2 still hears it on eth0.
     c.partition(&[("n1e1", None)]).unwrap();
-    holds_steadily(&c, 1, Duration::from_secs(1));
+    c.holds_steadily(1, Duration::from_secs(1));
     // Node 2's rows for node 1: one per link, eth1 dead, eth0 alive; still BACKUP.
     let per_link = |c: &Cluster| {
         let r = c.report(2).unwrap();
@@ -83,7 +75,7 @@ fn the_isolated_node_holds_no_vip_and_the_connected_one_does() {
         c.status_of(1),
         c.log(1)
     );
-    holds_steadily(&c, 2, Duration::from_secs(1));
+    c.holds_steadily(2, Duration::from_secs(1));
     // Heal; node 1 comes back through INIT and takes the VIP back (preemption).
     c.heal().unwrap();
     c.expect_single_holder(1, BOUND);
@@ -97,7 +89,7 @@ fn the_isolated_node_holds_no_vip_and_the_connected_one_does() {
         c.log(2),
         c.report(2)
     );
-    holds_steadily(&c, 1, Duration::from_secs(1));
+    c.holds_steadily(1, Duration::from_secs(1));
 }
 
 #[test]

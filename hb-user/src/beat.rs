@@ -105,6 +105,8 @@ struct Cell {
     /// see and the peers we hear.
     holder: AtomicU32,
     heard: AtomicU64,
+    /// The priority heartbeats carry (the core's, changed by a reload).
+    priority: AtomicU32,
 }
 
 /// Most (link, slot) entries the thread watches; more, and the controller
@@ -185,6 +187,7 @@ impl Beat {
             silent: tokio::sync::Notify::new(),
             holder: AtomicU32::new(0),
             heard: AtomicU64::new(0),
+            priority: AtomicU32::new(u32::from(seq.priority)),
         });
         let c = cell.clone();
         let thread = std::thread::Builder::new()
@@ -250,6 +253,14 @@ impl Beat {
             self.cell.heard.swap(heard, SeqCst),
         );
         if old != (holder, heard) {
+            self.cell.wake.value.fetch_add(1, SeqCst);
+            self.cell.wake.wake(1);
+        }
+    }
+
+    /// Changes the priority heartbeats carry; the thread sends at once.
+    pub fn set_priority(&self, priority: u8) {
+        if self.cell.priority.swap(u32::from(priority), SeqCst) != u32::from(priority) {
             self.cell.wake.value.fetch_add(1, SeqCst);
             self.cell.wake.wake(1);
         }
@@ -449,6 +460,7 @@ impl Clock {
         // Never name ourselves the holder unless this message claims it (a
         // leave, or a view older than the advert).
         let holder = self.cell.holder.load(SeqCst);
+        self.seq.priority = self.cell.priority.load(SeqCst) as u8;
         let says = Says {
             msg_type: msg,
             state: a.state,

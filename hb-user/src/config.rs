@@ -147,7 +147,7 @@ pub enum XdpModeArg {
 }
 
 /// Validated settings. Everything that can be checked without the network is checked here.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
     pub ifaces: Vec<String>,
     pub node_id: u32,
@@ -337,10 +337,7 @@ impl RunConfig {
     /// Reads the config file (`args.config`, else [`DEFAULT_CONFIG`] if it
     /// exists), merges it under the flags, and validates the result.
     pub fn load(args: &RunArgs) -> Result<RunConfig, ConfigError> {
-        let (path, explicit) = match &args.config {
-            Some(p) => (p.clone(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG), false),
-        };
+        let (path, explicit) = Self::file(args);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => Some(t),
             // Only the implicit default may be absent; a named file must be there.
@@ -354,6 +351,14 @@ impl RunConfig {
         };
         let name = path.display().to_string();
         Self::from_parts(args, text.as_deref().map(|t| (name.as_str(), t)))
+    }
+
+    /// The config file `load` reads, and whether it was named (`--config`).
+    pub fn file(args: &RunArgs) -> (PathBuf, bool) {
+        match &args.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        }
     }
 
     /// Like [`RunConfig::load`] with the file given as `(file_name, text)`;

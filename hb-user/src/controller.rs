@@ -6,7 +6,7 @@ use crate::{
     beat::{Advert, Beat, BeatLink, BeatParams},
     bpffs::PinRoot,
     clock::monotonic,
-    config::{ConfigError, RunConfig, Vip, XdpModeArg},
+    config::{ConfigError, RunArgs, RunConfig, Vip, XdpModeArg},
     election::Params,
     events::{Events, News},
     garp,
@@ -33,7 +33,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
     time::Duration,
 };
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -332,7 +332,11 @@ pub async fn check(cfg: &RunConfig) -> Result<(), RunError> {
 }
 
 /// Runs the controller until SIGTERM or SIGINT.
-pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
+/// `args` are the command line's flags: a reload reads the file under them again.
+pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
+    // Before anything changes: from here no signal ends hb-user without its
+    // graceful stop (SIGHUP's default would kill it with the VIPs on).
+    let signals = Signals::install()?;
     // Everything that can be wrong with the settings, the kernel or the program
     // is found before anything changes.
     let Checked { key, nl, plan } = checks(&cfg).await?;
@@ -448,6 +452,9 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
         nl,
         state_dir,
         cfg,
+        args,
+        signals,
+        reloads: None,
         since_unix_ms: 0,
     };
     info!(
@@ -470,6 +477,11 @@ pub async fn run(cfg: RunConfig) -> Result<(), RunError> {
 
 struct Controller {
     cfg: RunConfig,
+    /// The command line's flags, which win over the file at every reload too.
+    args: RunArgs,
+    signals: Signals,
+    /// The last reload's outcome, for the status.
+    reloads: Option<crate::status::ReloadRow>,
     /// Every decision (node.rs); this file performs them.
     node: Node,
     /// The sender thread; taken by the graceful stop.
@@ -524,8 +536,6 @@ impl Controller {
         let mut refresh = interval(self.cfg.garp_refresh.unwrap_or(Duration::from_secs(3600)));
         refresh.set_missed_tick_behavior(Skip);
         refresh.tick().await;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         // One look before waiting (after the signal handlers, so that a stop
         // right after a first takeover is still graceful): peers an adopted
         // data plane already hears are steady, so no news would come of them.
@@ -580,8 +590,16 @@ impl Controller {
                 _ = refresh.tick(), if self.cfg.garp_refresh.is_some() => {
                     if self.holds_vip() { self.announce("refresh"); }
                 }
-                _ = term.recv() => { info!("SIGTERM: leaving"); return Ok(()); }
-                _ = int.recv() => { info!("SIGINT: leaving"); return Ok(()); }
+                sig = self.signals.next() => match sig {
+                    Sig::Stop(name) => { info!("{name}: leaving"); return Ok(()); }
+                    Sig::Reload => {
+                        self.reload().await;
+                        refresh = interval(self.cfg.garp_refresh.unwrap_or(Duration::from_secs(3600)));
+                        refresh.set_missed_tick_behavior(Skip);
+                        refresh.tick().await;
+                    }
+                    Sig::Ignored(name) => info!("{name}: ignored (SIGTERM stops, SIGHUP reloads)"),
+                },
             }
             if let Some(b) = &self.beat {
                 b.touch();
@@ -1009,6 +1027,11 @@ impl Controller {
                         });
                     }
                 }
+                Action::Priority { priority } => {
+                    if let Some(b) = &self.beat {
+                        b.set_priority(priority);
+                    }
+                }
                 Action::WriteStatus => self.write_status(),
             }
         }
@@ -1202,6 +1225,7 @@ impl Controller {
             vip_readds: self.node.readds(),
             reason: self.node.reason().to_string(),
             seen: self.node.seen().clone(),
+            reload: self.reloads.clone(),
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,
@@ -1209,6 +1233,63 @@ impl Controller {
         ) {
             warn!("writing status: {e:#}");
         }
+    }
+
+    /// SIGHUP: the file read again under the flags, validated as a start would,
+    /// and applied when every change is one a running node can take
+    /// (reload.rs); otherwise nothing changes. The outcome goes to the log and
+    /// the status, where `hb-user reload` finds it.
+    async fn reload(&mut self) {
+        let (path, _) = RunConfig::file(&self.args);
+        let name = path.display().to_string();
+        let outcome = RunConfig::load(&self.args).and_then(|new| {
+            let changed = crate::reload::changes(&self.cfg, &new, &name)?;
+            Ok((new, changed))
+        });
+        let count = self.reloads.as_ref().map_or(0, |r| r.count) + 1;
+        let (outcome, detail) = match outcome {
+            Err(e) => {
+                error!("reload of {name} refused, the running settings are kept: {e}");
+                ("refused", e.to_string())
+            }
+            Ok((_, changed)) if changed.is_empty() => {
+                info!("reload of {name}: nothing changed");
+                ("unchanged", String::new())
+            }
+            Ok((new, changed)) => {
+                let detail = changed.join(", ");
+                info!("reload of {name}: applying {detail}");
+                if new.notify != self.cfg.notify || new.notify_timeout != self.cfg.notify_timeout {
+                    // The old one finishes what it was given, in order, in the background.
+                    if let Some(old) = self.notifier.take() {
+                        let drain = self.cfg.notify_timeout + Duration::from_secs(1);
+                        tokio::spawn(async move { old.drain(drain).await });
+                    }
+                    self.notifier = new
+                        .notify
+                        .clone()
+                        .map(|cmd| Notifier::spawn(cmd, new.notify_timeout));
+                }
+                let live = crate::reload::Live::of(&new);
+                self.cfg = new;
+                let actions = self.node.handle(Input::Settings {
+                    priority: live.priority,
+                    preempt: live.preempt,
+                    fencing: live.fencing,
+                });
+                self.perform(actions).await;
+                // Elect with the new settings now.
+                self.poll().await;
+                ("applied", detail)
+            }
+        };
+        self.reloads = Some(crate::status::ReloadRow {
+            count,
+            unix_ms: unix_ms(),
+            outcome: outcome.into(),
+            detail,
+        });
+        self.write_status();
     }
 
     /// Graceful stop: release the VIPs first, then tell peers we left, so a backup
@@ -1236,6 +1317,68 @@ impl Controller {
         }
         info!("stopped: VIPs released, leave sent, XDP detached");
         // Dropping the links detaches XDP and removes the pins.
+    }
+}
+
+/// What a signal asks of the controller.
+enum Sig {
+    Stop(&'static str),
+    Reload,
+    Ignored(&'static str),
+}
+
+/// Every signal whose default would end the process, handled: TERM, INT and
+/// QUIT stop gracefully, HUP reloads, the rest are logged and ignored.
+struct Signals {
+    streams: Vec<(Signal, &'static str)>,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use libc::{
+            SIGALRM, SIGHUP, SIGINT, SIGIO, SIGPROF, SIGPWR, SIGQUIT, SIGSTKFLT, SIGTERM, SIGUSR1,
+            SIGUSR2, SIGVTALRM,
+        };
+        let kinds = [
+            (SIGTERM, "SIGTERM"),
+            (SIGINT, "SIGINT"),
+            (SIGQUIT, "SIGQUIT"),
+            (SIGHUP, "SIGHUP"),
+            (SIGUSR1, "SIGUSR1"),
+            (SIGUSR2, "SIGUSR2"),
+            (SIGALRM, "SIGALRM"),
+            (SIGVTALRM, "SIGVTALRM"),
+            (SIGPROF, "SIGPROF"),
+            (SIGIO, "SIGIO"),
+            (SIGPWR, "SIGPWR"),
+            (SIGSTKFLT, "SIGSTKFLT"),
+        ];
+        let streams = kinds
+            .into_iter()
+            .map(|(n, name)| {
+                signal(SignalKind::from_raw(n))
+                    .map(|s| (s, name))
+                    .with_context(|| format!("handling {name}"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { streams })
+    }
+
+    /// The next signal to arrive.
+    async fn next(&mut self) -> Sig {
+        let waits = self.streams.iter_mut().map(|(s, name)| {
+            let name: &'static str = name;
+            Box::pin(async move {
+                s.recv().await;
+                name
+            })
+        });
+        let (name, _, _) = futures_util::future::select_all(waits).await;
+        match name {
+            "SIGTERM" | "SIGINT" | "SIGQUIT" => Sig::Stop(name),
+            "SIGHUP" => Sig::Reload,
+            _ => Sig::Ignored(name),
+        }
     }
 }
 

@@ -246,6 +246,13 @@ impl Machine {
         self.state
     }
 
+    /// A reload changed these; the next step elects with them.
+    pub fn set_settings(&mut self, priority: u8, preempt: bool, fencing: bool) {
+        self.p.priority = priority;
+        self.p.preempt = preempt;
+        self.p.fencing = fencing;
+    }
+
     /// Our rank, given whether we reach a ping target.
     pub fn rank(&self, reach: bool) -> Rank {
         (reach, self.p.priority, self.p.node_id)

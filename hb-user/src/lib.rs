@@ -24,6 +24,7 @@ pub mod node;
 pub mod notice;
 pub mod pinger;
 pub mod preflight;
+pub mod reload;
 pub mod sender;
 pub mod statedir;
 pub mod status;

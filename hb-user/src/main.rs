@@ -7,7 +7,9 @@ use hb_user::{
     cleanup,
     config::{RunArgs, RunConfig},
     controller::{self, RunError},
-    keyfile, status,
+    keyfile,
+    reload::{self, Requested},
+    status,
 };
 use nix::sys::mman::{mlockall, MlockAllFlags};
 use std::{path::PathBuf, process::ExitCode};
@@ -36,6 +38,14 @@ enum Cmd {
     /// the kernel's features and the verifier. Exits 0, or 2 naming the field
     /// (1 for a kernel that lacks a feature). Attaches and changes nothing.
     Check(RunArgs),
+    /// Make a running node read its config file again (as SIGHUP does) and
+    /// apply what changed. Exits 0 when applied or unchanged, 2 when refused
+    /// (a bad file, or a change that takes a restart: the error names the
+    /// field, and the running settings are kept), 3 when hb-user is not running.
+    Reload {
+        #[arg(long, default_value = "/var/lib/hb")]
+        state_dir: PathBuf,
+    },
     /// Write a new 128-bit key (mode 0600), or print it.
     Keygen {
         #[arg(long)]
@@ -71,6 +81,24 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Cmd::Run(args)) => run(args),
         Some(Cmd::Check(args)) => check(args),
+        Some(Cmd::Reload { state_dir }) => match reload::request(&state_dir) {
+            Ok(Requested::Done(what)) => {
+                println!("hb-user: reloaded: {what}");
+                ExitCode::SUCCESS
+            }
+            Ok(Requested::Refused(why)) => {
+                eprintln!("hb-user: reload refused: {why}");
+                ExitCode::from(2)
+            }
+            Ok(Requested::NotRunning) => {
+                eprintln!(
+                    "hb-user: not running (no live status in {})",
+                    state_dir.display()
+                );
+                ExitCode::from(3)
+            }
+            Err(e) => report(Err(e)),
+        },
         Some(Cmd::Keygen { out }) => report(keyfile::generate(out.as_deref())),
         Some(Cmd::Cleanup {
             iface,
@@ -198,7 +226,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return report(Err(e.into())),
     };
-    exit_for(rt.block_on(controller::run(cfg)))
+    exit_for(rt.block_on(controller::run(args, cfg)))
 }
 
 /// SCHED_FIFO for the (single-threaded) controller and locked memory: a busy

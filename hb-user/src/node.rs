@@ -142,6 +142,13 @@ pub enum Input {
         now: Duration,
         error: String,
     },
+    /// A reload changed the election's settings: the next observation
+    /// elects with them.
+    Settings {
+        priority: u8,
+        preempt: bool,
+        fencing: bool,
+    },
     /// The fencing command for `peers` finished.
     FenceDone {
         #[serde(with = "ms")]
@@ -179,6 +186,10 @@ pub enum Action {
         holds_vip: bool,
         reaches_ping: bool,
         lease: bool,
+    },
+    /// Heartbeats carry this priority from now on.
+    Priority {
+        priority: u8,
     },
     /// Add every VIP (netlink).
     TakeVips,
@@ -415,6 +426,26 @@ impl Node {
             Input::Vips { now, missing } => self.vips(now, missing, &mut out),
             Input::TakeFailed { now, error } => {
                 self.vip_failure(now, &format!("cannot add {error}"), &mut out)
+            }
+            Input::Settings {
+                priority,
+                preempt,
+                fencing,
+            } => {
+                let was = &self.p.machine;
+                info(
+                    &mut out,
+                    format!(
+                        "reloaded: priority {} -> {priority}, preempt {} -> {preempt}, fencing {} -> {fencing}",
+                        was.priority, was.preempt, was.fencing
+                    ),
+                );
+                self.p.machine.priority = priority;
+                self.p.machine.preempt = preempt;
+                self.p.machine.fencing = fencing;
+                self.machine.set_settings(priority, preempt, fencing);
+                out.push(Action::Priority { priority });
+                out.push(Action::WriteStatus);
             }
             Input::FenceDone { now, peers, ok } => {
                 let list = peers

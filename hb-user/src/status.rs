@@ -19,6 +19,18 @@ use std::{
 /// Name of the status file in the state directory.
 pub const STATUS_FILE: &str = "status.json";
 
+/// What became of a reload.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReloadRow {
+    /// Counts the reloads since the start: `hb-user reload` waits for it to move.
+    pub count: u64,
+    pub unix_ms: u128,
+    /// "applied", "unchanged" or "refused".
+    pub outcome: String,
+    /// The settings that changed (applied), or why it was refused, naming the field.
+    pub detail: String,
+}
+
 /// What the controller writes on start and on every transition.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct StatusFile {
@@ -75,6 +87,9 @@ pub struct StatusFile {
     /// What the node's decisions saw since the start.
     #[serde(default)]
     pub seen: Seen,
+    /// The last reload (SIGHUP or `hb-user reload`) since the start, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadRow>,
     /// Per link (in `ifaces` order), how this run came to its data plane:
     /// "fresh" (loaded and attached now), "adopted" (a previous run's program
     /// of this build, taken over in place with its state) or "replaced"
@@ -316,7 +331,7 @@ fn monotonic_ns() -> u64 {
     crate::clock::monotonic().as_nanos() as u64
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 

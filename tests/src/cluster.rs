@@ -190,6 +190,8 @@ pub struct Node {
     pub extra: Vec<String>,
     pub state_dir: PathBuf,
     pub log: PathBuf,
+    /// Its config file, when its priority comes from one (see [`Cluster::use_file`]).
+    pub file: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -279,6 +281,7 @@ impl Cluster {
                 extra: Vec::new(),
                 state_dir: dir.join("state"),
                 log: dir.join("hb-user.log"),
+                file: None,
                 child: None,
             });
         }
@@ -468,15 +471,29 @@ impl Cluster {
             } else {
                 format!("{VIP}/24")
             },
-            "--priority".into(),
-            n.priority.to_string(),
         ]);
+        // A node run from a file takes its priority from there, so that a reload
+        // can change it (flags win over the file).
+        match &n.file {
+            Some(f) => a.extend(["--config".into(), f.display().to_string()]),
+            None => a.extend(["--priority".into(), n.priority.to_string()]),
+        }
         a.extend(["--key-file".into(), self.key_file.display().to_string()]);
         a.extend(["--state-dir".into(), n.state_dir.display().to_string()]);
         a.extend(["--pin-root".into(), self.pin_root(id).display().to_string()]);
         a.extend(self.common.iter().cloned());
         a.extend(n.extra.iter().cloned());
         a
+    }
+
+    /// Writes node `id`'s config file (`text`, TOML) and runs it with
+    /// `--config` from its next start on; it must give the priority. Returns
+    /// the path, for rewriting before a reload.
+    pub fn use_file(&mut self, id: u32, text: &str) -> Result<PathBuf> {
+        let path = self.lab.scratch.join(format!("n{id}")).join("hb.toml");
+        std::fs::write(&path, text)?;
+        self.nodes[id as usize - 1].file = Some(path.clone());
+        Ok(path)
     }
 
     /// Node `id`'s pin root: a directory on the cluster's bpffs, made by hb-user.

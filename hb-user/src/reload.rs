@@ -1,0 +1,173 @@
+//! What a reload (SIGHUP, `hb-user reload`) may change in a running node.
+//!
+//! The new settings are validated as a start would, then compared with the
+//! running ones. Settings the running node can take over are applied; a change
+//! to one that shapes the data plane, the sessions or the VIPs' placement is
+//! refused as a whole, naming the setting, and nothing changes: a reload never
+//! leaves a node half-configured. Flags win over the file at every reload as at
+//! the start, so a change can only come from the file.
+
+use crate::config::{ConfigError, RunConfig};
+
+/// The settings a reload applies without a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Live {
+    pub priority: u8,
+    pub preempt: bool,
+    pub fencing: bool,
+}
+
+/// The reload's outcome: the names (file keys) of the settings that change.
+/// Empty: nothing to do.
+pub fn changes(
+    old: &RunConfig,
+    new: &RunConfig,
+    file_name: &str,
+) -> Result<Vec<&'static str>, ConfigError> {
+    // (file key, differs, applied live)
+    let fields: [(&'static str, bool, bool); 25] = [
+        ("priority", old.priority != new.priority, true),
+        ("preempt", old.preempt != new.preempt, true),
+        ("fence_cmd", old.fence_cmd != new.fence_cmd, true),
+        (
+            "fence_timeout",
+            old.fence_timeout != new.fence_timeout,
+            true,
+        ),
+        ("notify", old.notify != new.notify, true),
+        (
+            "notify_timeout",
+            old.notify_timeout != new.notify_timeout,
+            true,
+        ),
+        ("garp_count", old.garp_count != new.garp_count, true),
+        ("garp_spacing", old.garp_spacing != new.garp_spacing, true),
+        ("garp_refresh", old.garp_refresh != new.garp_refresh, true),
+        ("iface", old.ifaces != new.ifaces, false),
+        ("node_id", old.node_id != new.node_id, false),
+        ("peer", old.peers != new.peers, false),
+        ("vip", old.vips != new.vips, false),
+        ("key_file", old.key_file != new.key_file, false),
+        ("cluster_id", old.cluster_id != new.cluster_id, false),
+        ("port", old.port != new.port, false),
+        ("interval", old.interval != new.interval, false),
+        ("dead_after", old.dead_after != new.dead_after, false),
+        ("init_dead", old.init_dead != new.init_dead, false),
+        ("xdp_mode", old.xdp_mode != new.xdp_mode, false),
+        ("state_dir", old.state_dir != new.state_dir, false),
+        ("pin_root", old.pin_root != new.pin_root, false),
+        (
+            "pass_heartbeats",
+            old.pass_heartbeats != new.pass_heartbeats,
+            false,
+        ),
+        ("ping", old.ping != new.ping, false),
+        ("realtime", old.realtime != new.realtime, false),
+    ];
+    let mut out = Vec::new();
+    for (key, differs, live) in fields {
+        if !differs {
+            continue;
+        }
+        if !live {
+            return Err(ConfigError::new(
+                format!("{key} in {file_name}"),
+                "changed, and this setting takes a restart of hb-user: the running settings are kept",
+            ));
+        }
+        out.push(key);
+    }
+    Ok(out)
+}
+
+impl Live {
+    pub fn of(c: &RunConfig) -> Live {
+        Live {
+            priority: c.priority,
+            preempt: c.preempt,
+            fencing: c.fence_cmd.is_some(),
+        }
+    }
+}
+
+/// What `hb-user reload` found.
+pub enum Requested {
+    /// Applied, or nothing to change: the log line.
+    Done(String),
+    /// The node kept its settings: why, naming the field.
+    Refused(String),
+    /// No hb-user runs with this state directory.
+    NotRunning,
+}
+
+/// `hb-user reload`: SIGHUP to the controller whose status file is in
+/// `state_dir`, then its verdict, from the status file it rewrites.
+pub fn request(state_dir: &std::path::Path) -> anyhow::Result<Requested> {
+    use crate::status::{pid_alive, StatusFile, STATUS_FILE};
+    use anyhow::Context;
+    let read = || -> Option<StatusFile> {
+        let b = std::fs::read(state_dir.join(STATUS_FILE)).ok()?;
+        serde_json::from_slice(&b).ok()
+    };
+    let Some(before) = read().filter(|s| pid_alive(s.pid)) else {
+        return Ok(Requested::NotRunning);
+    };
+    let count = before.reload.as_ref().map_or(0, |r| r.count);
+    let pid = nix::unistd::Pid::from_raw(before.pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
+        .with_context(|| format!("signalling hb-user (pid {pid})"))?;
+    // A reload reads one file and compares settings: well under a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let Some(r) = read().and_then(|s| s.reload).filter(|r| r.count > count) else {
+            continue;
+        };
+        return Ok(match r.outcome.as_str() {
+            "refused" => Requested::Refused(r.detail),
+            "unchanged" => Requested::Done("nothing changed".into()),
+            _ => Requested::Done(format!("applied: {}", r.detail)),
+        });
+    }
+    anyhow::bail!("hb-user (pid {pid}) did not report the reload within 10 s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunArgs;
+
+    fn cfg(file: &str) -> RunConfig {
+        let args = RunArgs {
+            iface: vec!["eth0".into()],
+            node_id: Some("1".into()),
+            peer: vec!["2@192.168.1.2".into()],
+            ..Default::default()
+        };
+        RunConfig::from_parts(&args, Some(("hb.toml", file))).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn live_settings_are_applied() {
+        let old = cfg("priority = 100\n");
+        let new = cfg("priority = 50\npreempt = false\nnotify = \"/bin/true\"\n");
+        assert_eq!(
+            changes(&old, &new, "hb.toml").unwrap(),
+            ["priority", "preempt", "notify"]
+        );
+        assert!(changes(&old, &old, "hb.toml").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_restart_only_change_refuses_the_whole_reload() {
+        let old = cfg("priority = 100\n");
+        let new = cfg("priority = 50\nport = 7000\n");
+        let e = changes(&old, &new, "hb.toml").unwrap_err();
+        assert_eq!(e.field, "port in hb.toml");
+        let new = cfg("vip = \"192.168.1.100/24\"\n");
+        assert_eq!(
+            changes(&old, &new, "hb.toml").unwrap_err().field,
+            "vip in hb.toml"
+        );
+    }
+}

@@ -174,6 +174,8 @@ pub struct RunConfig {
     pub notify_timeout: Duration,
     pub garp_refresh: Option<Duration>,
     pub realtime: bool,
+    /// Health checks (`[check.NAME]` tables), in name order.
+    pub checks: Vec<crate::checks::CheckSpec>,
 }
 
 /// A bad setting: names the field as the user wrote it (the flag, e.g.
@@ -238,6 +240,20 @@ struct FileConfig {
     notify_timeout: Option<String>,
     garp_refresh: Option<String>,
     realtime: Option<bool>,
+    check: Option<std::collections::BTreeMap<String, CheckFile>>,
+}
+
+/// A `[check.NAME]` table: a script run every interval, like keepalived's
+/// `vrrp_script`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct CheckFile {
+    script: String,
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+    weight: Option<i64>,
 }
 
 /// `key = "a"` or `key = ["a", "b"]`.
@@ -524,6 +540,12 @@ impl RunConfig {
             None => Vec::new(),
         };
         let vips = vips.parse(|v| check_vips_apart(v, &peers, &ping))?.value;
+        let checks = f
+            .check
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, c)| check_spec(&src, name, c))
+            .collect::<Result<Vec<_>, _>>()?;
         let command = |flag: &str, arg: &Option<String>, key: &str, file: Option<String>| match src
             .pick(flag, arg.clone(), key, file)
         {
@@ -616,8 +638,68 @@ impl RunConfig {
             notify_timeout: notify_timeout.value,
             garp_refresh,
             realtime,
+            checks,
         })
     }
+}
+
+/// One `[check.NAME]`, with keepalived's defaults (interval 1s, rise and fall
+/// 1, weight 0: failing means FAULT); the timeout defaults to the interval.
+fn check_spec(
+    src: &Sources,
+    name: String,
+    c: CheckFile,
+) -> Result<crate::checks::CheckSpec, ConfigError> {
+    let field = |key: &str| src.file_key(&format!("check.{name}.{key}"));
+    let bad = |key: &str, message: String| ConfigError::new(field(key), message);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(bad(
+            "",
+            "a check's name is letters, digits, '_', '-' or '.'".into(),
+        ));
+    }
+    if c.script.trim().is_empty() {
+        return Err(bad("script", "must not be empty".into()));
+    }
+    let dur = |key: &str, v: Option<String>, default: Duration| match v {
+        Some(s) => parse_bounded_duration(&s).map_err(|m| bad(key, m)),
+        None => Ok(default),
+    };
+    let interval = dur("interval", c.interval, Duration::from_secs(1))?;
+    if interval < Duration::from_millis(10) {
+        return Err(bad("interval", "must be at least 10ms".into()));
+    }
+    let timeout = dur("timeout", c.timeout, interval)?;
+    if timeout.is_zero() || timeout > interval {
+        return Err(bad(
+            "timeout",
+            format!(
+                "must be above 0 and at most the interval ({})",
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
+    let count = |key: &str, v: Option<i64>| {
+        parse_int::<u32>(&v.unwrap_or(1).to_string(), 1, 1000).map_err(|m| bad(key, m))
+    };
+    let (rise, fall) = (count("rise", c.rise)?, count("fall", c.fall)?);
+    let weight = match c.weight.unwrap_or(0) {
+        w @ -255..=255 => w as i32,
+        w => return Err(bad("weight", format!("expected -255..=255, got {w}"))),
+    };
+    Ok(crate::checks::CheckSpec {
+        name,
+        script: c.script,
+        interval,
+        timeout,
+        rise,
+        fall,
+        weight,
+    })
 }
 
 /// Ping targets: unicast IPv4 or IPv6 addresses, no duplicates. Not link-local

@@ -424,9 +424,16 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
                 links: links.iter().map(|l| l.iface.clone()).collect(),
                 vip_list: vip_list(&plan.vips, &links),
                 inherited_lease: links.iter().any(|l| l.inherited),
+                checks: cfg
+                    .checks
+                    .iter()
+                    .map(|c| (c.name.clone(), c.weight))
+                    .collect(),
             },
             monotonic(),
         ),
+        check_rx: (!cfg.checks.is_empty()).then(|| crate::checks::spawn(&cfg.checks)),
+        check_last: vec![String::new(); cfg.checks.len()],
         pinger,
         notifier: cfg
             .notify
@@ -457,6 +464,9 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         reloads: None,
         since_unix_ms: 0,
     };
+    if let Some(b) = &c.beat {
+        b.set_priority(c.node.priority());
+    }
     info!(
         "node {} session {session:016x} priority {} on {}: INIT, waiting up to {} ms to hear {} peer(s)",
         c.cfg.node_id,
@@ -480,6 +490,10 @@ struct Controller {
     /// The command line's flags, which win over the file at every reload too.
     args: RunArgs,
     signals: Signals,
+    /// Health checks' verdicts (checks.rs), when any is configured.
+    check_rx: Option<mpsc::UnboundedReceiver<crate::checks::Report>>,
+    /// Per check, how its last reported run ended.
+    check_last: Vec<String>,
     /// The last reload's outcome, for the status.
     reloads: Option<crate::status::ReloadRow>,
     /// Every decision (node.rs); this file performs them.
@@ -580,6 +594,13 @@ impl Controller {
                     }
                 }
                 Some((peers, outcome)) = fence_rx.recv() => self.fenced(peers, outcome).await,
+                Some(r) = async { self.check_rx.as_mut().expect("guarded").recv().await }, if self.check_rx.is_some() => {
+                    self.check_last[r.index] = r.last;
+                    let name = self.cfg.checks[r.index].name.clone();
+                    let actions = self.node.handle(Input::Check { name, healthy: r.healthy });
+                    self.perform(actions).await;
+                    self.poll().await;
+                }
                 _ = status.tick() => {
                     let actions = self.watch_conflicts();
                     self.perform(actions).await;
@@ -1183,7 +1204,7 @@ impl Controller {
         let s = StatusFile {
             pid: std::process::id(),
             node_id: self.cfg.node_id,
-            priority: self.cfg.priority,
+            priority: self.node.priority(),
             session: format!("{:016x}", self.session),
             state: self.node.state(),
             since_unix_ms: self.since_unix_ms,
@@ -1226,6 +1247,22 @@ impl Controller {
             reason: self.node.reason().to_string(),
             seen: self.node.seen().clone(),
             reload: self.reloads.clone(),
+            checks: self
+                .node
+                .checks()
+                .into_iter()
+                .zip(&self.cfg.checks)
+                .zip(&self.check_last)
+                .map(
+                    |(((name, healthy, effect), spec), last)| crate::status::CheckRow {
+                        name,
+                        healthy,
+                        last: last.clone(),
+                        weight: spec.weight,
+                        effect,
+                    },
+                )
+                .collect(),
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,

@@ -119,6 +119,10 @@ pub enum Reason {
     VipFailed,
     /// Out of FAULT after a VIP failure: trying again, as after a start.
     VipRetry,
+    /// A health check with weight 0 fails.
+    CheckFailed {
+        check: String,
+    },
 }
 
 /// The peer event that led to a takeover.
@@ -190,6 +194,8 @@ pub struct Machine {
     vip_fault_until: Option<Duration>,
     /// The VIPs failed here and have not been held since: no preemption.
     vip_suspect: bool,
+    /// A health check with weight 0 fails: FAULT.
+    check_fault: Option<String>,
 }
 
 impl Machine {
@@ -206,6 +212,7 @@ impl Machine {
             collision: false,
             vip_fault_until: None,
             vip_suspect: false,
+            check_fault: None,
         }
     }
 
@@ -244,6 +251,11 @@ impl Machine {
 
     pub fn state(&self) -> NodeState {
         self.state
+    }
+
+    /// A health check with weight 0 fails (its name), or none does: FAULT while one does.
+    pub fn set_check_fault(&mut self, check: Option<String>) {
+        self.check_fault = check;
     }
 
     /// A reload changed these; the next step elects with them.
@@ -423,6 +435,14 @@ impl Machine {
         if self.vip_fault_until.is_some_and(|t| now < t) {
             return (Fault, Reason::VipFailed);
         }
+        if let Some(check) = &self.check_fault {
+            return (
+                Fault,
+                Reason::CheckFailed {
+                    check: check.clone(),
+                },
+            );
+        }
         let isolated = self.p.ping_quorum && !reach && !self.alive.values().any(|&a| a);
         match self.state {
             // Back from FAULT: peers look silent only because we could not hear them;
@@ -571,6 +591,7 @@ impl fmt::Display for Reason {
             Reason::Reconnected => write!(f, "link up and not isolated"),
             Reason::VipFailed => write!(f, "the VIPs cannot be held on this node"),
             Reason::VipRetry => write!(f, "trying the VIPs again"),
+            Reason::CheckFailed { check } => write!(f, "check {check} fails"),
             Reason::Elected { after: None } => write!(f, "no live peer outranks us"),
             Reason::AwaitingRelease { by } => write!(
                 f,

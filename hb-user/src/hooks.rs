@@ -65,7 +65,7 @@ impl Notifier {
                 let what = format!("notify hook ({} -> {})", t.old_state, t.new_state);
                 // No retry: a hook that failed may have half-run, and running it
                 // again is the "notify ran twice" bug.
-                match run(&cmd, "hb-notify", &args, &env, timeout).await {
+                match run(&cmd, "hb-notify", &args, &env, timeout, false).await {
                     Run::Exited(s) if s.success() => tracing::debug!("{what} done"),
                     Run::Exited(s) => tracing::warn!("{what} failed: {s}"),
                     Run::TimedOut => {
@@ -122,11 +122,31 @@ pub async fn fence(cmd: &str, node_id: u32, peers: &[u32], timeout: Duration) ->
         ("HB_FENCE_PEERS", list.as_str()),
         ("HB_NODE_ID", node.as_str()),
     ];
-    match run(cmd, "hb-fence", &args, &env, timeout).await {
+    match run(cmd, "hb-fence", &args, &env, timeout, false).await {
         Run::Exited(s) if s.success() => FenceOutcome::Fenced,
         Run::Exited(s) => FenceOutcome::Failed(s.code()),
         Run::TimedOut => FenceOutcome::TimedOut,
         Run::NotStarted(_) => FenceOutcome::NotStarted,
+    }
+}
+
+/// Runs a health check's script (`/bin/sh -c`, HB_CHECK set to its name,
+/// output discarded: it runs every interval): whether it passed, and how it ended.
+pub async fn check(script: &str, name: &str, timeout: Duration) -> (bool, String) {
+    let none: [&str; 0] = [];
+    match run(
+        script,
+        "hb-check",
+        &none,
+        &[("HB_CHECK", name)],
+        timeout,
+        true,
+    )
+    .await
+    {
+        Run::Exited(s) => (s.success(), s.to_string()),
+        Run::TimedOut => (false, format!("timed out after {timeout:?}")),
+        Run::NotStarted(e) => (false, format!("could not start: {e}")),
     }
 }
 
@@ -160,6 +180,7 @@ async fn run<S: AsRef<str>>(
     args: &[S],
     env: &[(&str, &str)],
     timeout: Duration,
+    quiet: bool,
 ) -> Run {
     let mut c = Command::new("/bin/sh");
     c.arg("-c")
@@ -173,6 +194,9 @@ async fn run<S: AsRef<str>>(
         // Own process group: a timeout kills the hook's children too, and
         // a Ctrl-C on the daemon's terminal doesn't hit them first.
         .process_group(0);
+    if quiet {
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+    }
     // SAFETY: `normal_scheduling` makes two syscalls on the child only, both
     // async-signal-safe, and allocates nothing.
     unsafe {

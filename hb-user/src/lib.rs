@@ -3,6 +3,7 @@
 
 pub mod beat;
 pub mod bpffs;
+pub mod checks;
 pub mod checksum;
 pub mod cleanup;
 pub mod clock;

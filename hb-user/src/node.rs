@@ -142,6 +142,8 @@ pub enum Input {
         now: Duration,
         error: String,
     },
+    /// A health check's verdict changed (or its first one came).
+    Check { name: String, healthy: bool },
     /// A reload changed the election's settings: the next observation
     /// elects with them.
     Settings {
@@ -247,10 +249,17 @@ pub struct NodeParams {
     /// The data plane we adopted still held a valid lease: a previous run held
     /// the VIPs, and we keep answering for them until our first decision.
     pub inherited_lease: bool,
+    /// Health checks by name, with their weight (checks.rs).
+    pub checks: Vec<(String, i32)>,
 }
 
 pub struct Node {
     p: NodeParams,
+    /// Per check: its weight and verdict (None before the first, which counts
+    /// as failing: a service not yet seen working is not one to hold VIPs for).
+    checks: BTreeMap<String, (i32, Option<bool>)>,
+    /// The priority heartbeats carry: the configured one with the checks' weights.
+    priority: u8,
     machine: Machine,
     inherited: bool,
     /// (peer, link index) -> heard within dead-after on that link.
@@ -302,7 +311,13 @@ const CONFLICT_QUIET: Duration = Duration::from_secs(1);
 
 impl Node {
     pub fn new(p: NodeParams, now: Duration) -> Self {
-        Self {
+        let mut n = Self {
+            checks: p
+                .checks
+                .iter()
+                .map(|(c, w)| (c.clone(), (*w, None)))
+                .collect(),
+            priority: p.machine.priority,
             machine: Machine::new(p.machine.clone(), now),
             inherited: p.inherited_lease,
             link_alive: BTreeMap::new(),
@@ -323,6 +338,55 @@ impl Node {
             seen: Default::default(),
             reason: String::new(),
             p,
+        };
+        n.weigh(&mut Vec::new());
+        n
+    }
+
+    /// The priority heartbeats carry now (with the checks' weights).
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// Each check's verdict and what it does now: "+20", "-20", "FAULT" or "".
+    pub fn checks(&self) -> Vec<(String, Option<bool>, String)> {
+        self.checks
+            .iter()
+            .map(|(name, &(w, h))| {
+                let failing = h != Some(true);
+                let effect = match w {
+                    0 if failing => "FAULT".to_string(),
+                    w if (w > 0 && !failing) || (w < 0 && failing) => format!("{w:+}"),
+                    _ => String::new(),
+                };
+                (name.clone(), h, effect)
+            })
+            .collect()
+    }
+
+    /// Applies the checks to the configured priority: keepalived's rules (a
+    /// positive weight counts while healthy, a negative one while failing,
+    /// weight 0 failing is FAULT); the next step elects with the result.
+    fn weigh(&mut self, out: &mut Vec<Action>) {
+        let mut p = i32::from(self.p.machine.priority);
+        let mut fault = None;
+        for (name, &(w, h)) in &self.checks {
+            let failing = h != Some(true);
+            match w {
+                0 if failing => {
+                    fault.get_or_insert_with(|| name.clone());
+                }
+                w if (w > 0 && !failing) || (w < 0 && failing) => p += w,
+                _ => {}
+            }
+        }
+        let p = p.clamp(0, 255) as u8;
+        let m = &self.p.machine;
+        self.machine.set_settings(p, m.preempt, m.fencing);
+        self.machine.set_check_fault(fault);
+        if p != self.priority {
+            self.priority = p;
+            out.push(Action::Priority { priority: p });
         }
     }
 
@@ -427,6 +491,15 @@ impl Node {
             Input::TakeFailed { now, error } => {
                 self.vip_failure(now, &format!("cannot add {error}"), &mut out)
             }
+            Input::Check { name, healthy } => {
+                if let Some(c) = self.checks.get_mut(&name) {
+                    c.1 = Some(healthy);
+                    let verdict = if healthy { "passes" } else { "fails" };
+                    info(&mut out, format!("check {name} {verdict}"));
+                    self.weigh(&mut out);
+                    out.push(Action::WriteStatus);
+                }
+            }
             Input::Settings {
                 priority,
                 preempt,
@@ -443,8 +516,7 @@ impl Node {
                 self.p.machine.priority = priority;
                 self.p.machine.preempt = preempt;
                 self.p.machine.fencing = fencing;
-                self.machine.set_settings(priority, preempt, fencing);
-                out.push(Action::Priority { priority });
+                self.weigh(&mut out);
                 out.push(Action::WriteStatus);
             }
             Input::FenceDone { now, peers, ok } => {
@@ -1095,6 +1167,7 @@ mod tests {
                 links: vec!["eth0".into(), "eth1".into()],
                 vip_list: "10.0.0.100/24 on eth0".into(),
                 inherited_lease: false,
+                checks: Vec::new(),
             },
             Duration::ZERO,
         )

@@ -25,7 +25,7 @@ pub fn changes(
     file_name: &str,
 ) -> Result<Vec<&'static str>, ConfigError> {
     // (file key, differs, applied live)
-    let fields: [(&'static str, bool, bool); 25] = [
+    let fields: [(&'static str, bool, bool); 26] = [
         ("priority", old.priority != new.priority, true),
         ("preempt", old.preempt != new.preempt, true),
         ("fence_cmd", old.fence_cmd != new.fence_cmd, true),
@@ -63,6 +63,7 @@ pub fn changes(
         ),
         ("ping", old.ping != new.ping, false),
         ("realtime", old.realtime != new.realtime, false),
+        ("check", old.checks != new.checks, false),
     ];
     let mut out = Vec::new();
     for (key, differs, live) in fields {

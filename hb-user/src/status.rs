@@ -19,6 +19,19 @@ use std::{
 /// Name of the status file in the state directory.
 pub const STATUS_FILE: &str = "status.json";
 
+/// One health check as the node sees it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CheckRow {
+    pub name: String,
+    /// None until its first result.
+    pub healthy: Option<bool>,
+    /// How its last reported run ended ("exit status: 0", "timed out after 1s").
+    pub last: String,
+    pub weight: i32,
+    /// What it does now: "+20", "-20", "FAULT" or "" (nothing).
+    pub effect: String,
+}
+
 /// What became of a reload.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ReloadRow {
@@ -90,6 +103,9 @@ pub struct StatusFile {
     /// The last reload (SIGHUP or `hb-user reload`) since the start, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ReloadRow>,
+    /// Each health check: its verdict, last run and effect on the priority.
+    #[serde(default)]
+    pub checks: Vec<CheckRow>,
     /// Per link (in `ifaces` order), how this run came to its data plane:
     /// "fresh" (loaded and attached now), "adopted" (a previous run's program
     /// of this build, taken over in place with its state) or "replaced"

@@ -32,6 +32,9 @@ struct Settings {
     links: Vec<String>,
     #[serde(default)]
     inherited_lease: bool,
+    /// Health checks: (name, weight).
+    #[serde(default)]
+    checks: Vec<(String, i32)>,
 }
 
 fn yes() -> bool {
@@ -77,6 +80,7 @@ fn run_case(path: &Path) -> Result<(), String> {
             links: s.links,
             vip_list: "10.0.0.100/24 on eth0".into(),
             inherited_lease: s.inherited_lease,
+            checks: s.checks,
         },
         Duration::ZERO,
     );

@@ -1,0 +1,105 @@
+//! The VIP follows a working service, not just a live machine: each node runs
+//! a real web server (Debian's python3 `http.server`) and a `[check.web]`
+//! script that fetches a page from it with curl, as keepalived users do with
+//! `vrrp_script`. Stop the holder's server and the VIP moves to the node whose
+//! server works; start it again and the holder takes it back (preemption).
+
+use hb_tests::cluster::{forget_process, test_lan, track_process, Cluster, BOUND, FAST};
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const PORT: u16 = 8080;
+
+/// Node `id`'s web server, on its address in its namespace.
+fn serve(c: &Cluster, id: u32) -> Child {
+    let ip = c.node(id).ip.to_string();
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-m", "http.server", &PORT.to_string(), "--bind", &ip])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    hb_tests::netns::enter_on_exec(&mut cmd, &c.node(id).ns).unwrap();
+    let child = cmd
+        .spawn()
+        .expect("python3 -m http.server (Debian package python3)");
+    track_process(child.id() as i32);
+    // Serving before the nodes start, so the first check already passes.
+    let deadline = Instant::now() + BOUND;
+    while c
+        .exec(id, &["curl", "-sf", "-o", "/dev/null", &url(c, id)])
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node {id}'s web server never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn stop(mut server: Child) {
+    let _ = server.kill();
+    let _ = server.wait();
+    forget_process(server.id() as i32);
+}
+
+fn url(c: &Cluster, id: u32) -> String {
+    format!("http://{}:{PORT}/", c.node(id).ip)
+}
+
+fn settings(c: &Cluster, id: u32, priority: u8) -> String {
+    format!(
+        "priority = {priority}\n\n[check.web]\nscript = \"curl -sf -o /dev/null --max-time 0.5 {}\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 2\nfall = 2\nweight = -150\n",
+        url(c, id)
+    )
+}
+
+#[test]
+fn the_vip_follows_the_node_whose_service_works() {
+    let (_g, mut c) = test_lan("hck", &[200, 100], FAST, 1);
+    for (id, prio) in [(1, 200), (2, 100)] {
+        let text = settings(&c, id, prio);
+        c.use_file(id, &text).unwrap();
+    }
+    let s1 = serve(&c, 1);
+    let s2 = serve(&c, 2);
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+    let row = |c: &Cluster, id| c.status_of(id).and_then(|s| s.checks.into_iter().next());
+    assert!(
+        c.wait_for(BOUND, |c| row(c, 1)
+            .is_some_and(|r| r.healthy == Some(true))),
+        "node 1's check never passed: {:?}\n{}",
+        row(&c, 1),
+        c.logs()
+    );
+
+    // The holder's service dies: after fall x interval its priority is
+    // 200 - 150 = 50, below node 2's 100, and node 2 takes the VIP.
+    stop(s1);
+    c.expect_single_holder(2, BOUND);
+    assert_eq!(
+        c.client_reach_vip(),
+        Some(c.node(2).mac),
+        "the client reaches node 2"
+    );
+    let s = c.status_of(1).unwrap();
+    let r = s.checks.first().unwrap();
+    assert_eq!(
+        (s.priority, r.healthy, r.effect.as_str()),
+        (50, Some(false), "-150"),
+        "node 1's status shows the failed check and its effect: {r:?}"
+    );
+    assert!(c.is_running(1), "a failed check must not end hb-user");
+
+    // The service is back: after rise x interval node 1 outranks node 2 again
+    // and, preempting, takes the VIP back.
+    let s1 = serve(&c, 1);
+    c.expect_single_holder(1, BOUND);
+    assert_eq!(c.status_of(1).unwrap().priority, 200);
+    stop(s1);
+    stop(s2);
+}

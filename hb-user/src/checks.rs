@@ -1,5 +1,6 @@
-//! Health checks (`[check.NAME]`): a script run every interval, its result
-//! counted against rise and fall, like keepalived's `vrrp_script`. The verdict
+//! Health checks (`[check.NAME]`): a script run every interval (keepalived's
+//! `vrrp_script`), or a process looked for by name or pid file without
+//! spawning anything (`track_process`), its result counted against rise and fall. The verdict
 //! is an input to the core, which turns it into priority or FAULT; nothing
 //! here is on the sender thread's path. Each check is a task of its own, so a
 //! slow script delays only its own next run.
@@ -11,8 +12,7 @@ use tokio::sync::mpsc;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckSpec {
     pub name: String,
-    /// A shell command line; exit 0 within the timeout is a pass.
-    pub script: String,
+    pub kind: CheckKind,
     pub interval: Duration,
     pub timeout: Duration,
     /// Passes in a row that make a failing check healthy, and failures in a
@@ -22,6 +22,18 @@ pub struct CheckSpec {
     /// Positive: added to the priority while healthy; negative: added while
     /// failing; 0: failing means FAULT.
     pub weight: i32,
+}
+
+/// What a check looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A shell command line; exit 0 within the timeout is a pass.
+    Script(String),
+    /// A process whose name (`/proc/PID/comm`, at most 15 bytes, as `ps`
+    /// and `pidof` show it) is this: passes while one runs.
+    Process(String),
+    /// A pid file: passes while the process it names runs.
+    PidFile(std::path::PathBuf),
 }
 
 /// Rise and fall counting: pure.
@@ -80,8 +92,11 @@ pub fn spawn(specs: &[CheckSpec]) -> mpsc::UnboundedReceiver<Report> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let (pass, last) =
-                    crate::hooks::check(&spec.script, &spec.name, spec.timeout).await;
+                let (pass, last) = match &spec.kind {
+                    CheckKind::Script(s) => crate::hooks::check(s, &spec.name, spec.timeout).await,
+                    CheckKind::Process(name) => running(name),
+                    CheckKind::PidFile(path) => pid_file(path),
+                };
                 if let Some(healthy) = verdict.record(pass, spec.rise, spec.fall) {
                     if tx
                         .send(Report {
@@ -98,6 +113,43 @@ pub fn spawn(specs: &[CheckSpec]) -> mpsc::UnboundedReceiver<Report> {
         });
     }
     rx
+}
+
+/// Whether a process named `name` runs: one pass over /proc, no process spawned.
+fn running(name: &str) -> (bool, String) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return (false, "cannot read /proc".into());
+    };
+    let found = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        });
+    match found {
+        Some(e) => (true, format!("pid {}", e.file_name().to_string_lossy())),
+        None => (false, format!("no process named {name}")),
+    }
+}
+
+/// Whether the process a pid file names runs (kill 0: EPERM still means it does).
+fn pid_file(path: &std::path::Path) -> (bool, String) {
+    use nix::{errno::Errno, sys::signal::kill, unistd::Pid};
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return (false, format!("{}: {e}", path.display())),
+    };
+    let Some(pid) = text.trim().parse::<i32>().ok().filter(|&p| p > 0) else {
+        return (false, format!("{}: no pid in it", path.display()));
+    };
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => (true, format!("pid {pid}")),
+        Err(e) => (false, format!("pid {pid}: {e}")),
+    }
 }
 
 #[cfg(test)]
@@ -120,5 +172,19 @@ mod tests {
         let mut v = Verdict::default();
         assert_eq!(v.record(false, 1, 1), Some(false));
         assert_eq!(v.record(true, 1, 1), Some(true));
+    }
+
+    #[test]
+    fn processes_are_found_by_name_and_pid_file() {
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert!(running(me.trim_end()).0);
+        assert!(!running("hb-no-such-process").0);
+        let f = std::env::temp_dir().join(format!("hb-check-pid-{}", std::process::id()));
+        std::fs::write(&f, format!("{}\n", std::process::id())).unwrap();
+        assert!(pid_file(&f).0);
+        std::fs::write(&f, "garbage").unwrap();
+        assert!(!pid_file(&f).0);
+        std::fs::remove_file(&f).unwrap();
+        assert!(!pid_file(&f).0);
     }
 }

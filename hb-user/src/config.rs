@@ -243,12 +243,14 @@ struct FileConfig {
     check: Option<std::collections::BTreeMap<String, CheckFile>>,
 }
 
-/// A `[check.NAME]` table: a script run every interval, like keepalived's
-/// `vrrp_script`.
+/// A `[check.NAME]` table: one of a script run every interval (keepalived's
+/// `vrrp_script`), a process name or a pid file (`vrrp_track_process`).
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct CheckFile {
-    script: String,
+    script: Option<String>,
+    process: Option<String>,
+    pid_file: Option<PathBuf>,
     interval: Option<String>,
     timeout: Option<String>,
     rise: Option<i64>,
@@ -650,7 +652,10 @@ fn check_spec(
     name: String,
     c: CheckFile,
 ) -> Result<crate::checks::CheckSpec, ConfigError> {
-    let field = |key: &str| src.file_key(&format!("check.{name}.{key}"));
+    let field = |key: &str| match key {
+        "" => src.file_key(&format!("check.{name}")),
+        _ => src.file_key(&format!("check.{name}.{key}")),
+    };
     let bad = |key: &str, message: String| ConfigError::new(field(key), message);
     if name.is_empty()
         || !name
@@ -662,9 +667,28 @@ fn check_spec(
             "a check's name is letters, digits, '_', '-' or '.'".into(),
         ));
     }
-    if c.script.trim().is_empty() {
-        return Err(bad("script", "must not be empty".into()));
-    }
+    use crate::checks::CheckKind;
+    let kind = match (c.script, c.process, c.pid_file) {
+        (Some(s), None, None) if !s.trim().is_empty() => CheckKind::Script(s),
+        (None, Some(p), None) if !p.is_empty() && p.len() <= 15 && !p.contains('/') => {
+            CheckKind::Process(p)
+        }
+        (None, None, Some(p)) if !p.as_os_str().is_empty() => CheckKind::PidFile(p),
+        (Some(_), None, None) => return Err(bad("script", "must not be empty".into())),
+        (None, Some(_), None) => {
+            return Err(bad(
+                "process",
+                "a process name as /proc/PID/comm shows it: 1 to 15 bytes, no '/'".into(),
+            ))
+        }
+        (None, None, Some(_)) => return Err(bad("pid_file", "must not be empty".into())),
+        _ => {
+            return Err(bad(
+                "",
+                "give exactly one of script, process or pid_file".into(),
+            ))
+        }
+    };
     let dur = |key: &str, v: Option<String>, default: Duration| match v {
         Some(s) => parse_bounded_duration(&s).map_err(|m| bad(key, m)),
         None => Ok(default),
@@ -693,7 +717,7 @@ fn check_spec(
     };
     Ok(crate::checks::CheckSpec {
         name,
-        script: c.script,
+        kind,
         interval,
         timeout,
         rise,
@@ -1454,5 +1478,63 @@ mod tests {
         let mut a = args();
         a.peer = vec!["2@ff02::1".into()];
         assert_eq!(err(&a, None).field, "--peer", "multicast is not a peer");
+    }
+
+    #[test]
+    fn checks_take_keepalived_defaults_and_name_the_bad_key() {
+        use crate::checks::CheckKind;
+        let c = ok(
+            &args(),
+            Some("[check.web]\nscript = \"curl -sf http://x/\"\n"),
+        );
+        let w = &c.checks[0];
+        assert_eq!(
+            (
+                w.name.as_str(),
+                w.interval,
+                w.timeout,
+                w.rise,
+                w.fall,
+                w.weight
+            ),
+            (
+                "web",
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+                1,
+                1,
+                0
+            )
+        );
+        assert_eq!(w.kind, CheckKind::Script("curl -sf http://x/".into()));
+        let c = ok(
+            &args(),
+            Some("[check.h]\nprocess = \"haproxy\"\nweight = -20\n"),
+        );
+        assert_eq!(
+            (c.checks[0].kind.clone(), c.checks[0].weight),
+            (CheckKind::Process("haproxy".into()), -20)
+        );
+        for (text, field) in [
+            (
+                "[check.a]\nscript = \"x\"\nweight = 300\n",
+                "check.a.weight",
+            ),
+            (
+                "[check.a]\nscript = \"x\"\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+                "check.a.timeout",
+            ),
+            ("[check.a]\nscript = \"x\"\nrise = 0\n", "check.a.rise"),
+            ("[check.a]\nscript = \"x\"\nprocess = \"y\"\n", "check.a"),
+            (
+                "[check.a]\nprocess = \"/usr/sbin/haproxy\"\n",
+                "check.a.process",
+            ),
+        ] {
+            let e = err(&args(), Some(text));
+            assert_eq!(e.field, format!("{field} in {FILE}"), "{text}: {e}");
+        }
+        let e = err(&args(), Some("[check.a]\nscript = \"x\"\nfrobnicate = 1\n"));
+        assert!(e.to_string().contains("frobnicate"), "{e}");
     }
 }

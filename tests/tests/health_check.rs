@@ -103,3 +103,36 @@ fn the_vip_follows_the_node_whose_service_works() {
     stop(s1);
     stop(s2);
 }
+
+/// A `process` check with weight 0 (keepalived's `track_process` without a
+/// weight): while no process of that name runs, the node is FAULT and holds
+/// nothing; nothing is spawned per check (/proc is read).
+#[test]
+fn a_vanished_tracked_process_is_fault() {
+    let (_g, mut c) = test_lan("hcp", &[200, 100], FAST, 1);
+    // A name of its own, so no other process on the machine matches.
+    let name = format!("hbsvc{}", std::process::id() % 100_000);
+    let exe = c.lab.scratch.join(&name);
+    std::os::unix::fs::symlink("/bin/sleep", &exe).unwrap();
+    let service = || {
+        let child = Command::new(&exe).arg("600").spawn().unwrap();
+        track_process(child.id() as i32);
+        child
+    };
+    let text =
+        format!("priority = 200\n\n[check.svc]\nprocess = \"{name}\"\ninterval = \"100ms\"\n");
+    c.use_file(1, &text).unwrap();
+    let svc = service();
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+
+    stop(svc);
+    c.expect_single_holder(2, BOUND);
+    let s = c.status_of(1).unwrap();
+    assert_eq!(s.state, hb_common::NodeState::Fault, "{}", c.logs());
+    assert_eq!(s.checks[0].effect, "FAULT");
+
+    let svc = service();
+    c.expect_single_holder(1, BOUND);
+    stop(svc);
+}

@@ -34,6 +34,10 @@ pub enum CheckKind {
     Process(String),
     /// A pid file: passes while the process it names runs.
     PidFile(std::path::PathBuf),
+    /// An interface beyond the heartbeat links (keepalived's
+    /// `track_interface`): passes while it is up with carrier. Judged by the
+    /// controller from rtnetlink link events as they come, not by a task.
+    Iface(String),
 }
 
 /// Rise and fall counting: pure.
@@ -85,6 +89,9 @@ pub struct Report {
 pub fn spawn(specs: &[CheckSpec]) -> mpsc::UnboundedReceiver<Report> {
     let (tx, rx) = mpsc::unbounded_channel();
     for (index, spec) in specs.iter().cloned().enumerate() {
+        if matches!(spec.kind, CheckKind::Iface(_)) {
+            continue;
+        }
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut verdict = Verdict::default();
@@ -96,6 +103,7 @@ pub fn spawn(specs: &[CheckSpec]) -> mpsc::UnboundedReceiver<Report> {
                     CheckKind::Script(s) => crate::hooks::check(s, &spec.name, spec.timeout).await,
                     CheckKind::Process(name) => running(name),
                     CheckKind::PidFile(path) => pid_file(path),
+                    CheckKind::Iface(_) => return,
                 };
                 if let Some(healthy) = verdict.record(pass, spec.rise, spec.fall) {
                     if tx

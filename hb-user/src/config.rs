@@ -251,6 +251,7 @@ struct CheckFile {
     script: Option<String>,
     process: Option<String>,
     pid_file: Option<PathBuf>,
+    iface: Option<String>,
     interval: Option<String>,
     timeout: Option<String>,
     rise: Option<i64>,
@@ -668,6 +669,25 @@ fn check_spec(
         ));
     }
     use crate::checks::CheckKind;
+    if let Some(i) = c.iface {
+        if c.script.is_some() || c.process.is_some() || c.pid_file.is_some() {
+            return Err(bad(
+                "",
+                "give exactly one of script, process, pid_file or iface".into(),
+            ));
+        }
+        check_iface_name(&i).map_err(|m| bad("iface", m))?;
+        return finish_check(
+            src,
+            name,
+            CheckKind::Iface(i),
+            c.interval,
+            c.timeout,
+            c.rise,
+            c.fall,
+            c.weight,
+        );
+    }
     let kind = match (c.script, c.process, c.pid_file) {
         (Some(s), None, None) if !s.trim().is_empty() => CheckKind::Script(s),
         (None, Some(p), None) if !p.is_empty() && p.len() <= 15 && !p.contains('/') => {
@@ -685,19 +705,38 @@ fn check_spec(
         _ => {
             return Err(bad(
                 "",
-                "give exactly one of script, process or pid_file".into(),
+                "give exactly one of script, process, pid_file or iface".into(),
             ))
         }
     };
+    finish_check(
+        src, name, kind, c.interval, c.timeout, c.rise, c.fall, c.weight,
+    )
+}
+
+/// The timing and weight of a check of any kind.
+#[allow(clippy::too_many_arguments)]
+fn finish_check(
+    src: &Sources,
+    name: String,
+    kind: crate::checks::CheckKind,
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+    weight: Option<i64>,
+) -> Result<crate::checks::CheckSpec, ConfigError> {
+    let field = |key: &str| src.file_key(&format!("check.{name}.{key}"));
+    let bad = |key: &str, message: String| ConfigError::new(field(key), message);
     let dur = |key: &str, v: Option<String>, default: Duration| match v {
         Some(s) => parse_bounded_duration(&s).map_err(|m| bad(key, m)),
         None => Ok(default),
     };
-    let interval = dur("interval", c.interval, Duration::from_secs(1))?;
+    let interval = dur("interval", interval, Duration::from_secs(1))?;
     if interval < Duration::from_millis(10) {
         return Err(bad("interval", "must be at least 10ms".into()));
     }
-    let timeout = dur("timeout", c.timeout, interval)?;
+    let timeout = dur("timeout", timeout, interval)?;
     if timeout.is_zero() || timeout > interval {
         return Err(bad(
             "timeout",
@@ -710,8 +749,8 @@ fn check_spec(
     let count = |key: &str, v: Option<i64>| {
         parse_int::<u32>(&v.unwrap_or(1).to_string(), 1, 1000).map_err(|m| bad(key, m))
     };
-    let (rise, fall) = (count("rise", c.rise)?, count("fall", c.fall)?);
-    let weight = match c.weight.unwrap_or(0) {
+    let (rise, fall) = (count("rise", rise)?, count("fall", fall)?);
+    let weight = match weight.unwrap_or(0) {
         w @ -255..=255 => w as i32,
         w => return Err(bad("weight", format!("expected -255..=255, got {w}"))),
     };

@@ -434,6 +434,7 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         ),
         check_rx: (!cfg.checks.is_empty()).then(|| crate::checks::spawn(&cfg.checks)),
         check_last: vec![String::new(); cfg.checks.len()],
+        iface_checks: Vec::new(),
         pinger,
         notifier: cfg
             .notify
@@ -475,6 +476,7 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         c.cfg.init_dead.as_millis(),
         c.peer_ids.len()
     );
+    c.start_iface_checks().await;
     c.report_leftover_vips().await;
     c.read_vips().await;
     c.refresh_next_hops().await;
@@ -494,6 +496,8 @@ struct Controller {
     check_rx: Option<mpsc::UnboundedReceiver<crate::checks::Report>>,
     /// Per check, how its last reported run ended.
     check_last: Vec<String>,
+    /// Interface checks: (check index, ifindex when last seen, up).
+    iface_checks: Vec<(usize, u32, bool)>,
     /// The last reload's outcome, for the status.
     reloads: Option<crate::status::ReloadRow>,
     /// Every decision (node.rs); this file performs them.
@@ -572,6 +576,7 @@ impl Controller {
                     let Some(ev) = ev else {
                         anyhow::bail!("the link event socket closed");
                     };
+                    self.iface_checks(&ev).await;
                     if let LinkEvent::Address { ifindex, addr, present } = ev {
                         self.address_changed(ifindex, addr, present).await;
                     // A link going down is acted on now; one that moved has new
@@ -1270,6 +1275,59 @@ impl Controller {
         ) {
             warn!("writing status: {e:#}");
         }
+    }
+
+    /// Interface checks' first verdicts, from the kernel's view now (the link
+    /// events are subscribed already, so no change is missed).
+    async fn start_iface_checks(&mut self) {
+        for (index, spec) in self.cfg.checks.iter().enumerate() {
+            let crate::checks::CheckKind::Iface(name) = &spec.kind else {
+                continue;
+            };
+            let info = self.nl.link(name).await.ok().flatten();
+            let (ifindex, up) = info.map_or((0, false), |i| (i.ifindex, i.up));
+            self.iface_checks.push((index, ifindex, up));
+        }
+        for k in 0..self.iface_checks.len() {
+            self.iface_verdict(k).await;
+        }
+    }
+
+    /// A link event for a tracked interface (by name; by index once deleted).
+    async fn iface_checks(&mut self, ev: &LinkEvent) {
+        for k in 0..self.iface_checks.len() {
+            let (index, ifindex, up) = self.iface_checks[k];
+            let crate::checks::CheckKind::Iface(name) = &self.cfg.checks[index].kind else {
+                continue;
+            };
+            let now = match ev {
+                LinkEvent::Changed(i) if i.name == *name => Some((i.ifindex, i.up)),
+                // Renamed away, or deleted.
+                LinkEvent::Changed(i) if i.ifindex == ifindex => Some((ifindex, false)),
+                LinkEvent::Removed { ifindex: gone } if *gone == ifindex => Some((0, false)),
+                _ => None,
+            };
+            if let Some((ifindex, new)) = now {
+                self.iface_checks[k].1 = ifindex;
+                if new != up {
+                    self.iface_checks[k].2 = new;
+                    self.iface_verdict(k).await;
+                    self.poll().await;
+                }
+            }
+        }
+    }
+
+    async fn iface_verdict(&mut self, k: usize) {
+        let (index, ifindex, up) = self.iface_checks[k];
+        self.check_last[index] = match (ifindex, up) {
+            (0, _) => "no such interface".into(),
+            (_, true) => "up".into(),
+            (_, false) => "down".into(),
+        };
+        let name = self.cfg.checks[index].name.clone();
+        let actions = self.node.handle(Input::Check { name, healthy: up });
+        self.perform(actions).await;
     }
 
     /// SIGHUP: the file read again under the flags, validated as a start would,

@@ -136,3 +136,37 @@ fn a_vanished_tracked_process_is_fault() {
     c.expect_single_holder(1, BOUND);
     stop(svc);
 }
+
+/// An `iface` check (keepalived's `track_interface`) on an interface that
+/// carries no heartbeats: it going down is FAULT for weight 0, from the
+/// kernel's link events; up again, the node takes the VIP back.
+#[test]
+fn a_tracked_interface_going_down_is_fault() {
+    let (_g, mut c) = test_lan("hci", &[200, 100], FAST, 1);
+    // A veth pair (this kernel has no dummy driver); up on both ends for carrier.
+    c.exec(
+        1,
+        &[
+            "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "uplink-p",
+        ],
+    )
+    .unwrap();
+    c.exec(1, &["ip", "link", "set", "uplink-p", "up"]).unwrap();
+    c.exec(1, &["ip", "link", "set", "uplink", "up"]).unwrap();
+    c.use_file(1, "priority = 200\n\n[check.uplink]\niface = \"uplink\"\n")
+        .unwrap();
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+
+    c.exec(1, &["ip", "link", "set", "uplink", "down"]).unwrap();
+    c.expect_single_holder(2, BOUND);
+    let s = c.status_of(1).unwrap();
+    assert_eq!(s.state, hb_common::NodeState::Fault, "{}", c.logs());
+    assert_eq!(
+        (s.checks[0].effect.as_str(), s.checks[0].last.as_str()),
+        ("FAULT", "down")
+    );
+
+    c.exec(1, &["ip", "link", "set", "uplink", "up"]).unwrap();
+    c.expect_single_holder(1, BOUND);
+}

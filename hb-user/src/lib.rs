@@ -14,6 +14,7 @@ pub mod events;
 pub mod frame;
 pub mod garp;
 pub mod hooks;
+pub mod import;
 pub mod ifxdp;
 pub mod kernel;
 pub mod keyfile;

@@ -7,7 +7,7 @@ use hb_user::{
     cleanup,
     config::{RunArgs, RunConfig},
     controller::{self, RunError},
-    keyfile, status,
+    import, keyfile, status,
 };
 use nix::sys::mman::{mlockall, MlockAllFlags};
 use std::{path::PathBuf, process::ExitCode};
@@ -63,6 +63,10 @@ enum Cmd {
         #[arg(long, default_value = hb_user::loader::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
     },
+    /// Print an equivalent hb.toml for a keepalived.conf on stdout, and every
+    /// directive it could not carry over on stderr (`line N: name: why`).
+    /// Exits 0, or 2 for an unreadable file or a syntax error.
+    ImportKeepalived { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
             }
             Err(e) => report(Err(e)),
         },
+        Some(Cmd::ImportKeepalived { file }) => import::run(&file),
     }
 }
 

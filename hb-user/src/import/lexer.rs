@@ -68,8 +68,15 @@ fn lex_line(l: &str, line: usize, out: &mut Vec<Token>) {
             }
             '"' => {
                 chars.next();
-                // An unterminated quote runs to the end of the line.
-                let w: String = chars.by_ref().take_while(|&c| c != '"').collect();
+                // An unterminated quote runs to the end of the line; `\"` is a quote.
+                let mut w = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' if chars.peek() == Some(&'"') => w.extend(chars.next()),
+                        c => w.push(c),
+                    }
+                }
                 out.push(Token {
                     tok: Tok::Word(w),
                     line,

@@ -132,7 +132,7 @@ fn sync_groups_lvs_and_includes() {
         c.skipped,
         [
             "line 8: virtual_server: LVS load balancing is not part of hb",
-            "line 14: include: not followed: convert the included file separately",
+            "line 15: include: not followed: convert the included file separately",
         ]
     );
 }

@@ -101,6 +101,11 @@ struct Conv {
 
 impl Conv {
     fn skip(&mut self, n: &Node, why: &str) {
+        let why = if n.name.starts_with('@') {
+            "conditional configuration (keepalived -i) is not supported"
+        } else {
+            why
+        };
         self.skip_word(n.line, &n.name, why);
     }
 
@@ -186,9 +191,6 @@ impl Conv {
                 self.skip(n, "LVS load balancing is not part of hb")
             }
             "include" => self.skip(n, "not followed: convert the included file separately"),
-            w if w.starts_with('@') => {
-                self.skip(n, "conditional configuration (keepalived -i) is not supported")
-            }
             _ => self.skip(n, "not supported by hb"),
         }
     }

@@ -77,8 +77,11 @@ fn check_sample(file: &Path) {
     if words.iter().any(|(_, w)| w == "vrrp_instance") {
         let groups = t.get("group").and_then(|g| g.as_table());
         let with_vip = groups.is_some_and(|g| {
-            g.values()
-                .any(|g| g.get("vip").and_then(|v| v.as_array()).is_some_and(|v| !v.is_empty()))
+            g.values().any(|g| {
+                g.get("vip")
+                    .and_then(|v| v.as_array())
+                    .is_some_and(|v| !v.is_empty())
+            })
         });
         assert!(with_vip, "{name}: no [group.NAME] with a vip\n{out}");
     }
@@ -99,7 +102,10 @@ fn check_sample(file: &Path) {
         } else {
             err.contains(&format!(": {reported}:"))
         };
-        assert!(named, "{name}: {w} on line {line} is not reported as {reported}\n{err}");
+        assert!(
+            named,
+            "{name}: {w} on line {line} is not reported as {reported}\n{err}"
+        );
     }
 }
 
@@ -117,7 +123,9 @@ fn sync_sample_exactly() {
     let (code, out, err) = import(&file);
     assert_eq!(code, 0, "{err}");
     let t: toml::Table = out.parse().expect("TOML");
-    let names = ["VI_1", "VI_2", "VI_3", "VI_4", "VI_5", "VI_6", "VI_7", "VI_8", "VI_9"];
+    let names = [
+        "VI_1", "VI_2", "VI_3", "VI_4", "VI_5", "VI_6", "VI_7", "VI_8", "VI_9",
+    ];
     let groups = t["group"].as_table().expect("groups");
     assert_eq!(groups.keys().collect::<Vec<_>>(), names);
     for (n, g) in groups {
@@ -138,7 +146,10 @@ fn sync_sample_exactly() {
         strs(&g1["groups"]),
         ["VI_1", "VI_2", "VI_5", "VI_6", "VI_7", "VI_8", "VI_9"]
     );
-    assert_eq!(g1["notify_master"].as_str(), Some("/usr/local/bin/vrrp.mast arg1 arg2"));
+    assert_eq!(
+        g1["notify_master"].as_str(),
+        Some("/usr/local/bin/vrrp.mast arg1 arg2")
+    );
     assert_eq!(strs(&t["sync"]["G2"]["groups"]), ["VI_3", "VI_4"]);
     assert_eq!(t["interval"].as_str(), Some("1s"));
 }
@@ -151,7 +162,10 @@ fn syntax_error_and_unreadable_file_exit_2() {
     std::fs::write(&bad, "vrrp_instance A {\n  priority 1\n").expect("write");
     let (code, _, err) = import(&bad);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("line 1:") && err.contains("never closed"), "{err}");
+    assert!(
+        err.contains("line 1:") && err.contains("never closed"),
+        "{err}"
+    );
     let (code, _, err) = import(&dir.join("missing.conf"));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot read"), "{err}");

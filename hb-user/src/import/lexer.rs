@@ -166,7 +166,10 @@ pub fn parse(tokens: &[Token]) -> Result<Vec<Node>, SyntaxError> {
     match open.last() {
         Some((owner, _)) => Err(SyntaxError {
             line: owner.line,
-            msg: format!("unbalanced '{{': the block of {} is never closed", owner.name),
+            msg: format!(
+                "unbalanced '{{': the block of {} is never closed",
+                owner.name
+            ),
         }),
         None => Ok(current),
     }

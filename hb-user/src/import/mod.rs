@@ -21,7 +21,10 @@ pub fn run(file: &Path) -> ExitCode {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("hb-user import-keepalived: cannot read {}: {e}", file.display());
+            eprintln!(
+                "hb-user import-keepalived: cannot read {}: {e}",
+                file.display()
+            );
             return ExitCode::from(2);
         }
     };
@@ -166,7 +169,10 @@ impl Conv {
             return None;
         };
         if self.table_exists(kind, name) {
-            self.skip(n, &format!("{name} is defined twice, the first one is kept"));
+            self.skip(
+                n,
+                &format!("{name} is defined twice, the first one is kept"),
+            );
             return None;
         }
         Some(name)
@@ -184,9 +190,10 @@ impl Conv {
                     self.skip(c, "global_defs setting not supported by hb");
                 }
             }
-            "static_ipaddress" | "static_routes" | "static_rules" => {
-                self.skip(n, "not supported by hb: configure it in the system's network setup")
-            }
+            "static_ipaddress" | "static_routes" | "static_rules" => self.skip(
+                n,
+                "not supported by hb: configure it in the system's network setup",
+            ),
             "virtual_server" | "virtual_server_group" => {
                 self.skip(n, "LVS load balancing is not part of hb")
             }
@@ -278,8 +285,12 @@ impl Conv {
         if vips.is_empty() {
             self.skip(n, &format!("{name} has no virtual_ipaddress"));
         }
-        for (key, list) in [("vip", vips), ("track", track), ("routes", routes), ("rules", rules)]
-        {
+        for (key, list) in [
+            ("vip", vips),
+            ("track", track),
+            ("routes", routes),
+            ("rules", rules),
+        ] {
             if !list.is_empty() {
                 t.keys.push((key.into(), array(&list)));
             }
@@ -298,8 +309,16 @@ impl Conv {
         while let Some(a) = args.next() {
             let valued = matches!(
                 a.as_str(),
-                "dev" | "brd" | "broadcast" | "label" | "scope" | "peer" | "metric"
-                    | "preferred_lft" | "valid_lft" | "track_group"
+                "dev"
+                    | "brd"
+                    | "broadcast"
+                    | "label"
+                    | "scope"
+                    | "peer"
+                    | "metric"
+                    | "preferred_lft"
+                    | "valid_lft"
+                    | "track_group"
             );
             let value = if valued { args.next() } else { None };
             match (a.as_str(), value) {
@@ -482,7 +501,10 @@ impl Conv {
             self.skip_word(
                 line,
                 "advert_int",
-                &format!("differs between instances: hb has one interval, the smallest ({})", fmt_ms(min)),
+                &format!(
+                    "differs between instances: hb has one interval, the smallest ({})",
+                    fmt_ms(min)
+                ),
             );
         }
         min
@@ -533,11 +555,13 @@ fn seconds_to_ms(s: &str) -> Option<u64> {
     let secs: f64 = s.parse().ok()?;
     let ms = (secs * 1000.0).round();
     // Up to a year: beyond that it is a typo, and `as` would saturate silently.
-    (ms >= 1.0 && ms <= 365.0 * 86_400_000.0).then_some(ms as u64)
+    (1.0..=365.0 * 86_400_000.0)
+        .contains(&ms)
+        .then_some(ms as u64)
 }
 
 fn fmt_ms(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

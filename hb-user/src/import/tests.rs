@@ -65,20 +65,45 @@ fn an_instance_with_its_checks() {
     assert_eq!(t["node_id"].as_integer(), Some(1));
     assert_eq!(t["interval"].as_str(), Some("500ms"));
     assert_eq!(t["dead_after"].as_str(), Some("1500ms"));
-    let peers: Vec<_> = t["peer"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let peers: Vec<_> = t["peer"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
     assert_eq!(peers, ["2@10.0.0.2", "3@10.0.0.3"]);
     let g = &t["group"]["VI_1"];
-    let vips: Vec<_> = g["vip"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    assert_eq!(vips, ["192.168.200.16/32", "192.168.200.17/24 dev eth1", "fe80::1/128"]);
+    let vips: Vec<_> = g["vip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        vips,
+        [
+            "192.168.200.16/32",
+            "192.168.200.17/24 dev eth1",
+            "fe80::1/128"
+        ]
+    );
     assert_eq!(g["iface"].as_str(), Some("eth0"));
     assert_eq!(g["priority"].as_integer(), Some(150));
     assert_eq!(g["preempt"].as_bool(), Some(false));
     assert_eq!(g["preempt_delay"].as_str(), Some("5s"));
     assert_eq!(g["notify"].as_str(), Some("/bin/notify"));
     assert_eq!(g["notify_args"].as_str(), Some("keepalived"));
-    let track: Vec<_> = g["track"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let track: Vec<_> = g["track"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
     assert_eq!(track, ["chk_x weight -10", "eth1", "eth2 weight 5"]);
-    assert_eq!(g["routes"][0].as_str(), Some("10.1.0.0/16 via 192.168.200.1 dev eth0"));
+    assert_eq!(
+        g["routes"][0].as_str(),
+        Some("10.1.0.0/16 via 192.168.200.1 dev eth0")
+    );
     let chk = &t["check"]["chk_x"];
     assert_eq!(chk["script"].as_str(), Some("/bin/check \"a\""));
     assert_eq!(chk["interval"].as_str(), Some("2s"));
@@ -89,8 +114,12 @@ fn an_instance_with_its_checks() {
     assert_eq!(t["check"]["eth1"]["iface"].as_str(), Some("eth1"));
     assert_eq!(t["check"]["eth1"]["weight"].as_integer(), Some(0));
     assert_eq!(t["check"]["eth2"]["weight"].as_integer(), Some(5));
-    assert!(c.toml.contains("# virtual_router_id 51: hb groups are named"));
-    assert!(c.toml.starts_with("# converted from k.conf by hb-user import-keepalived"));
+    assert!(c
+        .toml
+        .contains("# virtual_router_id 51: hb groups are named"));
+    assert!(c
+        .toml
+        .starts_with("# converted from k.conf by hb-user import-keepalived"));
 
     let skipped = c.skipped.join("\n");
     for s in [
@@ -114,7 +143,10 @@ fn state_is_reported_and_multicast_has_no_peers() {
     assert!(c.toml.contains("multicast"));
     assert_eq!(t["interval"].as_str(), Some("1s"));
     assert_eq!(t["dead_after"].as_str(), Some("3s"));
-    assert_eq!(c.skipped, ["line 2: state: not needed: hb elects by priority"]);
+    assert_eq!(
+        c.skipped,
+        ["line 2: state: not needed: hb elects by priority"]
+    );
 }
 
 #[test]
@@ -145,7 +177,11 @@ fn different_advert_ints_are_reported() {
     );
     assert_eq!(parsed(&c)["interval"].as_str(), Some("1s"));
     assert_eq!(c.skipped.len(), 1);
-    assert!(c.skipped[0].starts_with("line 2: advert_int: differs"), "{:?}", c.skipped);
+    assert!(
+        c.skipped[0].starts_with("line 2: advert_int: differs"),
+        "{:?}",
+        c.skipped
+    );
 }
 
 #[test]

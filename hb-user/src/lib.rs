@@ -16,6 +16,7 @@ pub mod frame;
 pub mod garp;
 pub mod hooks;
 pub mod ifxdp;
+pub mod import;
 pub mod kernel;
 pub mod keyfile;
 pub mod loader;

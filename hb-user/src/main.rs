@@ -7,7 +7,7 @@ use hb_user::{
     cleanup,
     config::{RunArgs, RunConfig},
     controller::{self, RunError},
-    keyfile,
+    import, keyfile,
     reload::{self, Requested},
     status,
 };
@@ -73,6 +73,10 @@ enum Cmd {
         #[arg(long, default_value = hb_user::loader::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
     },
+    /// Print an equivalent hb.toml for a keepalived.conf on stdout, and every
+    /// directive it could not carry over on stderr (`line N: name: why`).
+    /// Exits 0, or 2 for an unreadable file or a syntax error.
+    ImportKeepalived { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
             }
             Err(e) => report(Err(e)),
         },
+        Some(Cmd::ImportKeepalived { file }) => import::run(&file),
     }
 }
 

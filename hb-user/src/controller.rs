@@ -33,7 +33,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
     time::Duration,
 };
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -1256,17 +1256,16 @@ impl Controller {
                 .node
                 .checks()
                 .into_iter()
-                .zip(&self.cfg.checks)
-                .zip(&self.check_last)
-                .map(
-                    |(((name, healthy, effect), spec), last)| crate::status::CheckRow {
+                .filter_map(|(name, healthy, effect)| {
+                    let i = self.cfg.checks.iter().position(|c| c.name == name)?;
+                    Some(crate::status::CheckRow {
                         name,
                         healthy,
-                        last: last.clone(),
-                        weight: spec.weight,
+                        last: self.check_last[i].clone(),
+                        weight: self.cfg.checks[i].weight,
                         effect,
-                    },
-                )
+                    })
+                })
                 .collect(),
         };
         if let Err(e) = self.state_dir.write_file(
@@ -1425,7 +1424,9 @@ enum Sig {
 /// Every signal whose default would end the process, handled: TERM, INT and
 /// QUIT stop gracefully, HUP reloads, the rest are logged and ignored.
 struct Signals {
-    streams: Vec<(Signal, &'static str)>,
+    /// One small task per signal forwards it here, so the loop's wait costs
+    /// no allocation per wake.
+    rx: mpsc::UnboundedReceiver<&'static str>,
 }
 
 impl Signals {
@@ -1448,31 +1449,31 @@ impl Signals {
             (SIGPWR, "SIGPWR"),
             (SIGSTKFLT, "SIGSTKFLT"),
         ];
-        let streams = kinds
-            .into_iter()
-            .map(|(n, name)| {
-                signal(SignalKind::from_raw(n))
-                    .map(|s| (s, name))
-                    .with_context(|| format!("handling {name}"))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self { streams })
+        let (tx, rx) = mpsc::unbounded_channel();
+        for (n, name) in kinds {
+            // Installed here, before the task first runs: none is missed.
+            let mut s =
+                signal(SignalKind::from_raw(n)).with_context(|| format!("handling {name}"))?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    if tx.send(name).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(Self { rx })
     }
 
     /// The next signal to arrive.
     async fn next(&mut self) -> Sig {
-        let waits = self.streams.iter_mut().map(|(s, name)| {
-            let name: &'static str = name;
-            Box::pin(async move {
-                s.recv().await;
-                name
-            })
-        });
-        let (name, _, _) = futures_util::future::select_all(waits).await;
-        match name {
-            "SIGTERM" | "SIGINT" | "SIGQUIT" => Sig::Stop(name),
-            "SIGHUP" => Sig::Reload,
-            _ => Sig::Ignored(name),
+        match self.rx.recv().await {
+            Some(name @ ("SIGTERM" | "SIGINT" | "SIGQUIT")) => Sig::Stop(name),
+            Some("SIGHUP") => Sig::Reload,
+            Some(name) => Sig::Ignored(name),
+            // The tasks never end while the runtime runs.
+            None => Sig::Stop("end of signals"),
         }
     }
 }

@@ -302,6 +302,25 @@ pub struct Node {
     reason: String,
 }
 
+/// What one check does to the node now.
+enum Effect {
+    Fault,
+    Add(i32),
+    None,
+}
+
+/// keepalived's rules: a positive weight counts while the check passes, a
+/// negative one while it fails (no verdict yet counts as failing), and a
+/// failing check of weight 0 is FAULT.
+fn effect(weight: i32, healthy: Option<bool>) -> Effect {
+    let failing = healthy != Some(true);
+    match weight {
+        0 if failing => Effect::Fault,
+        w if (w > 0 && !failing) || (w < 0 && failing) => Effect::Add(w),
+        _ => Effect::None,
+    }
+}
+
 /// A VIP that disappears again within this long after we re-added it is
 /// being fought over (a network manager removing it): we stop claiming it.
 const READD_QUIET: Duration = Duration::from_secs(1);
@@ -353,31 +372,28 @@ impl Node {
         self.checks
             .iter()
             .map(|(name, &(w, h))| {
-                let failing = h != Some(true);
-                let effect = match w {
-                    0 if failing => "FAULT".to_string(),
-                    w if (w > 0 && !failing) || (w < 0 && failing) => format!("{w:+}"),
-                    _ => String::new(),
+                let effect = match effect(w, h) {
+                    Effect::Fault => "FAULT".to_string(),
+                    Effect::Add(w) => format!("{w:+}"),
+                    Effect::None => String::new(),
                 };
                 (name.clone(), h, effect)
             })
             .collect()
     }
 
-    /// Applies the checks to the configured priority: keepalived's rules (a
-    /// positive weight counts while healthy, a negative one while failing,
-    /// weight 0 failing is FAULT); the next step elects with the result.
+    /// Applies the checks to the configured priority ([`effect`]); the next
+    /// step elects with the result.
     fn weigh(&mut self, out: &mut Vec<Action>) {
         let mut p = i32::from(self.p.machine.priority);
         let mut fault = None;
         for (name, &(w, h)) in &self.checks {
-            let failing = h != Some(true);
-            match w {
-                0 if failing => {
+            match effect(w, h) {
+                Effect::Fault => {
                     fault.get_or_insert_with(|| name.clone());
                 }
-                w if (w > 0 && !failing) || (w < 0 && failing) => p += w,
-                _ => {}
+                Effect::Add(w) => p += w,
+                Effect::None => {}
             }
         }
         let p = p.clamp(0, 255) as u8;

@@ -117,6 +117,18 @@ impl Conv {
     }
 
     /// Sets `key` once: a repeated directive keeps its first value (TOML forbids two).
+    /// An instance's or a sync group's notify commands: `notify` gets
+    /// keepalived's arguments (`notify_args`), the per-state ones run as written.
+    fn notify(&mut self, t: &mut Table, c: &Node) {
+        if c.name != "notify" {
+            return self.set(t, c, &c.name, quote(&c.args.join(" ")));
+        }
+        if let Some(s) = self.arg(c) {
+            self.set(t, c, "notify", quote(s));
+            self.set(t, c, "notify_args", quote("keepalived"));
+        }
+    }
+
     fn set(&mut self, t: &mut Table, n: &Node, key: &str, value: String) {
         if t.has(key) {
             self.skip(n, "repeated, the first one is kept");
@@ -260,14 +272,8 @@ impl Conv {
                         track.extend(self.track_entries(e, true));
                     }
                 }
-                "notify" => {
-                    if let Some(s) = self.arg(c) {
-                        self.set(&mut t, c, "notify", quote(s));
-                        self.set(&mut t, c, "notify_args", quote("keepalived"));
-                    }
-                }
-                "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
-                    self.set(&mut t, c, &c.name, quote(&c.args.join(" ")))
+                "notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
+                    self.notify(&mut t, c)
                 }
                 "virtual_routes" => routes.extend(c.kids().iter().map(|r| quote(&r.text()))),
                 "virtual_rules" => rules.extend(c.kids().iter().map(|r| quote(&r.text()))),
@@ -399,14 +405,8 @@ impl Conv {
                         .collect();
                     self.set(&mut t, c, "groups", array(&names));
                 }
-                "notify" => {
-                    if let Some(s) = self.arg(c) {
-                        self.set(&mut t, c, "notify", quote(s));
-                        self.set(&mut t, c, "notify_args", quote("keepalived"));
-                    }
-                }
-                "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
-                    self.set(&mut t, c, &c.name, quote(&c.args.join(" ")))
+                "notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
+                    self.notify(&mut t, c)
                 }
                 _ => self.skip(c, "not supported by hb"),
             }

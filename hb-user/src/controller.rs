@@ -94,7 +94,7 @@ type PlannedLink = (String, u32, [u8; 6], Vec<(u32, IpAddr)>);
 async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
     let mut links = Vec::new();
     let mut subnets = Vec::new();
-    for iface in &cfg.ifaces {
+    for iface in &cfg.membership.ifaces {
         let Some(info) = nl.link(iface).await? else {
             return Err(RunError::Config(ConfigError::new(
                 "--iface",
@@ -126,18 +126,21 @@ async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
         })
     };
     let mut vips = Vec::new();
-    for vip in &cfg.vips {
+    for vip in &cfg.election.vips {
         let Some(link) = link_of(vip.addr) else {
             return Err(RunError::Config(ConfigError::new(
                 "--vip",
-                format!("{vip} is outside the subnets of {}", cfg.ifaces.join(", ")),
+                format!(
+                    "{vip} is outside the subnets of {}",
+                    cfg.membership.ifaces.join(", ")
+                ),
             )));
         };
         vips.push(PlacedVip { vip: *vip, link });
     }
     // A peer address goes out on the link whose subnet holds it; a routed one on
     // the first link.
-    for p in &cfg.peers {
+    for p in &cfg.membership.peers {
         links[link_of(p.addr).unwrap_or(0)].3.push((p.id, p.addr));
     }
     crate::preflight::check_vips(nl, &links, vips.iter().map(|v| (v.vip, v.link))).await?;
@@ -209,11 +212,11 @@ fn start(
             }
         }
         let settings = Settings {
-            cluster_id: cfg.cluster_id,
-            port: cfg.port,
-            pass_heartbeats: cfg.pass_heartbeats,
+            cluster_id: cfg.membership.cluster_id,
+            port: cfg.membership.port,
+            pass_heartbeats: cfg.runtime.pass_heartbeats,
             key,
-            node_id: cfg.node_id,
+            node_id: cfg.membership.node_id,
             peers: peer_ids.to_vec(),
             mac,
             // Each link's program watches ARP for and fences the VIPs that live on it.
@@ -221,16 +224,26 @@ fn start(
             vips_v6,
             // Heard again after half a dead-after: soon enough to see a peer
             // come back before it could have been declared dead twice.
-            quiet: cfg.dead_after / 2,
+            quiet: cfg.timers.dead_after / 2,
         };
         let mut mode = "";
-        let (plane, origin) =
-            DataPlane::open(fresh, &cfg.pin_root, &iface, ifindex, &settings, |p| {
-                mode = xdp_attach(p, &iface, cfg.xdp_mode).map_err(|e| attach_hint(e, &iface))?;
+        let (plane, origin) = DataPlane::open(
+            fresh,
+            &cfg.paths.pin_root,
+            &iface,
+            ifindex,
+            &settings,
+            |p| {
+                mode = xdp_attach(p, &iface, cfg.runtime.xdp_mode)
+                    .map_err(|e| attach_hint(e, &iface))?;
                 Ok(())
-            })?;
+            },
+        )?;
         let pins = if plane.is_pinned() {
-            format!("maps pinned in {}", cfg.pin_root.join(&iface).display())
+            format!(
+                "maps pinned in {}",
+                cfg.paths.pin_root.join(&iface).display()
+            )
         } else {
             "maps not pinned".to_string()
         };
@@ -253,7 +266,7 @@ fn start(
                 addr,
             })
             .collect();
-        let (sender, targets) = LinkSender::new(&iface, ifindex, mac, &dests, cfg.port)?;
+        let (sender, targets) = LinkSender::new(&iface, ifindex, mac, &dests, cfg.membership.port)?;
         let lease = plane
             .lease_map()
             .map_err(|e| warn!("the sender cannot renew the lease on {iface}: {e:#}"))
@@ -289,10 +302,10 @@ fn start(
             inherited,
         });
     }
-    let pinger = if cfg.ping.is_empty() {
+    let pinger = if cfg.membership.ping.is_empty() {
         None
     } else {
-        Some(Pinger::new(&cfg.ping)?)
+        Some(Pinger::new(&cfg.membership.ping)?)
     };
     Ok(Started {
         session,
@@ -312,7 +325,7 @@ struct Checked {
 /// The checks that change nothing: the key file, the interfaces and VIPs
 /// against the host's addresses (`plan`), the kernel's features.
 async fn checks(cfg: &RunConfig) -> Result<Checked, RunError> {
-    let key = keyfile::read(&cfg.key_file).map_err(RunError::Config)?;
+    let key = keyfile::read(&cfg.paths.key_file).map_err(RunError::Config)?;
     let nl = Netlink::connect()?;
     let plan = plan(cfg, &nl).await?;
     let found = kernel::Features::probe()?;
@@ -326,7 +339,7 @@ async fn checks(cfg: &RunConfig) -> Result<Checked, RunError> {
 /// `keepalived -t`, it may run next to a running node.
 pub async fn check(cfg: &RunConfig) -> Result<(), RunError> {
     checks(cfg).await?;
-    StateDir::check(&cfg.state_dir)?;
+    StateDir::check(&cfg.paths.state_dir)?;
     DataPlane::load()?;
     Ok(())
 }
@@ -347,10 +360,10 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         .collect::<Result<Vec<_>>>()?;
 
     // A start that fails from here removes what it made, and only that.
-    let state_dir = StateDir::open(&cfg.state_dir)?;
-    let pin_root = PinRoot::prepare(&cfg.pin_root);
+    let state_dir = StateDir::open(&cfg.paths.state_dir)?;
+    let pin_root = PinRoot::prepare(&cfg.paths.pin_root);
     let peer_ids: Vec<u32> = {
-        let mut v: Vec<u32> = cfg.peers.iter().map(|p| p.id).collect();
+        let mut v: Vec<u32> = cfg.membership.peers.iter().map(|p| p.id).collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -370,7 +383,7 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         }
     };
     for l in &mut links {
-        l.plane.started(cfg.node_id, session);
+        l.plane.started(cfg.membership.node_id, session);
     }
     // Subscribed before the links are read, so no change falls between the two.
     let link_events = LinkEvents::subscribe()?;
@@ -387,13 +400,19 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
     // Heartbeats start now, on their own thread and clock.
     let beat = Beat::spawn(
         BeatParams {
-            interval: cfg.interval,
-            dead_after: cfg.dead_after,
-            realtime: cfg.realtime,
+            interval: cfg.timers.interval,
+            dead_after: cfg.timers.dead_after,
+            realtime: cfg.runtime.realtime,
             leave_copies: 3,
-            watchdog: crate::beat::watchdog(cfg.dead_after),
+            watchdog: crate::beat::watchdog(cfg.timers.dead_after),
         },
-        Sequencer::new(cfg.node_id, cfg.cluster_id, cfg.priority, session, key),
+        Sequencer::new(
+            cfg.membership.node_id,
+            cfg.membership.cluster_id,
+            cfg.election.priority,
+            session,
+            key,
+        ),
         beat_links,
         Advert {
             state: NodeState::Init,
@@ -410,14 +429,14 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         node: Node::new(
             NodeParams {
                 machine: Params {
-                    node_id: cfg.node_id,
-                    priority: cfg.priority,
-                    preempt: cfg.preempt,
-                    dead_after: cfg.dead_after,
-                    init_dead: cfg.init_dead,
+                    node_id: cfg.membership.node_id,
+                    priority: cfg.election.priority,
+                    preempt: cfg.election.preempt,
+                    dead_after: cfg.timers.dead_after,
+                    init_dead: cfg.timers.init_dead,
                     peers: peer_ids.clone(),
-                    ping_quorum: !cfg.ping.is_empty(),
-                    fencing: cfg.fence_cmd.is_some(),
+                    ping_quorum: !cfg.membership.ping.is_empty(),
+                    fencing: cfg.hooks.fence_cmd.is_some(),
                     fence_retry: Duration::from_secs(1),
                 },
                 has_vips: !plan.vips.is_empty(),
@@ -437,9 +456,10 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         iface_checks: Vec::new(),
         pinger,
         notifier: cfg
+            .hooks
             .notify
             .clone()
-            .map(|cmd| Notifier::spawn(cmd, cfg.notify_timeout)),
+            .map(|cmd| Notifier::spawn(cmd, cfg.hooks.notify_timeout)),
         fence_tx,
         conflicts: BTreeMap::new(),
         bursts: Vec::new(),
@@ -470,10 +490,10 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
     }
     info!(
         "node {} session {session:016x} priority {} on {}: INIT, waiting up to {} ms to hear {} peer(s)",
-        c.cfg.node_id,
-        c.cfg.priority,
-        c.cfg.ifaces.join(", "),
-        c.cfg.init_dead.as_millis(),
+        c.cfg.membership.node_id,
+        c.cfg.election.priority,
+        c.cfg.membership.ifaces.join(", "),
+        c.cfg.timers.init_dead.as_millis(),
         c.peer_ids.len()
     );
     c.start_iface_checks().await;
@@ -548,10 +568,15 @@ impl Controller {
     ) -> Result<()> {
         use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior::Skip};
         // Pings go out every interval, when configured.
-        let mut ping = interval(self.cfg.interval);
+        let mut ping = interval(self.cfg.timers.interval);
         ping.set_missed_tick_behavior(Skip);
         // Off by default; a 1-hour period stands in for "never" and is skipped below.
-        let mut refresh = interval(self.cfg.garp_refresh.unwrap_or(Duration::from_secs(3600)));
+        let mut refresh = interval(
+            self.cfg
+                .announce
+                .garp_refresh
+                .unwrap_or(Duration::from_secs(3600)),
+        );
         refresh.set_missed_tick_behavior(Skip);
         refresh.tick().await;
         // One look before waiting (after the signal handlers, so that a stop
@@ -613,14 +638,14 @@ impl Controller {
                     self.refresh_next_hops().await;
                     self.write_status();
                 }
-                _ = refresh.tick(), if self.cfg.garp_refresh.is_some() => {
+                _ = refresh.tick(), if self.cfg.announce.garp_refresh.is_some() => {
                     if self.holds_vip() { self.announce("refresh"); }
                 }
                 sig = self.signals.next() => match sig {
                     Sig::Stop(name) => { info!("{name}: leaving"); return Ok(()); }
                     Sig::Reload => {
                         self.reload().await;
-                        refresh = interval(self.cfg.garp_refresh.unwrap_or(Duration::from_secs(3600)));
+                        refresh = interval(self.cfg.announce.garp_refresh.unwrap_or(Duration::from_secs(3600)));
                         refresh.set_missed_tick_behavior(Skip);
                         refresh.tick().await;
                     }
@@ -639,12 +664,12 @@ impl Controller {
     /// half the watchdog period after the last look, so that the core sees
     /// time pass even when other wake-ups (ping ticks) keep coming.
     fn next_wake(&self) -> Duration {
-        let look = self.observed + crate::beat::watchdog(self.cfg.dead_after) / 2;
+        let look = self.observed + crate::beat::watchdog(self.cfg.timers.dead_after) / 2;
         let reach = self
             .pinger
             .as_ref()
             .filter(|_| self.node.reach())
-            .and_then(|p| p.reach_ends(self.cfg.dead_after))
+            .and_then(|p| p.reach_ends(self.cfg.timers.dead_after))
             .map(|t| t + Duration::from_micros(1));
         // Peers' silence is the sender thread's to watch when it can.
         let core = if self.beat_watches {
@@ -678,7 +703,7 @@ impl Controller {
     fn reach(&self) -> bool {
         self.pinger
             .as_ref()
-            .is_none_or(|p| p.reachable(monotonic(), self.cfg.dead_after))
+            .is_none_or(|p| p.reachable(monotonic(), self.cfg.timers.dead_after))
     }
 
     /// Sets the lease in every link's data plane from here (the sender thread
@@ -818,7 +843,7 @@ impl Controller {
     fn collision(&self) -> Option<Duration> {
         self.links
             .iter()
-            .filter_map(|l| l.plane.peer(self.cfg.node_id).ok().flatten())
+            .filter_map(|l| l.plane.peer(self.cfg.membership.node_id).ok().flatten())
             .map(|p| p.last_seen_ns)
             .max()
             .filter(|&ns| ns != 0)
@@ -1025,11 +1050,11 @@ impl Controller {
                     tokio::task::yield_now().await;
                 }
                 Action::Fence { peers } => {
-                    let cmd = self.cfg.fence_cmd.clone().unwrap_or_default();
+                    let cmd = self.cfg.hooks.fence_cmd.clone().unwrap_or_default();
                     let (tx, node, timeout) = (
                         self.fence_tx.clone(),
-                        self.cfg.node_id,
-                        self.cfg.fence_timeout,
+                        self.cfg.membership.node_id,
+                        self.cfg.hooks.fence_timeout,
                     );
                     tokio::spawn(async move {
                         let outcome = hooks::fence(&cmd, node, &peers, timeout).await;
@@ -1152,7 +1177,7 @@ impl Controller {
             let l = &self.links[v.link];
             let (ifindex, mac, iface, vip) = (l.ifindex, l.mac, l.iface.clone(), v.vip);
             let why = why.to_string();
-            let (count, spacing) = (self.cfg.garp_count, self.cfg.garp_spacing);
+            let (count, spacing) = (self.cfg.announce.garp_count, self.cfg.announce.garp_spacing);
             self.bursts.push(tokio::spawn(async move {
                 if let Err(e) = garp::announce_ip(ifindex, mac, vip.addr, count, spacing).await {
                     warn!("gratuitous ARP ({why}) for {vip} on {iface}: {e:#}");
@@ -1199,7 +1224,7 @@ impl Controller {
             .map(|t| crate::status::PingRow {
                 target: t.addr.to_string(),
                 last_reply_ms_ago: t.ago.map(|d| d.as_millis() as u64),
-                reachable: t.ago.is_some_and(|d| d <= self.cfg.dead_after),
+                reachable: t.ago.is_some_and(|d| d <= self.cfg.timers.dead_after),
                 rejected: t.counts.rejected,
             })
             .collect()
@@ -1208,14 +1233,14 @@ impl Controller {
     fn write_status(&self) {
         let s = StatusFile {
             pid: std::process::id(),
-            node_id: self.cfg.node_id,
+            node_id: self.cfg.membership.node_id,
             priority: self.node.priority(),
             session: format!("{:016x}", self.session),
             state: self.node.state(),
             since_unix_ms: self.since_unix_ms,
             ifaces: self.links.iter().map(|l| l.iface.clone()).collect(),
             origins: self.links.iter().map(|l| l.plane.origin()).collect(),
-            pin_root: self.cfg.pin_root.clone(),
+            pin_root: self.cfg.paths.pin_root.clone(),
             vips: self
                 .vips
                 .iter()
@@ -1224,7 +1249,7 @@ impl Controller {
                     iface: self.links[v.link].iface.clone(),
                 })
                 .collect(),
-            dead_after_ms: self.cfg.dead_after.as_millis() as u64,
+            dead_after_ms: self.cfg.timers.dead_after.as_millis() as u64,
             ping: self.ping_rows(),
             updated_unix_ms: unix_ms(),
             pinned: self.links.iter().all(|l| l.plane.is_pinned()),
@@ -1353,16 +1378,16 @@ impl Controller {
             Ok((new, changed)) => {
                 let detail = changed.join(", ");
                 info!("reload of {name}: applying {detail}");
-                if new.notify != self.cfg.notify || new.notify_timeout != self.cfg.notify_timeout {
+                if new.hooks.notify != self.cfg.hooks.notify
+                    || new.hooks.notify_timeout != self.cfg.hooks.notify_timeout
+                {
                     // The old one finishes what it was given, in order, in the background.
                     if let Some(old) = self.notifier.take() {
-                        let drain = self.cfg.notify_timeout + Duration::from_secs(1);
+                        let drain = self.cfg.hooks.notify_timeout + Duration::from_secs(1);
                         tokio::spawn(async move { old.drain(drain).await });
                     }
-                    self.notifier = new
-                        .notify
-                        .clone()
-                        .map(|cmd| Notifier::spawn(cmd, new.notify_timeout));
+                    self.notifier = (new.hooks.notify.clone())
+                        .map(|cmd| Notifier::spawn(cmd, new.hooks.notify_timeout));
                 }
                 let live = crate::reload::Live::of(&new);
                 self.cfg = new;
@@ -1406,7 +1431,7 @@ impl Controller {
         let _ = std::fs::remove_file(self.state_dir.path().join(crate::status::STATUS_FILE));
         // The last transitions' hooks still run (bounded), in order.
         if let Some(n) = self.notifier.take() {
-            n.drain(self.cfg.notify_timeout + Duration::from_secs(1))
+            n.drain(self.cfg.hooks.notify_timeout + Duration::from_secs(1))
                 .await;
         }
         info!("stopped: VIPs released, leave sent, XDP detached");

@@ -198,10 +198,10 @@ fn check(args: RunArgs) -> ExitCode {
         Ok(()) => {
             println!(
                 "hb-user: the settings are valid: node {} on {}, {} peer(s), {} VIP(s)",
-                cfg.node_id,
-                cfg.ifaces.join(", "),
-                cfg.peers.len(),
-                cfg.vips.len()
+                cfg.membership.node_id,
+                cfg.membership.ifaces.join(", "),
+                cfg.membership.peers.len(),
+                cfg.election.vips.len()
             );
             ExitCode::SUCCESS
         }
@@ -224,7 +224,7 @@ fn run(args: RunArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if cfg.realtime {
+    if cfg.runtime.realtime {
         realtime();
     }
     let rt = match runtime() {

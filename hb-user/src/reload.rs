@@ -7,7 +7,7 @@
 //! leaves a node half-configured. Flags win over the file at every reload as at
 //! the start, so a change can only come from the file.
 
-use crate::config::{ConfigError, RunConfig};
+use crate::config::{ConfigError, Reload, RunConfig};
 
 /// The settings a reload applies without a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,76 +17,30 @@ pub struct Live {
     pub fencing: bool,
 }
 
-/// The reload's outcome: the names (file keys) of the settings that change.
-/// Empty: nothing to do.
+/// The reload's outcome: the file keys of the settings that change, in table
+/// order. Empty: nothing to do. A change to a setting that takes a restart
+/// refuses the whole reload, naming the first such setting.
 pub fn changes(
     old: &RunConfig,
     new: &RunConfig,
     file_name: &str,
 ) -> Result<Vec<&'static str>, ConfigError> {
-    // (file key, differs, applied live)
-    let fields: [(&'static str, bool, bool); 26] = [
-        ("priority", old.priority != new.priority, true),
-        ("preempt", old.preempt != new.preempt, true),
-        ("fence_cmd", old.fence_cmd != new.fence_cmd, true),
-        (
-            "fence_timeout",
-            old.fence_timeout != new.fence_timeout,
-            true,
-        ),
-        ("notify", old.notify != new.notify, true),
-        (
-            "notify_timeout",
-            old.notify_timeout != new.notify_timeout,
-            true,
-        ),
-        ("garp_count", old.garp_count != new.garp_count, true),
-        ("garp_spacing", old.garp_spacing != new.garp_spacing, true),
-        ("garp_refresh", old.garp_refresh != new.garp_refresh, true),
-        ("iface", old.ifaces != new.ifaces, false),
-        ("node_id", old.node_id != new.node_id, false),
-        ("peer", old.peers != new.peers, false),
-        ("vip", old.vips != new.vips, false),
-        ("key_file", old.key_file != new.key_file, false),
-        ("cluster_id", old.cluster_id != new.cluster_id, false),
-        ("port", old.port != new.port, false),
-        ("interval", old.interval != new.interval, false),
-        ("dead_after", old.dead_after != new.dead_after, false),
-        ("init_dead", old.init_dead != new.init_dead, false),
-        ("xdp_mode", old.xdp_mode != new.xdp_mode, false),
-        ("state_dir", old.state_dir != new.state_dir, false),
-        ("pin_root", old.pin_root != new.pin_root, false),
-        (
-            "pass_heartbeats",
-            old.pass_heartbeats != new.pass_heartbeats,
-            false,
-        ),
-        ("ping", old.ping != new.ping, false),
-        ("realtime", old.realtime != new.realtime, false),
-        ("check", old.checks != new.checks, false),
-    ];
-    let mut out = Vec::new();
-    for (key, differs, live) in fields {
-        if !differs {
-            continue;
-        }
-        if !live {
-            return Err(ConfigError::new(
-                format!("{key} in {file_name}"),
-                "changed, and this setting takes a restart of hb-user: the running settings are kept",
-            ));
-        }
-        out.push(key);
+    let changed = old.changed(new);
+    if let Some((key, _)) = changed.iter().find(|(_, r)| *r == Reload::Restart) {
+        return Err(ConfigError::new(
+            format!("{key} in {file_name}"),
+            "changed, and this setting takes a restart of hb-user: the running settings are kept",
+        ));
     }
-    Ok(out)
+    Ok(changed.into_iter().map(|(key, _)| key).collect())
 }
 
 impl Live {
     pub fn of(c: &RunConfig) -> Live {
         Live {
-            priority: c.priority,
-            preempt: c.preempt,
-            fencing: c.fence_cmd.is_some(),
+            priority: c.election.priority,
+            preempt: c.election.preempt,
+            fencing: c.hooks.fence_cmd.is_some(),
         }
     }
 }
@@ -140,9 +94,9 @@ mod tests {
 
     fn cfg(file: &str) -> RunConfig {
         let args = RunArgs {
-            iface: vec!["eth0".into()],
-            node_id: Some("1".into()),
-            peer: vec!["2@192.168.1.2".into()],
+            ifaces: vec!["eth0".into()],
+            node_id: vec!["1".into()],
+            peers: vec!["2@192.168.1.2".into()],
             ..Default::default()
         };
         RunConfig::from_parts(&args, Some(("hb.toml", file))).unwrap_or_else(|e| panic!("{e}"))

@@ -1,6 +1,7 @@
 //! Health checks (`[check.NAME]`): a script run every interval (keepalived's
 //! `vrrp_script`), or a process looked for by name or pid file without
-//! spawning anything (`track_process`), its result counted against rise and fall. The verdict
+//! spawning anything (`track_process`), or a file holding a weight
+//! (`track_file`), its result counted against rise and fall. The verdict
 //! is an input to the core, which turns it into priority or FAULT; nothing
 //! here is on the sender thread's path. Each check is a task of its own, so a
 //! slow script delays only its own next run.
@@ -38,6 +39,37 @@ pub enum CheckKind {
     /// `track_interface`): passes while it is up with carrier. Judged by the
     /// controller from rtnetlink link events as they come, not by a task.
     Iface(String),
+    /// A file holding an integer (keepalived's `track_file`): the value
+    /// times the weight is added to the priority; with weight 0 any value
+    /// but 0 is FAULT, as is a product of -254 or less. No file or no number
+    /// in it reads as 0. Read every interval; no rise or fall.
+    File(std::path::PathBuf),
+}
+
+/// A track file's verdict: (healthy, the weight that now applies), in the
+/// core's terms of a positive weight counting while healthy, a negative one
+/// while failing, and a failing weight 0 being FAULT.
+pub fn file_verdict(value: i64, weight: i32) -> (bool, i32) {
+    if weight == 0 {
+        return (value == 0, 0);
+    }
+    let product = value.saturating_mul(weight as i64);
+    match product {
+        p if p <= -254 => (false, 0),
+        p if p < 0 => (false, p as i32),
+        p => (true, p.min(255) as i32),
+    }
+}
+
+/// The integer a track file holds, and what the status shows for it.
+fn read_value(path: &std::path::Path) -> (i64, String) {
+    match std::fs::read_to_string(path) {
+        Ok(t) => match t.trim().parse::<i64>() {
+            Ok(v) => (v, format!("value {v}")),
+            Err(_) => (0, "no number in it: 0".into()),
+        },
+        Err(e) => (0, format!("{e}: 0")),
+    }
 }
 
 /// Rise and fall counting: pure.
@@ -80,6 +112,8 @@ impl Verdict {
 pub struct Report {
     pub index: usize,
     pub healthy: bool,
+    /// A new weight, for checks whose weight changes (track files).
+    pub weight: Option<i32>,
     /// The last run: "exit 0", "exit 7", "timed out after 1s", ...
     pub last: String,
 }
@@ -95,6 +129,7 @@ pub fn spawn(specs: &[CheckSpec]) -> mpsc::UnboundedReceiver<Report> {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut verdict = Verdict::default();
+            let mut file_last = None;
             let mut tick = tokio::time::interval(spec.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -104,12 +139,31 @@ pub fn spawn(specs: &[CheckSpec]) -> mpsc::UnboundedReceiver<Report> {
                     CheckKind::Process(name) => running(name),
                     CheckKind::PidFile(path) => pid_file(path),
                     CheckKind::Iface(_) => return,
+                    CheckKind::File(path) => {
+                        let (value, last) = read_value(path);
+                        let now = file_verdict(value, spec.weight);
+                        if file_last == Some(now) {
+                            continue;
+                        }
+                        file_last = Some(now);
+                        let report = Report {
+                            index,
+                            healthy: now.0,
+                            weight: Some(now.1),
+                            last,
+                        };
+                        if tx.send(report).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                 };
                 if let Some(healthy) = verdict.record(pass, spec.rise, spec.fall) {
                     if tx
                         .send(Report {
                             index,
                             healthy,
+                            weight: None,
                             last,
                         })
                         .is_err()
@@ -180,6 +234,27 @@ mod tests {
         let mut v = Verdict::default();
         assert_eq!(v.record(false, 1, 1), Some(false));
         assert_eq!(v.record(true, 1, 1), Some(true));
+    }
+
+    #[test]
+    fn a_track_file_value_times_its_weight() {
+        assert_eq!(file_verdict(0, 0), (true, 0));
+        assert_eq!(
+            file_verdict(3, 0),
+            (false, 0),
+            "weight 0: non-zero is FAULT"
+        );
+        assert_eq!(file_verdict(5, 10), (true, 50));
+        assert_eq!(file_verdict(-5, 10), (false, -50));
+        assert_eq!(file_verdict(-30, 10), (false, 0), "-254 or less is FAULT");
+        assert_eq!(file_verdict(100, 10), (true, 255));
+        let f = std::env::temp_dir().join(format!("hb-check-file-{}", std::process::id()));
+        std::fs::write(&f, " -7\n").unwrap();
+        assert_eq!(read_value(&f).0, -7);
+        std::fs::write(&f, "x").unwrap();
+        assert_eq!(read_value(&f).0, 0);
+        std::fs::remove_file(&f).unwrap();
+        assert_eq!(read_value(&f).0, 0);
     }
 
     #[test]

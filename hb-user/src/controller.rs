@@ -459,7 +459,7 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
             .hooks
             .notify
             .clone()
-            .map(|cmd| Notifier::spawn(cmd, cfg.hooks.notify_timeout)),
+            .map(|cmd| Notifier::spawn(cmd, cfg.hooks.notify_args, cfg.hooks.notify_timeout)),
         fence_tx,
         conflicts: BTreeMap::new(),
         bursts: Vec::new(),
@@ -627,7 +627,11 @@ impl Controller {
                 Some(r) = async { self.check_rx.as_mut().expect("guarded").recv().await }, if self.check_rx.is_some() => {
                     self.check_last[r.index] = r.last;
                     let name = self.cfg.checks[r.index].name.clone();
-                    let actions = self.node.handle(Input::Check { name, healthy: r.healthy });
+                    let actions = self.node.handle(Input::Check {
+                        name,
+                        healthy: r.healthy,
+                        weight: r.weight,
+                    });
                     self.perform(actions).await;
                     self.poll().await;
                 }
@@ -1075,6 +1079,7 @@ impl Controller {
                                 .collect::<Vec<_>>()
                                 .join(","),
                             reason,
+                            priority: self.node.priority(),
                         });
                     }
                 }
@@ -1350,7 +1355,11 @@ impl Controller {
             (_, false) => "down".into(),
         };
         let name = self.cfg.checks[index].name.clone();
-        let actions = self.node.handle(Input::Check { name, healthy: up });
+        let actions = self.node.handle(Input::Check {
+            name,
+            healthy: up,
+            weight: None,
+        });
         self.perform(actions).await;
     }
 
@@ -1380,14 +1389,16 @@ impl Controller {
                 info!("reload of {name}: applying {detail}");
                 if new.hooks.notify != self.cfg.hooks.notify
                     || new.hooks.notify_timeout != self.cfg.hooks.notify_timeout
+                    || new.hooks.notify_args != self.cfg.hooks.notify_args
                 {
                     // The old one finishes what it was given, in order, in the background.
                     if let Some(old) = self.notifier.take() {
                         let drain = self.cfg.hooks.notify_timeout + Duration::from_secs(1);
                         tokio::spawn(async move { old.drain(drain).await });
                     }
-                    self.notifier = (new.hooks.notify.clone())
-                        .map(|cmd| Notifier::spawn(cmd, new.hooks.notify_timeout));
+                    self.notifier = (new.hooks.notify.clone()).map(|cmd| {
+                        Notifier::spawn(cmd, new.hooks.notify_args, new.hooks.notify_timeout)
+                    });
                 }
                 let live = crate::reload::Live::of(&new);
                 self.cfg = new;

@@ -34,6 +34,56 @@ pub struct Transition {
     /// "eth0,eth1".
     pub iface: String,
     pub reason: String,
+    /// The priority heartbeats carry now.
+    pub priority: u8,
+}
+
+/// How the notify command gets its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyArgs {
+    /// NEW OLD VIP IFACE REASON.
+    Hb,
+    /// keepalived's: `INSTANCE NAME STATE PRIORITY`, STATE one of MASTER,
+    /// BACKUP and FAULT, so that scripts written for keepalived's `notify`
+    /// run unchanged. INIT is not a keepalived state: going to it is not
+    /// notified (the BACKUP or MASTER after it is).
+    Keepalived,
+}
+
+impl std::str::FromStr for NotifyArgs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "hb" => Ok(Self::Hb),
+            "keepalived" => Ok(Self::Keepalived),
+            _ => Err(format!("expected hb or keepalived, got {s:?}")),
+        }
+    }
+}
+
+/// The name keepalived-style arguments give the one VIP group.
+pub const GROUP_NAME: &str = "default";
+
+impl NotifyArgs {
+    /// The arguments for `t`, or None when this mode does not notify it.
+    pub fn of(self, t: &Transition) -> Option<Vec<String>> {
+        match self {
+            NotifyArgs::Hb => Some(vec![
+                t.new_state.clone(),
+                t.old_state.clone(),
+                t.vip.clone(),
+                t.iface.clone(),
+                t.reason.clone(),
+            ]),
+            NotifyArgs::Keepalived if t.new_state == "INIT" => None,
+            NotifyArgs::Keepalived => Some(vec![
+                "INSTANCE".into(),
+                GROUP_NAME.into(),
+                t.new_state.clone(),
+                t.priority.to_string(),
+            ]),
+        }
+    }
 }
 
 /// Runs the notify command once per transition, strictly in the order `send`
@@ -48,13 +98,14 @@ impl Notifier {
     /// arguments (`/bin/sh -c '<cmd> "$@"' hb-notify NEW OLD VIP IFACE REASON`)
     /// and also set as HB_NEW_STATE, HB_OLD_STATE, HB_VIP, HB_IFACE, HB_REASON.
     /// Must be called inside a tokio runtime.
-    pub fn spawn(cmd: String, timeout: Duration) -> Notifier {
+    /// With [`NotifyArgs::Keepalived`] the arguments are keepalived's instead.
+    pub fn spawn(cmd: String, mode: NotifyArgs, timeout: Duration) -> Notifier {
         // Unbounded: a transition must never be dropped or make the caller wait;
         // transitions are rare, so the queue stays short.
         let (tx, mut rx) = mpsc::unbounded_channel::<Transition>();
         let task = tokio::spawn(async move {
             while let Some(t) = rx.recv().await {
-                let args = [&t.new_state, &t.old_state, &t.vip, &t.iface, &t.reason];
+                let Some(args) = mode.of(&t) else { continue };
                 let env = [
                     ("HB_NEW_STATE", t.new_state.as_str()),
                     ("HB_OLD_STATE", t.old_state.as_str()),
@@ -271,7 +322,34 @@ mod tests {
             vip: "10.0.0.100/24 on eth0".into(),
             iface: "eth0".into(),
             reason: reason.into(),
+            priority: 100,
         }
+    }
+
+    #[tokio::test]
+    async fn keepalived_arguments_run_keepalived_scripts_unchanged() {
+        let out = Tmp::new("kaargs");
+        // What a keepalived notify script does: TYPE=$1 NAME=$2 STATE=$3 PRIO=$4.
+        let cmd = format!("f() {{ echo \"$#:$1:$2:$3:$4\" >> '{}'; }}; f", out.path());
+        let n = Notifier::spawn(cmd, NotifyArgs::Keepalived, Duration::from_secs(5));
+        for (new, old) in [
+            ("BACKUP", "INIT"),
+            ("MASTER", "BACKUP"),
+            ("FAULT", "MASTER"),
+            ("INIT", "FAULT"),
+            ("BACKUP", "INIT"),
+        ] {
+            n.send(tr(new, old, "r"));
+        }
+        n.drain(Duration::from_secs(5)).await;
+        assert_eq!(
+            out.read(),
+            "4:INSTANCE:default:BACKUP:100\n4:INSTANCE:default:MASTER:100\n\
+             4:INSTANCE:default:FAULT:100\n4:INSTANCE:default:BACKUP:100\n",
+            "INIT is not notified"
+        );
+        assert_eq!("keepalived".parse(), Ok(NotifyArgs::Keepalived));
+        assert!("x".parse::<NotifyArgs>().is_err());
     }
 
     /// Whether `pid` is still running. A zombie counts as gone: it is dead,
@@ -315,7 +393,7 @@ mod tests {
             "f() {{ echo \"$1 $2\" >> '{}'; sleep 0.2; }}; f",
             out.path()
         );
-        let n = Notifier::spawn(cmd, Duration::from_secs(5));
+        let n = Notifier::spawn(cmd, NotifyArgs::Hb, Duration::from_secs(5));
         let t0 = Instant::now();
         for i in 1..=5 {
             n.send(tr(&format!("s{i}"), &format!("s{}", i - 1), "r"));
@@ -338,13 +416,14 @@ mod tests {
             out.path()
         );
         let reason = "peer 2 silent 312 ms > dead-after 300 ms; it's \"gone\" $HOME `x`";
-        let n = Notifier::spawn(cmd, Duration::from_secs(5));
+        let n = Notifier::spawn(cmd, NotifyArgs::Hb, Duration::from_secs(5));
         n.send(Transition {
             new_state: "MASTER".into(),
             old_state: "BACKUP".into(),
             vip: "10.0.0.100/24 on eth0, 10.0.1.100/24 on eth1".into(),
             iface: "eth0,eth1".into(),
             reason: reason.into(),
+            priority: 100,
         });
         n.drain(Duration::from_secs(5)).await;
         let vals = "MASTER|BACKUP|10.0.0.100/24 on eth0, 10.0.1.100/24 on eth1|eth0,eth1";
@@ -364,7 +443,7 @@ mod tests {
             p = pidf.path(),
             o = out.path()
         );
-        let n = Notifier::spawn(cmd, Duration::from_millis(200));
+        let n = Notifier::spawn(cmd, NotifyArgs::Hb, Duration::from_millis(200));
         for s in ["a", "fail", "b", "hang", "c"] {
             n.send(tr(s, "x", "r"));
         }
@@ -477,7 +556,7 @@ mod tests {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let n = Notifier::spawn(notify_cmd, Duration::from_secs(5));
+                let n = Notifier::spawn(notify_cmd, NotifyArgs::Hb, Duration::from_secs(5));
                 n.send(tr("MASTER", "BACKUP", "r"));
                 n.drain(Duration::from_secs(5)).await;
                 let f = fence(&fence_cmd, 1, &[2], Duration::from_secs(5)).await;

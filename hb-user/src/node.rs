@@ -143,7 +143,13 @@ pub enum Input {
         error: String,
     },
     /// A health check's verdict changed (or its first one came).
-    Check { name: String, healthy: bool },
+    Check {
+        name: String,
+        healthy: bool,
+        /// A new weight for the check (track files), else it keeps its own.
+        #[serde(default)]
+        weight: Option<i32>,
+    },
     /// A reload changed the election's settings: the next observation
     /// elects with them.
     Settings {
@@ -507,11 +513,17 @@ impl Node {
             Input::TakeFailed { now, error } => {
                 self.vip_failure(now, &format!("cannot add {error}"), &mut out)
             }
-            Input::Check { name, healthy } => {
+            Input::Check {
+                name,
+                healthy,
+                weight,
+            } => {
                 if let Some(c) = self.checks.get_mut(&name) {
                     c.1 = Some(healthy);
+                    c.0 = weight.unwrap_or(c.0);
                     let verdict = if healthy { "passes" } else { "fails" };
-                    info(&mut out, format!("check {name} {verdict}"));
+                    let weight = weight.map_or(String::new(), |w| format!(" (weight {w})"));
+                    info(&mut out, format!("check {name} {verdict}{weight}"));
                     self.weigh(&mut out);
                     out.push(Action::WriteStatus);
                 }

@@ -3,6 +3,7 @@
 //! script that fetches a page from it with curl, as keepalived users do with
 //! `vrrp_script`. Stop the holder's server and the VIP moves to the node whose
 //! server works; start it again and the holder takes it back (preemption).
+//! Also processes, interfaces and track files as checks.
 
 use hb_tests::cluster::{forget_process, test_lan, track_process, Cluster, BOUND, FAST};
 use std::{
@@ -168,5 +169,65 @@ fn a_tracked_interface_going_down_is_fault() {
     );
 
     c.exec(1, &["ip", "link", "set", "uplink", "up"]).unwrap();
+    c.expect_single_holder(1, BOUND);
+}
+
+/// A track file (keepalived's `track_file`): the holder's operator writes a
+/// weight into it and the VIP moves to the peer, with keepalived-style notify
+/// arguments reaching the new holder's script as a keepalived script expects
+/// them (`$1` INSTANCE, `$2` the group, `$3` the state, `$4` the priority).
+#[test]
+fn a_track_file_weight_moves_the_vip_and_keepalived_notify_args_arrive() {
+    let (_g, mut c) = test_lan("hcf", &[200, 100], FAST, 1);
+    let weight = c.lab.scratch.join("weight");
+    std::fs::write(&weight, "0\n").unwrap();
+    let notified = c.lab.scratch.join("notified");
+    let notify = format!(
+        "notify = \"f() {{ echo \\\"$1 $2 $3 $4\\\" >> {}; }}; f\"\nnotify_args = \"keepalived\"\n",
+        notified.display()
+    );
+    let one = format!(
+        "priority = 200\n{notify}\n[check.maint]\nfile = \"{}\"\nweight = -1\ninterval = \"100ms\"\n",
+        weight.display()
+    );
+    c.use_file(1, &one).unwrap();
+    c.use_file(2, &format!("priority = 100\n{notify}")).unwrap();
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+
+    // 150 x -1: priority 50, below node 2's 100.
+    std::fs::write(&weight, "150\n").unwrap();
+    c.expect_single_holder(2, BOUND);
+    let s = c.status_of(1).unwrap();
+    assert_eq!(
+        (
+            s.priority,
+            s.checks[0].effect.as_str(),
+            s.checks[0].last.as_str()
+        ),
+        (50, "-150", "value 150"),
+        "{}",
+        c.logs()
+    );
+    let deadline = Instant::now() + BOUND;
+    let text = loop {
+        let text = std::fs::read_to_string(&notified).unwrap_or_default();
+        if text.contains("INSTANCE default MASTER 100") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        text.contains("INSTANCE default MASTER 100") && text.contains("INSTANCE default BACKUP 50"),
+        "keepalived-style notify arguments: {text:?}\n{}",
+        c.logs()
+    );
+    assert!(
+        !text.contains("INIT"),
+        "INIT is not a keepalived state: {text:?}"
+    );
+
+    // Back to 0: node 1 preempts.
+    std::fs::write(&weight, "0\n").unwrap();
     c.expect_single_holder(1, BOUND);
 }

@@ -1,4 +1,5 @@
 //! `[check.NAME]` tables: health checks with keepalived's defaults.
+//! A track `file`'s weight defaults to 1, as keepalived's does.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -20,6 +21,7 @@ pub(super) struct CheckFile {
     process: Option<String>,
     pid_file: Option<PathBuf>,
     iface: Option<String>,
+    file: Option<PathBuf>,
     interval: Option<String>,
     timeout: Option<String>,
     rise: Option<i64>,
@@ -48,10 +50,16 @@ pub(super) fn spec(src: &Sources, name: String, c: CheckFile) -> Result<CheckSpe
     let one_of = || {
         bad(
             "",
-            "give exactly one of script, process, pid_file or iface".into(),
+            "give exactly one of script, process, pid_file, iface or file".into(),
         )
     };
     let kind = match (c.script, c.process, c.pid_file, c.iface) {
+        (None, None, None, None) => match c.file {
+            Some(p) if !p.as_os_str().is_empty() => CheckKind::File(p),
+            Some(_) => return Err(bad("file", "must not be empty".into())),
+            None => return Err(one_of()),
+        },
+        _ if c.file.is_some() => return Err(one_of()),
         (Some(s), None, None, None) if !s.trim().is_empty() => CheckKind::Script(s),
         (None, Some(p), None, None) if !p.is_empty() && p.len() <= 15 && !p.contains('/') => {
             CheckKind::Process(p)
@@ -93,7 +101,12 @@ pub(super) fn spec(src: &Sources, name: String, c: CheckFile) -> Result<CheckSpe
         int::<u32>(&v.unwrap_or(1).to_string(), 1, 1000).map_err(|m| bad(key, m))
     };
     let (rise, fall) = (count("rise", c.rise)?, count("fall", c.fall)?);
-    let weight = match c.weight.unwrap_or(0) {
+    let default_weight = if matches!(kind, CheckKind::File(_)) {
+        1
+    } else {
+        0
+    };
+    let weight = match c.weight.unwrap_or(default_weight) {
         w @ -255..=255 => w as i32,
         w => return Err(bad("weight", format!("expected -255..=255, got {w}"))),
     };

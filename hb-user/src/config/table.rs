@@ -8,6 +8,8 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
+use crate::hooks::NotifyArgs;
+
 use super::{
     parse::{
         bool_value, command, duration, garp_refresh, iface_list, int, interval, node_id, path,
@@ -192,6 +194,9 @@ settings! {
         notify: Option<String> = opt("notify", absent), command, Live,
             "Command run on every state transition with NEW OLD VIP IFACE REASON as arguments (and HB_NEW_STATE, HB_OLD_STATE, HB_VIP, HB_IFACE, HB_REASON in its environment)."
             [long, value_name = "CMD"];
+        notify_args: NotifyArgs = one("notify_args", "hb"), |s| s.parse(), Live,
+            "The notify command's arguments: hb (NEW OLD VIP IFACE REASON) or keepalived (INSTANCE NAME STATE PRIORITY, as keepalived's notify scripts expect; the group's name is default)."
+            [long, value_name = "MODE"];
         notify_timeout: Duration = one("notify_timeout", "10s"), duration, Live,
             "Time a notify command may take before it is killed."
             [long, value_name = "DURATION"];

@@ -572,6 +572,17 @@ fn checks_take_keepalived_defaults_and_name_the_bad_key() {
         let e = err(&args(), Some(text));
         assert_eq!(e.field, format!("{field} in {FILE}"), "{text}: {e}");
     }
+    let c = ok(&args(), Some("[check.w]\nfile = \"/run/w\"\n"));
+    assert_eq!(
+        (c.checks[0].kind.clone(), c.checks[0].weight),
+        (CheckKind::File("/run/w".into()), 1),
+        "a track file's weight defaults to 1"
+    );
+    let e = err(
+        &args(),
+        Some("[check.w]\nfile = \"/run/w\"\nscript = \"x\"\n"),
+    );
+    assert_eq!(e.field, format!("check.w in {FILE}"));
     let e = err(&args(), Some("[check.a]\nscript = \"x\"\nfrobnicate = 1\n"));
     assert!(e.to_string().contains("frobnicate"), "{e}");
 }

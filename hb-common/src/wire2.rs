@@ -33,6 +33,9 @@ pub const FLAG_REACHES_PING: u8 = 1 << 0;
 pub const FLAG_HOLDS: u8 = 1 << 1;
 /// Group flag bit: the sender holds this group.
 pub const GROUP_HOLDS: u8 = 1 << 0;
+/// Group flag bit: the sender outranks the holder but waits out its
+/// preempt_delay; the holder keeps the group until the bit clears.
+pub const GROUP_WAITING: u8 = 1 << 1;
 
 /// A message as the XDP program holds it: eighteen aligned eight-byte words,
 /// word `i` holding bytes `8i..8i+8` in memory order, so that each

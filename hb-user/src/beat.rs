@@ -30,6 +30,7 @@ use crate::{
 };
 use hb_common::{
     maps::{Lease, Seen, Sent},
+    wire2::{Group, GROUPS, GROUP_HOLDS},
     MsgType, NodeState,
 };
 use linux_futex::{Futex, Private, TimedWaitError};
@@ -101,12 +102,24 @@ struct Cell {
     watch_gen: AtomicU64,
     /// Wakes the controller: a watched entry fell silent for dead-after.
     silent: tokio::sync::Notify,
-    /// What heartbeats report of the cluster (`Node::view`): the holder we
-    /// see and the peers we hear.
-    holder: AtomicU32,
+    /// What heartbeats report of the cluster (`Node::view`): per group slot
+    /// the holder we see, and the peers we hear.
+    holders: [AtomicU32; GROUPS],
     heard: AtomicU64,
-    /// The priority heartbeats carry (the core's, changed by a reload).
-    priority: AtomicU32,
+    /// Per group slot, our standing in it ([`pack_group`]).
+    groups: [AtomicU32; GROUPS],
+}
+
+fn pack_group(g: Group) -> u32 {
+    u32::from(g.priority) | u32::from(g.state) << 8 | u32::from(g.flags) << 16
+}
+
+fn unpack_group(w: u32) -> Group {
+    Group {
+        priority: w as u8,
+        state: (w >> 8) as u8,
+        flags: (w >> 16) as u8,
+    }
 }
 
 /// Most (link, slot) entries the thread watches; more, and the controller
@@ -185,9 +198,9 @@ impl Beat {
             watch_len: AtomicUsize::new(0),
             watch_gen: AtomicU64::new(0),
             silent: tokio::sync::Notify::new(),
-            holder: AtomicU32::new(0),
+            holders: std::array::from_fn(|_| AtomicU32::new(0)),
             heard: AtomicU64::new(0),
-            priority: AtomicU32::new(u32::from(seq.priority)),
+            groups: std::array::from_fn(|_| AtomicU32::new(0)),
         });
         let c = cell.clone();
         let thread = std::thread::Builder::new()
@@ -245,25 +258,30 @@ impl Beat {
         }
     }
 
-    /// Changes what heartbeats report of the cluster ([`crate::node::Node::view`]);
-    /// the thread sends at once when it changed.
-    pub fn view(&self, holder: u32, heard: u64) {
+    /// Changes what heartbeats report of the cluster ([`crate::node::Node::view`]):
+    /// the holder we see in a group slot, and the peers we hear; the thread
+    /// sends at once when it changed.
+    pub fn view(&self, slot: usize, holder: u32, heard: u64) {
         let old = (
-            self.cell.holder.swap(holder, SeqCst),
+            self.cell.holders[slot].swap(holder, SeqCst),
             self.cell.heard.swap(heard, SeqCst),
         );
         if old != (holder, heard) {
-            self.cell.wake.value.fetch_add(1, SeqCst);
-            self.cell.wake.wake(1);
+            self.wake();
         }
     }
 
-    /// Changes the priority heartbeats carry; the thread sends at once.
-    pub fn set_priority(&self, priority: u8) {
-        if self.cell.priority.swap(u32::from(priority), SeqCst) != u32::from(priority) {
-            self.cell.wake.value.fetch_add(1, SeqCst);
-            self.cell.wake.wake(1);
+    /// Changes what heartbeats say of our standing in a group slot; the
+    /// thread sends at once when it changed.
+    pub fn set_group(&self, slot: usize, g: Group) {
+        if self.cell.groups[slot].swap(pack_group(g), SeqCst) != pack_group(g) {
+            self.wake();
         }
+    }
+
+    fn wake(&self) {
+        self.cell.wake.value.fetch_add(1, SeqCst);
+        self.cell.wake.wake(1);
     }
 
     /// Resolves when the thread reports a lapse (see [`Beat::take_lapse`]).
@@ -363,8 +381,9 @@ impl Clock {
             let woken = self.cell.wake.value.load(SeqCst);
             let word = (
                 self.cell.advert.load(SeqCst),
-                self.cell.holder.load(SeqCst),
                 self.cell.heard.load(SeqCst),
+                std::array::from_fn::<u32, GROUPS, _>(|g| self.cell.holders[g].load(SeqCst)),
+                std::array::from_fn::<u32, GROUPS, _>(|g| self.cell.groups[g].load(SeqCst)),
             );
             let a = Advert::unpack(word.0);
             if a.leaving {
@@ -457,20 +476,30 @@ impl Clock {
             self.recent = [self.recent[1], seq - 1];
             self.turned = now;
         }
-        // Never name ourselves the holder unless this message claims it (a
-        // leave, or a view older than the advert).
-        let holder = self.cell.holder.load(SeqCst);
-        self.seq.priority = self.cell.priority.load(SeqCst) as u8;
+        // Never name ourselves a group's holder unless this message claims
+        // it (a leave, or a view older than the advert).
+        let mut groups = [Group::default(); GROUPS];
+        let mut holders = [0; GROUPS];
+        for g in 0..GROUPS {
+            groups[g] = unpack_group(self.cell.groups[g].load(SeqCst));
+            if !a.holds_vip {
+                groups[g].flags &= !GROUP_HOLDS;
+            }
+            let h = self.cell.holders[g].load(SeqCst);
+            let claims = groups[g].flags & GROUP_HOLDS != 0;
+            holders[g] = if h == self.seq.node_id && !claims {
+                0
+            } else {
+                h
+            };
+        }
         let says = Says {
             msg_type: msg,
             state: a.state,
             holds_vip: a.holds_vip,
             reaches_ping: a.reaches_ping,
-            holder: if holder == self.seq.node_id && !a.holds_vip {
-                0
-            } else {
-                holder
-            },
+            groups,
+            holders,
             heard: self.cell.heard.load(SeqCst),
         };
         self.seq.say(&says);

@@ -6,11 +6,11 @@ use crate::{
     beat::{Advert, Beat, BeatLink, BeatParams},
     bpffs::PinRoot,
     clock::monotonic,
-    config::{ConfigError, RunArgs, RunConfig, Vip, XdpModeArg},
+    config::{groups, ConfigError, RunArgs, RunConfig, Vip, XdpModeArg},
     election::Params,
     events::{Events, News},
     garp,
-    hooks::{self, FenceOutcome, Notifier},
+    hooks::{self, FenceOutcome, Notifier, NotifyArgs},
     kernel, keyfile,
     loader::{DataPlane, Origin, Settings},
     netlink::{self, LinkEvent, LinkEvents, Netlink},
@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use aya::programs::XdpMode;
 use hb_common::{
     maps::Key,
-    wire2::{self, Body, Head, FLAG_HOLDS, FLAG_REACHES_PING},
+    wire2::{self, Body, Group, Head, FLAG_HOLDS, FLAG_REACHES_PING, GROUP_HOLDS, GROUP_WAITING},
     MsgType, NodeState, PeerState,
 };
 use std::{
@@ -73,11 +73,28 @@ struct Link {
     inherited: bool,
 }
 
-/// A VIP and the link it lives on.
+/// A VIP, the link it lives on and its group (an index into `cfg.groups`).
 #[derive(Clone, Copy)]
 struct PlacedVip {
     vip: Vip,
     link: usize,
+    group: usize,
+}
+
+/// One election (`groups::units`): a VIP group, or the member groups of a
+/// sync group together. Each has its own core; the peers, links and the
+/// sender are shared.
+struct Unit {
+    /// Its groups, as indexes into `cfg.groups`.
+    groups: Vec<usize>,
+    /// The group's name, or the sync group's.
+    name: String,
+    /// The wire slot peers' standing is read from (the first group's); every
+    /// member's slot carries ours.
+    slot: usize,
+    node: Node,
+    /// What its last `Advertise` said.
+    advert: Advert,
 }
 
 /// The checks that need the network, made before anything changes: interfaces
@@ -126,17 +143,41 @@ async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
         })
     };
     let mut vips = Vec::new();
-    for vip in &cfg.election.vips {
-        let Some(link) = link_of(vip.addr) else {
-            return Err(RunError::Config(ConfigError::new(
-                "--vip",
-                format!(
-                    "{vip} is outside the subnets of {}",
-                    cfg.membership.ifaces.join(", ")
-                ),
-            )));
+    for (group, g) in cfg.groups.iter().enumerate() {
+        let field = if g.name == groups::DEFAULT_GROUP && cfg.groups.len() == 1 {
+            "--vip".to_string()
+        } else {
+            format!("group.{}.vip", g.name)
         };
-        vips.push(PlacedVip { vip: *vip, link });
+        for v in &g.vips {
+            let vip = v.vip;
+            let link = match &v.iface {
+                None => link_of(vip.addr),
+                Some(i) => {
+                    let Some(l) = cfg.membership.ifaces.iter().position(|x| x == i) else {
+                        return Err(RunError::Config(ConfigError::new(
+                            field,
+                            format!(
+                                "{vip} on {i}: VIPs go on a heartbeat interface ({})",
+                                cfg.membership.ifaces.join(", ")
+                            ),
+                        )));
+                    };
+                    link_of(vip.addr).filter(|&at| at == l)
+                }
+            };
+            let Some(link) = link else {
+                let on = v
+                    .iface
+                    .clone()
+                    .unwrap_or_else(|| cfg.membership.ifaces.join(", "));
+                return Err(RunError::Config(ConfigError::new(
+                    field,
+                    format!("{vip} is outside the subnets of {on}"),
+                )));
+            };
+            vips.push(PlacedVip { vip, link, group });
+        }
     }
     // A peer address goes out on the link whose subnet holds it; a routed one on
     // the first link.
@@ -409,7 +450,6 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         Sequencer::new(
             cfg.membership.node_id,
             cfg.membership.cluster_id,
-            cfg.election.priority,
             session,
             key,
         ),
@@ -425,42 +465,24 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
     .context("starting the heartbeat thread")?;
 
     let (fence_tx, mut fence_rx) = mpsc::unbounded_channel();
+    let inherited = links.iter().any(|l| l.inherited);
+    let units = units(
+        &cfg,
+        &peer_ids,
+        &plan.vips,
+        &links,
+        inherited,
+        pinger.is_none(),
+    );
     let mut c = Controller {
-        node: Node::new(
-            NodeParams {
-                machine: Params {
-                    node_id: cfg.membership.node_id,
-                    priority: cfg.election.priority,
-                    preempt: cfg.election.preempt,
-                    dead_after: cfg.timers.dead_after,
-                    init_dead: cfg.timers.init_dead,
-                    peers: peer_ids.clone(),
-                    ping_quorum: !cfg.membership.ping.is_empty(),
-                    fencing: cfg.hooks.fence_cmd.is_some(),
-                    fence_retry: Duration::from_secs(1),
-                },
-                has_vips: !plan.vips.is_empty(),
-                links: links.iter().map(|l| l.iface.clone()).collect(),
-                vip_list: vip_list(&plan.vips, &links),
-                inherited_lease: links.iter().any(|l| l.inherited),
-                checks: cfg
-                    .checks
-                    .iter()
-                    .map(|c| (c.name.clone(), c.weight))
-                    .collect(),
-            },
-            monotonic(),
-        ),
+        units,
         check_rx: (!cfg.checks.is_empty()).then(|| crate::checks::spawn(&cfg.checks)),
         check_last: vec![String::new(); cfg.checks.len()],
         iface_checks: Vec::new(),
         pinger,
-        notifier: cfg
-            .hooks
-            .notify
-            .clone()
-            .map(|cmd| Notifier::spawn(cmd, cfg.hooks.notify_args, cfg.hooks.notify_timeout)),
+        notifiers: notifiers(&cfg),
         fence_tx,
+        fencing: BTreeMap::new(),
         conflicts: BTreeMap::new(),
         bursts: Vec::new(),
         link_events,
@@ -485,13 +507,22 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         reloads: None,
         since_unix_ms: 0,
     };
-    if let Some(b) = &c.beat {
-        b.set_priority(c.node.priority());
+    for u in 0..c.units.len() {
+        c.publish(u);
     }
+    let priority = if c.cfg.group_tables {
+        let g = c
+            .cfg
+            .groups
+            .iter()
+            .map(|g| format!("{} {}", g.name, g.priority));
+        format!("groups {}", g.collect::<Vec<_>>().join(", "))
+    } else {
+        format!("priority {}", c.cfg.election.priority)
+    };
     info!(
-        "node {} session {session:016x} priority {} on {}: INIT, waiting up to {} ms to hear {} peer(s)",
+        "node {} session {session:016x} {priority} on {}: INIT, waiting up to {} ms to hear {} peer(s)",
         c.cfg.membership.node_id,
-        c.cfg.election.priority,
         c.cfg.membership.ifaces.join(", "),
         c.cfg.timers.init_dead.as_millis(),
         c.peer_ids.len()
@@ -507,6 +538,84 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
     Ok(ran?)
 }
 
+/// The elections of `cfg`'s groups, each in INIT.
+fn units(
+    cfg: &RunConfig,
+    peer_ids: &[u32],
+    vips: &[PlacedVip],
+    links: &[Link],
+    inherited: bool,
+    reach: bool,
+) -> Vec<Unit> {
+    let names: Vec<String> = links.iter().map(|l| l.iface.clone()).collect();
+    groups::units(&cfg.groups)
+        .into_iter()
+        .map(|members| {
+            let first = &cfg.groups[members[0]];
+            let mine: Vec<PlacedVip> = vips
+                .iter()
+                .filter(|v| members.contains(&v.group))
+                .copied()
+                .collect();
+            // A check tracked by several members counts once.
+            let mut checks: Vec<(String, i32)> = Vec::new();
+            for &g in &members {
+                for (name, w) in &cfg.groups[g].track {
+                    if !checks.iter().any(|(n, _)| n == name) {
+                        checks.push((name.clone(), *w));
+                    }
+                }
+            }
+            let node = Node::new(
+                NodeParams {
+                    machine: Params {
+                        node_id: cfg.membership.node_id,
+                        priority: first.priority,
+                        preempt: first.preempt,
+                        preempt_delay: first.preempt_delay,
+                        dead_after: cfg.timers.dead_after,
+                        init_dead: cfg.timers.init_dead,
+                        peers: peer_ids.to_vec(),
+                        ping_quorum: !cfg.membership.ping.is_empty(),
+                        fencing: cfg.hooks.fence_cmd.is_some(),
+                        fence_retry: Duration::from_secs(1),
+                    },
+                    has_vips: !mine.is_empty(),
+                    links: names.clone(),
+                    vip_list: vip_list(&mine, links),
+                    inherited_lease: inherited,
+                    checks,
+                },
+                monotonic(),
+            );
+            Unit {
+                name: first.sync.clone().unwrap_or_else(|| first.name.clone()),
+                slot: first.slot,
+                groups: members,
+                node,
+                advert: Advert {
+                    state: NodeState::Init,
+                    holds_vip: false,
+                    reaches_ping: reach,
+                    lease: inherited,
+                    leaving: false,
+                },
+            }
+        })
+        .collect()
+}
+
+/// A notifier per group with a notify command, then one per sync group.
+fn notifiers(cfg: &RunConfig) -> Vec<Option<Notifier>> {
+    let spawn = |cmd: &Option<String>, args| {
+        cmd.clone()
+            .map(|cmd| Notifier::spawn(cmd, args, cfg.hooks.notify_timeout))
+    };
+    (cfg.groups.iter().map(|g| spawn(&g.notify, g.notify_args)))
+        .chain(cfg.syncs.iter().map(|s| spawn(&s.notify, s.notify_args)))
+        .collect()
+}
+
 struct Controller {
     cfg: RunConfig,
     /// The command line's flags, which win over the file at every reload too.
@@ -520,8 +629,8 @@ struct Controller {
     iface_checks: Vec<(usize, u32, bool)>,
     /// The last reload's outcome, for the status.
     reloads: Option<crate::status::ReloadRow>,
-    /// Every decision (node.rs); this file performs them.
-    node: Node,
+    /// Every decision (node.rs), one core per election; this file performs them.
+    units: Vec<Unit>,
     /// The sender thread; taken by the graceful stop.
     beat: Option<Beat>,
     /// Our session (random, drawn at this start) and the key, for the
@@ -537,14 +646,18 @@ struct Controller {
     state_dir: StateDir,
     since_unix_ms: u128,
     pinger: Option<Pinger>,
-    notifier: Option<Notifier>,
+    /// Per group, then per sync group (`notifiers`).
+    notifiers: Vec<Option<Notifier>>,
     /// Fencing results come back through here, so the loop never waits on a command.
     fence_tx: mpsc::UnboundedSender<(Vec<u32>, FenceOutcome)>,
+    /// Fencing commands running, by the peers they fence: the elections
+    /// waiting for each (one command serves every group).
+    fencing: BTreeMap<Vec<u32>, Vec<usize>>,
     /// (link index, VIP, claiming MAC) -> (ARP claims the XDP program counted,
     /// when it saw the last), as last read.
     conflicts: BTreeMap<(usize, Ipv4Addr, [u8; 6]), (u64, u64)>,
-    /// Gratuitous ARP bursts in flight, aborted when we release the VIP.
-    bursts: Vec<tokio::task::JoinHandle<()>>,
+    /// Gratuitous ARP bursts in flight, by election, aborted when it releases.
+    bursts: Vec<(usize, tokio::task::JoinHandle<()>)>,
     /// The kernel's announcements of link changes: the truth about link state.
     link_events: LinkEvents,
     /// The data planes' news (events.rs): what wakes us besides deadlines.
@@ -618,7 +731,7 @@ impl Controller {
                 r = async { self.pinger.as_mut().expect("guarded").receive().await }, if self.pinger.is_some() => {
                     match r {
                         // A reply that makes a target reachable again is news.
-                        Ok(()) if self.reach() != self.node.reach() => self.poll().await,
+                        Ok(()) if self.reach() != self.units[0].node.reach() => self.poll().await,
                         Ok(()) => {}
                         Err(e) => warn!("ping socket: {e:#}"),
                     }
@@ -627,23 +740,24 @@ impl Controller {
                 Some(r) = async { self.check_rx.as_mut().expect("guarded").recv().await }, if self.check_rx.is_some() => {
                     self.check_last[r.index] = r.last;
                     let name = self.cfg.checks[r.index].name.clone();
-                    let actions = self.node.handle(Input::Check {
-                        name,
-                        healthy: r.healthy,
-                        weight: r.weight,
-                    });
-                    self.perform(actions).await;
+                    for u in 0..self.units.len() {
+                        let actions = self.units[u].node.handle(Input::Check {
+                            name: name.clone(),
+                            healthy: r.healthy,
+                            weight: r.weight,
+                        });
+                        self.perform(u, actions).await;
+                    }
                     self.poll().await;
                 }
                 _ = status.tick() => {
-                    let actions = self.watch_conflicts();
-                    self.perform(actions).await;
+                    self.watch_conflicts().await;
                     self.replays.watch(self.links.iter().map(|l| (l.iface.as_str(), &l.plane)));
                     self.refresh_next_hops().await;
                     self.write_status();
                 }
                 _ = refresh.tick(), if self.cfg.announce.garp_refresh.is_some() => {
-                    if self.holds_vip() { self.announce("refresh"); }
+                    self.announce("refresh");
                 }
                 sig = self.signals.next() => match sig {
                     Sig::Stop(name) => { info!("{name}: leaving"); return Ok(()); }
@@ -672,15 +786,19 @@ impl Controller {
         let reach = self
             .pinger
             .as_ref()
-            .filter(|_| self.node.reach())
+            .filter(|_| self.units[0].node.reach())
             .and_then(|p| p.reach_ends(self.cfg.timers.dead_after))
             .map(|t| t + Duration::from_micros(1));
         // Peers' silence is the sender thread's to watch when it can.
-        let core = if self.beat_watches {
-            self.node.next_timer()
-        } else {
-            self.node.next_deadline()
-        };
+        let core = (self.units.iter())
+            .filter_map(|u| {
+                if self.beat_watches {
+                    u.node.next_timer()
+                } else {
+                    u.node.next_deadline()
+                }
+            })
+            .min();
         [core, reach]
             .into_iter()
             .flatten()
@@ -691,16 +809,58 @@ impl Controller {
     /// notice (both: observe now), an ARP claim (read the VIP watch now).
     async fn news(&mut self, news: Vec<News>) {
         if news.iter().any(|n| matches!(n, News::Claim(_))) {
-            let actions = self.watch_conflicts();
-            self.perform(actions).await;
+            self.watch_conflicts().await;
         }
         if news.iter().any(|n| !matches!(n, News::Claim(_))) {
             self.poll().await;
         }
     }
 
+    /// Whether we hold any group.
     fn holds_vip(&self) -> bool {
-        self.node.holds_vip()
+        self.units.iter().any(|u| u.node.holds_vip())
+    }
+
+    /// Tells the sender what election `u` says now: its groups' slots, and
+    /// the node as a whole (MASTER while it holds any group; the lease
+    /// renewed while any group wants it).
+    fn publish(&mut self, u: usize) {
+        let Some(b) = &self.beat else {
+            return;
+        };
+        let unit = &self.units[u];
+        let g = Group {
+            priority: unit.node.priority(),
+            state: unit.advert.state as u8,
+            flags: if unit.advert.holds_vip {
+                GROUP_HOLDS
+            } else {
+                0
+            } | if unit.node.waiting() {
+                GROUP_WAITING
+            } else {
+                0
+            },
+        };
+        for &m in &unit.groups {
+            b.set_group(self.cfg.groups[m].slot, g);
+        }
+        let first = self.units[0].advert;
+        let master = self
+            .units
+            .iter()
+            .any(|u| u.advert.state == NodeState::Master);
+        b.advertise(Advert {
+            state: if master {
+                NodeState::Master
+            } else {
+                first.state
+            },
+            holds_vip: self.units.iter().any(|u| u.advert.holds_vip),
+            reaches_ping: first.reaches_ping,
+            lease: self.units.iter().any(|u| u.advert.lease),
+            leaving: false,
+        });
     }
 
     /// Whether we reach a ping target (true when none is configured).
@@ -817,27 +977,36 @@ impl Controller {
         l.mac = info.mac;
         l.gone = false;
         if renamed {
-            let names = self.links.iter().map(|l| l.iface.clone()).collect();
-            self.node.renamed(names, self.vip_list());
+            let names: Vec<String> = self.links.iter().map(|l| l.iface.clone()).collect();
+            for u in 0..self.units.len() {
+                let list = self.vip_list(u);
+                self.units[u].node.renamed(names.clone(), list);
+            }
         }
         // Neighbours still send to the old MAC: tell them.
-        if new_mac && !made_again && self.holds_vip() {
+        if new_mac && !made_again {
             self.announce("new MAC");
         }
         true
     }
 
-    /// What each link's XDP program recorded of each peer.
-    fn samples(&mut self) -> BTreeMap<u32, Vec<Sample>> {
-        let mut out = BTreeMap::new();
+    /// What each link's XDP program recorded of each peer, per election (its
+    /// group slot's standing).
+    fn samples(&mut self) -> Vec<BTreeMap<u32, Vec<Sample>>> {
+        let mut out = vec![BTreeMap::new(); self.units.len()];
         for &id in &self.peer_ids {
-            let mut per_link = Vec::with_capacity(self.links.len());
+            let mut per_link = vec![Vec::with_capacity(self.links.len()); self.units.len()];
             for (i, l) in self.links.iter().enumerate() {
                 let p = l.plane.peer(id).ok().flatten().unwrap_or_default();
                 let last = self.bodies.entry((i, id)).or_default();
-                per_link.push(sample(&p, &self.key, last));
+                let base = sample(&p, &self.key, last);
+                for (u, unit) in self.units.iter().enumerate() {
+                    per_link[u].push(in_slot(base, last, unit.slot));
+                }
             }
-            out.insert(id, per_link);
+            for (u, s) in per_link.into_iter().enumerate() {
+                out[u].insert(id, s);
+            }
         }
         out
     }
@@ -860,41 +1029,60 @@ impl Controller {
             // Our own heartbeats stopped for longer than dead-after: step down
             // first, then observe (and elect) as usual.
             if let Some(silent) = b.lapse() {
-                let peers = self.samples();
-                let actions = self.node.handle(Input::Lapsed {
-                    now: monotonic(),
-                    silent,
-                    peers,
-                });
-                self.perform(actions).await;
+                let now = monotonic();
+                for (u, peers) in self.samples().into_iter().enumerate() {
+                    let actions = self.units[u]
+                        .node
+                        .handle(Input::Lapsed { now, silent, peers });
+                    self.perform(u, actions).await;
+                }
                 if let Some(b) = &self.beat {
                     b.clear_lapse();
                 }
             }
         }
         self.observed = monotonic();
-        let input = Input::Observe {
-            now: self.observed,
-            link_up: self.links.iter().any(|l| l.up),
-            reach: self.reach(),
-            peers: self.samples(),
-            collision: self.collision(),
-        };
-        let actions = self.node.handle(input);
+        let (link_up, reach, collision) = (
+            self.links.iter().any(|l| l.up),
+            self.reach(),
+            self.collision(),
+        );
+        let samples = self.samples();
+        let mut all = Vec::new();
+        for (u, peers) in samples.into_iter().enumerate() {
+            let input = Input::Observe {
+                now: self.observed,
+                link_up,
+                reach,
+                peers,
+                collision,
+            };
+            all.push(self.units[u].node.handle(input));
+        }
         // Before performing: the status written among the actions says it.
+        // Every election sees the same peers live; the first one's list serves.
         let slot = |peer: u32| self.peer_ids.iter().position(|&p| p == peer);
-        let watch: Vec<(usize, u32)> = self
+        let watch: Vec<(usize, u32)> = self.units[0]
             .node
             .live()
             .iter()
             .filter_map(|&(link, peer)| Some((link, slot(peer)? as u32)))
             .collect();
         self.beat_watches = self.beat.as_ref().is_some_and(|b| {
-            let (holder, heard) = self.node.view();
-            b.view(holder, heard);
+            for u in &self.units {
+                let (holder, heard) = u.node.view();
+                for &g in &u.groups {
+                    b.view(self.cfg.groups[g].slot, holder, heard);
+                }
+            }
             b.watch(&watch)
         });
-        self.perform(actions).await;
+        for (u, actions) in all.into_iter().enumerate() {
+            self.perform(u, actions).await;
+            // The end of a preempt_delay changes what heartbeats say without
+            // a transition (the sender sends only on a change).
+            self.publish(u);
+        }
     }
 
     /// Next hops of the IPv4 peers, for the packet-socket transmit path: the MAC
@@ -952,7 +1140,7 @@ impl Controller {
     /// announcement after it took over is reported quietly; an unknown MAC is a
     /// conflict, and while we hold the VIP it is a split-brain signal: re-announce
     /// (the election itself runs on every poll).
-    fn watch_conflicts(&mut self) -> Vec<Action> {
+    async fn watch_conflicts(&mut self) {
         let mut fresh = Vec::new();
         // Only what XDP holds now (a few MACs per VIP) is kept: a flood of
         // random MACs cannot grow this.
@@ -998,10 +1186,26 @@ impl Controller {
                 }),
             })
             .collect();
-        self.node.handle(Input::Claims {
-            now: monotonic(),
-            claims,
-        })
+        let claims: Vec<Claim> = claims;
+        let now = monotonic();
+        for u in 0..self.units.len() {
+            let mine: Vec<Claim> = claims
+                .iter()
+                .filter(|c| {
+                    self.vips.iter().any(|v| {
+                        self.units[u].groups.contains(&v.group) && v.vip.addr.to_string() == c.vip
+                    })
+                })
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let actions = self.units[u]
+                .node
+                .handle(Input::Claims { now, claims: mine });
+            self.perform(u, actions).await;
+        }
     }
 
     /// A fencing command finished.
@@ -1010,50 +1214,74 @@ impl Controller {
         if !ok {
             warn!("fencing command for {peers:?}: {outcome:?}");
         }
-        let actions = self.node.handle(Input::FenceDone {
-            now: monotonic(),
-            peers,
-            ok,
-        });
-        self.perform(actions).await;
+        for u in self.fencing.remove(&peers).unwrap_or_default() {
+            let actions = self.units[u].node.handle(Input::FenceDone {
+                now: monotonic(),
+                peers: peers.clone(),
+                ok,
+            });
+            self.perform(u, actions).await;
+        }
     }
 
-    /// Performs the core's actions, in order.
-    async fn perform(&mut self, actions: Vec<Action>) {
+    /// Performs election `u`'s actions, in order.
+    async fn perform(&mut self, u: usize, actions: Vec<Action>) {
         let mut queue = std::collections::VecDeque::from(actions);
+        // With several elections, log lines say which.
+        let tag = if self.units.len() > 1 {
+            format!("{}: ", self.units[u].name)
+        } else {
+            String::new()
+        };
         while let Some(a) = queue.pop_front() {
             match a {
                 Action::Log {
                     level: Level::Info,
                     msg,
-                } => info!("{msg}"),
+                } => info!("{tag}{msg}"),
                 Action::Log {
                     level: Level::Warn,
                     msg,
-                } => warn!("{msg}"),
+                } => warn!("{tag}{msg}"),
                 Action::Log {
                     level: Level::Error,
                     msg,
-                } => error!("{msg}"),
-                Action::SetLease { until } => self.set_lease(until),
+                } => error!("{tag}{msg}"),
+                // The lease covers the node: withdrawn once no election wants it.
+                Action::SetLease { until } => {
+                    let others =
+                        (self.units.iter().enumerate()).any(|(i, o)| i != u && o.advert.lease);
+                    if !until.is_zero() || !others {
+                        self.set_lease(until);
+                    }
+                }
                 Action::Advertise { .. } => {
-                    if let (Some(b), Some(adv)) = (&self.beat, a.advert()) {
-                        b.advertise(adv);
+                    if let Some(adv) = a.advert() {
+                        self.units[u].advert = adv;
+                        self.publish(u);
                     }
                 }
                 Action::TakeVips => {
-                    if let Err(error) = self.take_vips().await {
+                    if let Err(error) = self.take_vips(u).await {
                         let now = monotonic();
-                        queue.extend(self.node.handle(Input::TakeFailed { now, error }));
+                        queue.extend(self.units[u].node.handle(Input::TakeFailed { now, error }));
                     }
                 }
-                Action::ReleaseVips => self.release_vips().await,
+                Action::ReleaseVips => self.release_vips(u).await,
                 Action::Announce { why } => {
-                    self.announce(&why);
+                    self.announce_unit(u, &why);
                     // Let the burst's first round go now, before the hooks and status.
                     tokio::task::yield_now().await;
                 }
                 Action::Fence { peers } => {
+                    if let Some(waiting) = self.fencing.get_mut(&peers) {
+                        // Another group's command for the same peers is running.
+                        if !waiting.contains(&u) {
+                            waiting.push(u);
+                        }
+                        continue;
+                    }
+                    self.fencing.insert(peers.clone(), vec![u]);
                     let cmd = self.cfg.hooks.fence_cmd.clone().unwrap_or_default();
                     let (tx, node, timeout) = (
                         self.fence_tx.clone(),
@@ -1067,43 +1295,76 @@ impl Controller {
                 }
                 Action::Notify { from, to, reason } => {
                     self.since_unix_ms = unix_ms();
-                    if let Some(n) = &self.notifier {
-                        n.send(hooks::Transition {
-                            new_state: to,
-                            old_state: from,
-                            vip: self.vip_list(),
-                            iface: self
-                                .links
-                                .iter()
-                                .map(|l| l.iface.as_str())
-                                .collect::<Vec<_>>()
-                                .join(","),
-                            reason,
-                            priority: self.node.priority(),
-                        });
-                    }
+                    self.notify(u, from, to, reason);
                 }
-                Action::Priority { priority } => {
-                    if let Some(b) = &self.beat {
-                        b.set_priority(priority);
-                    }
-                }
+                Action::Priority { .. } => self.publish(u),
                 Action::WriteStatus => self.write_status(),
             }
         }
     }
 
-    fn vip_list(&self) -> String {
-        vip_list(&self.vips, &self.links)
+    /// A transition of election `u`: each of its groups' notify commands,
+    /// then its sync group's.
+    fn notify(&self, u: usize, from: String, to: String, reason: String) {
+        let unit = &self.units[u];
+        let iface = (self.links.iter())
+            .map(|l| l.iface.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let t = |group: &str, kind: hooks::Kind, vip: String| hooks::Transition {
+            new_state: to.clone(),
+            old_state: from.clone(),
+            vip,
+            iface: iface.clone(),
+            reason: reason.clone(),
+            priority: unit.node.priority(),
+            group: group.to_string(),
+            kind,
+        };
+        for &g in &unit.groups {
+            if let Some(n) = &self.notifiers[g] {
+                let vips: Vec<PlacedVip> =
+                    self.vips.iter().filter(|v| v.group == g).copied().collect();
+                n.send(t(
+                    &self.cfg.groups[g].name,
+                    hooks::Kind::Instance,
+                    vip_list(&vips, &self.links),
+                ));
+            }
+        }
+        let sync = self.cfg.groups[unit.groups[0]].sync.as_ref();
+        if let Some(i) = sync.and_then(|s| self.cfg.syncs.iter().position(|x| x.name == *s)) {
+            if let Some(n) = &self.notifiers[self.cfg.groups.len() + i] {
+                n.send(t(&unit.name, hooks::Kind::Group, self.vip_list(u)));
+            }
+        }
     }
 
-    /// Adds every VIP not there yet; the errors, if any, in one line.
-    async fn take_vips(&mut self) -> Result<(), String> {
+    /// Election `u`'s VIPs, as indexes into `vips`.
+    fn unit_vips(&self, u: usize) -> Vec<usize> {
+        let groups = &self.units[u].groups;
+        (0..self.vips.len())
+            .filter(|&i| groups.contains(&self.vips[i].group))
+            .collect()
+    }
+
+    fn vip_list(&self, u: usize) -> String {
+        let vips: Vec<PlacedVip> = self
+            .unit_vips(u)
+            .into_iter()
+            .map(|i| self.vips[i])
+            .collect();
+        vip_list(&vips, &self.links)
+    }
+
+    /// Adds election `u`'s VIPs not there yet; the errors, if any, in one line.
+    async fn take_vips(&mut self, u: usize) -> Result<(), String> {
         let mut errors = Vec::new();
-        for (i, v) in self.vips.clone().into_iter().enumerate() {
+        for i in self.unit_vips(u) {
             if self.vip_present[i] {
                 continue;
             }
+            let v = self.vips[i];
             let l = &self.links[v.link];
             match self.nl.add_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
                 Ok(true) => {}
@@ -1120,17 +1381,18 @@ impl Controller {
             return Err(errors.join("; "));
         }
         // What heartbeats say about holding follows what the kernel has now.
-        self.vips_changed().await;
+        self.vips_changed(u).await;
         Ok(())
     }
 
-    /// The VIPs not on their interfaces, for the core.
-    fn missing_vips(&self) -> Vec<String> {
-        self.vips
-            .iter()
-            .zip(&self.vip_present)
-            .filter(|(_, &p)| !p)
-            .map(|(v, _)| format!("{} on {}", v.vip, self.links[v.link].iface))
+    /// Election `u`'s VIPs not on their interfaces, for its core.
+    fn missing_vips(&self, u: usize) -> Vec<String> {
+        (self.unit_vips(u).into_iter())
+            .filter(|&i| !self.vip_present[i])
+            .map(|i| {
+                let v = &self.vips[i];
+                format!("{} on {}", v.vip, self.links[v.link].iface)
+            })
             .collect()
     }
 
@@ -1143,60 +1405,84 @@ impl Controller {
                 Ok(true)
             );
         }
-        let missing = self.missing_vips();
-        self.node.handle(Input::Vips {
-            now: monotonic(),
-            missing,
-        });
+        for u in 0..self.units.len() {
+            let missing = self.missing_vips(u);
+            self.units[u].node.handle(Input::Vips {
+                now: monotonic(),
+                missing,
+            });
+        }
     }
 
     /// The kernel announced an address change: the truth about our VIPs.
     async fn address_changed(&mut self, ifindex: u32, addr: IpAddr, present: bool) {
-        let mut changed = false;
+        let mut changed = Vec::new();
         for (i, v) in self.vips.iter().enumerate() {
             if self.links[v.link].ifindex == ifindex && v.vip.addr == addr {
-                changed |= self.vip_present[i] != present;
+                if self.vip_present[i] != present {
+                    changed.push(v.group);
+                }
                 self.vip_present[i] = present;
             }
         }
-        if changed {
-            self.vips_changed().await;
+        for u in 0..self.units.len() {
+            if self.units[u].groups.iter().any(|g| changed.contains(g)) {
+                self.vips_changed(u).await;
+            }
         }
     }
 
-    async fn vips_changed(&mut self) {
+    async fn vips_changed(&mut self, u: usize) {
         let input = Input::Vips {
             now: monotonic(),
-            missing: self.missing_vips(),
+            missing: self.missing_vips(u),
         };
-        let actions = self.node.handle(input);
+        let actions = self.units[u].node.handle(input);
         // A re-add from here performs TakeVips, which comes back here: boxed.
-        Box::pin(self.perform(actions)).await;
+        Box::pin(self.perform(u, actions)).await;
     }
 
-    /// A gratuitous ARP burst for every VIP, in the background: the burst's spacing
-    /// must not delay polling.
+    /// A gratuitous ARP burst for the VIPs of every election we hold.
     fn announce(&mut self, why: &str) {
-        self.bursts.retain(|t| !t.is_finished());
-        for v in &self.vips {
+        for u in 0..self.units.len() {
+            if self.units[u].node.holds_vip() {
+                self.announce_unit(u, why);
+            }
+        }
+    }
+
+    /// A gratuitous ARP burst for election `u`'s VIPs, in the background: the
+    /// burst's spacing must not delay polling.
+    fn announce_unit(&mut self, u: usize, why: &str) {
+        self.bursts.retain(|(_, t)| !t.is_finished());
+        for i in self.unit_vips(u) {
+            let v = self.vips[i];
             let l = &self.links[v.link];
             let (ifindex, mac, iface, vip) = (l.ifindex, l.mac, l.iface.clone(), v.vip);
             let why = why.to_string();
             let (count, spacing) = (self.cfg.announce.garp_count, self.cfg.announce.garp_spacing);
-            self.bursts.push(tokio::spawn(async move {
-                if let Err(e) = garp::announce_ip(ifindex, mac, vip.addr, count, spacing).await {
-                    warn!("gratuitous ARP ({why}) for {vip} on {iface}: {e:#}");
-                }
-            }));
+            self.bursts.push((
+                u,
+                tokio::spawn(async move {
+                    if let Err(e) = garp::announce_ip(ifindex, mac, vip.addr, count, spacing).await
+                    {
+                        warn!("gratuitous ARP ({why}) for {vip} on {iface}: {e:#}");
+                    }
+                }),
+            ));
         }
     }
 
-    async fn release_vips(&mut self) {
+    async fn release_vips(&mut self, u: usize) {
         // A burst still running would keep pointing caches at us after we yielded.
-        for t in self.bursts.drain(..) {
-            t.abort();
-        }
-        for (i, v) in self.vips.iter().enumerate() {
+        self.bursts.retain(|(b, t)| {
+            if *b == u {
+                t.abort();
+            }
+            *b != u
+        });
+        for i in self.unit_vips(u) {
+            let v = self.vips[i];
             let l = &self.links[v.link];
             match self.nl.del_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
                 Ok(_) => self.vip_present[i] = false,
@@ -1235,25 +1521,82 @@ impl Controller {
             .collect()
     }
 
+    /// Election `u`'s checks as status rows.
+    fn check_rows(&self, u: usize) -> Vec<crate::status::CheckRow> {
+        (self.units[u].node.checks().into_iter())
+            .filter_map(|(name, healthy, effect)| {
+                let i = self.cfg.checks.iter().position(|c| c.name == name)?;
+                let weight = (self.units[u].groups.iter())
+                    .find_map(|&g| {
+                        let t = &self.cfg.groups[g].track;
+                        t.iter().find(|(n, _)| *n == name).map(|(_, w)| *w)
+                    })
+                    .unwrap_or(self.cfg.checks[i].weight);
+                Some(crate::status::CheckRow {
+                    name,
+                    healthy,
+                    last: self.check_last[i].clone(),
+                    weight,
+                    effect,
+                })
+            })
+            .collect()
+    }
+
     fn write_status(&self) {
+        let vip_on = |v: &PlacedVip| crate::status::VipOn {
+            vip: v.vip,
+            iface: self.links[v.link].iface.clone(),
+        };
+        let mut groups = Vec::new();
+        for (u, unit) in self.units.iter().enumerate() {
+            for &g in &unit.groups {
+                let spec = &self.cfg.groups[g];
+                groups.push(crate::status::GroupRow {
+                    name: spec.name.clone(),
+                    id: spec.slot + 1,
+                    sync: spec.sync.clone(),
+                    state: unit.node.state(),
+                    priority: unit.node.priority(),
+                    holds_vip: unit.node.claims_vip(),
+                    holder: unit.node.view().0,
+                    vips: self
+                        .vips
+                        .iter()
+                        .filter(|v| v.group == g)
+                        .map(vip_on)
+                        .collect(),
+                    vips_missing: self.missing_vips(u),
+                    reason: unit.node.reason().to_string(),
+                    checks: self.check_rows(u),
+                });
+            }
+        }
+        let first = &self.units[0].node;
+        // Every check once, with its effect in the first election tracking it.
+        let mut checks: Vec<crate::status::CheckRow> = Vec::new();
+        for u in 0..self.units.len() {
+            for c in self.check_rows(u) {
+                if !checks.iter().any(|x| x.name == c.name) {
+                    checks.push(c);
+                }
+            }
+        }
         let s = StatusFile {
             pid: std::process::id(),
             node_id: self.cfg.membership.node_id,
-            priority: self.node.priority(),
+            priority: first.priority(),
             session: format!("{:016x}", self.session),
-            state: self.node.state(),
+            state: if self.holds_vip() {
+                NodeState::Master
+            } else {
+                first.state()
+            },
             since_unix_ms: self.since_unix_ms,
             ifaces: self.links.iter().map(|l| l.iface.clone()).collect(),
             origins: self.links.iter().map(|l| l.plane.origin()).collect(),
             pin_root: self.cfg.paths.pin_root.clone(),
-            vips: self
-                .vips
-                .iter()
-                .map(|v| crate::status::VipOn {
-                    vip: v.vip,
-                    iface: self.links[v.link].iface.clone(),
-                })
-                .collect(),
+            vips: self.vips.iter().map(vip_on).collect(),
             dead_after_ms: self.cfg.timers.dead_after.as_millis() as u64,
             ping: self.ping_rows(),
             updated_unix_ms: unix_ms(),
@@ -1275,28 +1618,17 @@ impl Controller {
                 "controller"
             }
             .into(),
-            id_collision: self.node.collision(),
-            holds_vip: self.node.claims_vip(),
-            vips_missing: self.missing_vips(),
-            vip_readds: self.node.readds(),
-            reason: self.node.reason().to_string(),
-            seen: self.node.seen().clone(),
-            reload: self.reloads.clone(),
-            checks: self
-                .node
-                .checks()
-                .into_iter()
-                .filter_map(|(name, healthy, effect)| {
-                    let i = self.cfg.checks.iter().position(|c| c.name == name)?;
-                    Some(crate::status::CheckRow {
-                        name,
-                        healthy,
-                        last: self.check_last[i].clone(),
-                        weight: self.cfg.checks[i].weight,
-                        effect,
-                    })
-                })
+            id_collision: first.collision(),
+            holds_vip: self.units.iter().any(|u| u.node.claims_vip()),
+            vips_missing: (0..self.units.len())
+                .flat_map(|u| self.missing_vips(u))
                 .collect(),
+            vip_readds: self.units.iter().map(|u| u.node.readds()).sum(),
+            reason: first.reason().to_string(),
+            seen: first.seen().clone(),
+            reload: self.reloads.clone(),
+            checks,
+            groups,
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,
@@ -1355,12 +1687,14 @@ impl Controller {
             (_, false) => "down".into(),
         };
         let name = self.cfg.checks[index].name.clone();
-        let actions = self.node.handle(Input::Check {
-            name,
-            healthy: up,
-            weight: None,
-        });
-        self.perform(actions).await;
+        for u in 0..self.units.len() {
+            let actions = self.units[u].node.handle(Input::Check {
+                name: name.clone(),
+                healthy: up,
+                weight: None,
+            });
+            self.perform(u, actions).await;
+        }
     }
 
     /// SIGHUP: the file read again under the flags, validated as a start would,
@@ -1387,27 +1721,29 @@ impl Controller {
             Ok((new, changed)) => {
                 let detail = changed.join(", ");
                 info!("reload of {name}: applying {detail}");
-                if new.hooks.notify != self.cfg.hooks.notify
-                    || new.hooks.notify_timeout != self.cfg.hooks.notify_timeout
-                    || new.hooks.notify_args != self.cfg.hooks.notify_args
-                {
-                    // The old one finishes what it was given, in order, in the background.
-                    if let Some(old) = self.notifier.take() {
-                        let drain = self.cfg.hooks.notify_timeout + Duration::from_secs(1);
+                fn hooks(c: &RunConfig) -> (Vec<(Option<String>, NotifyArgs)>, Duration) {
+                    let g = c.groups.iter().map(|g| (g.notify.clone(), g.notify_args));
+                    let s = c.syncs.iter().map(|s| (s.notify.clone(), s.notify_args));
+                    (g.chain(s).collect(), c.hooks.notify_timeout)
+                }
+                if hooks(&new) != hooks(&self.cfg) {
+                    // The old ones finish what they were given, in order, in the background.
+                    let drain = self.cfg.hooks.notify_timeout + Duration::from_secs(1);
+                    for old in self.notifiers.drain(..).flatten() {
                         tokio::spawn(async move { old.drain(drain).await });
                     }
-                    self.notifier = (new.hooks.notify.clone()).map(|cmd| {
-                        Notifier::spawn(cmd, new.hooks.notify_args, new.hooks.notify_timeout)
-                    });
+                    self.notifiers = notifiers(&new);
                 }
-                let live = crate::reload::Live::of(&new);
                 self.cfg = new;
-                let actions = self.node.handle(Input::Settings {
-                    priority: live.priority,
-                    preempt: live.preempt,
-                    fencing: live.fencing,
-                });
-                self.perform(actions).await;
+                for u in 0..self.units.len() {
+                    let live = crate::reload::Live::of(&self.cfg, &self.units[u].groups);
+                    let actions = self.units[u].node.handle(Input::Settings {
+                        priority: live.priority,
+                        preempt: live.preempt,
+                        fencing: live.fencing,
+                    });
+                    self.perform(u, actions).await;
+                }
                 // Elect with the new settings now.
                 self.poll().await;
                 ("applied", detail)
@@ -1425,10 +1761,12 @@ impl Controller {
     /// Graceful stop: release the VIPs first, then tell peers we left, so a backup
     /// takes over at once instead of waiting for dead-after.
     async fn shutdown(&mut self) {
-        if self.holds_vip() {
-            warn!("stopping: releasing {}", self.vip_list());
+        for u in 0..self.units.len() {
+            if self.units[u].node.holds_vip() {
+                warn!("stopping: releasing {}", self.vip_list(u));
+            }
+            self.release_vips(u).await;
         }
-        self.release_vips().await;
         for l in &mut self.links {
             l.inherited = false;
         }
@@ -1441,7 +1779,7 @@ impl Controller {
         self.set_lease(Duration::ZERO);
         let _ = std::fs::remove_file(self.state_dir.path().join(crate::status::STATUS_FILE));
         // The last transitions' hooks still run (bounded), in order.
-        if let Some(n) = self.notifier.take() {
+        for n in self.notifiers.drain(..).flatten() {
             n.drain(self.cfg.hooks.notify_timeout + Duration::from_secs(1))
                 .await;
         }
@@ -1546,8 +1884,22 @@ fn sample(p: &PeerState, key: &Key, last: &mut Body) -> Sample {
     s.state = NodeState::from_u8(head.state).unwrap_or(NodeState::Init);
     s.holds_vip = head.flags & FLAG_HOLDS != 0;
     s.reaches_ping = head.flags & FLAG_REACHES_PING != 0;
-    s.priority = last.groups[0].priority;
-    s.holder = (last.holders[0] != 0).then_some(last.holders[0]);
+    s
+}
+
+/// A link's record of a peer ([`sample`]) with the peer's standing in one
+/// group slot, from its last valid body: its priority, state and claim there,
+/// and the holder it sees.
+fn in_slot(mut s: Sample, body: &Body, slot: usize) -> Sample {
+    let g = body.groups[slot];
+    s.priority = g.priority;
+    s.holder = (body.holders[slot] != 0).then_some(body.holders[slot]);
+    // Before any valid body, the head's word stands.
+    if *body != Body::default() {
+        s.state = NodeState::from_u8(g.state).unwrap_or(NodeState::Init);
+        s.holds_vip = g.flags & GROUP_HOLDS != 0;
+        s.waiting = g.flags & GROUP_WAITING != 0;
+    }
     s
 }
 

@@ -20,6 +20,9 @@ pub struct Params {
     pub node_id: u32,
     pub priority: u8,
     pub preempt: bool,
+    /// After the start, no preemption of a lower-ranked holder for this long
+    /// (keepalived's `preempt_delay`).
+    pub preempt_delay: Duration,
     pub dead_after: Duration,
     pub init_dead: Duration,
     /// Configured peer ids.
@@ -56,6 +59,9 @@ pub struct PeerView {
     /// It speaks wire version 1 (an old hb): alive, but its heartbeats never
     /// count; we take nothing while it does.
     pub old_version: bool,
+    /// It waits out its `preempt_delay`: a holder it outranks keeps the
+    /// group until it asks.
+    pub waiting: bool,
 }
 
 /// A node's rank: the highest wins.
@@ -122,6 +128,10 @@ pub enum Reason {
     /// A health check with weight 0 fails.
     CheckFailed {
         check: String,
+    },
+    /// We outrank the holder, but preempt_delay has not passed since our start.
+    PreemptDelayed {
+        by: u32,
     },
 }
 
@@ -196,13 +206,14 @@ pub struct Machine {
     vip_suspect: bool,
     /// A health check with weight 0 fails: FAULT.
     check_fault: Option<String>,
+    /// Until then, `preempt_delay` holds preemption back (None once passed).
+    preempt_from: Option<Duration>,
 }
 
 impl Machine {
     pub fn new(p: Params, now: Duration) -> Self {
         let alive = p.peers.iter().map(|&id| (id, false)).collect();
         Self {
-            p,
             state: NodeState::Init,
             init_since: now,
             alive,
@@ -213,6 +224,8 @@ impl Machine {
             vip_fault_until: None,
             vip_suspect: false,
             check_fault: None,
+            preempt_from: (!p.preempt_delay.is_zero()).then(|| now + p.preempt_delay),
+            p,
         }
     }
 
@@ -253,6 +266,12 @@ impl Machine {
         self.state
     }
 
+    /// Within preempt_delay of the start: heartbeats say so, so that a holder
+    /// we outrank keeps the group meanwhile.
+    pub fn waiting(&self) -> bool {
+        self.preempt_from.is_some() && self.state != NodeState::Master
+    }
+
     /// A health check with weight 0 fails (its name), or none does: FAULT while one does.
     pub fn set_check_fault(&mut self, check: Option<String>) {
         self.check_fault = check;
@@ -282,7 +301,11 @@ impl Machine {
         let vip_retry = self
             .vip_fault_until
             .filter(|_| self.state == NodeState::Fault);
-        init.into_iter().chain(retry).chain(vip_retry).min()
+        init.into_iter()
+            .chain(retry)
+            .chain(vip_retry)
+            .chain(self.preempt_from)
+            .min()
     }
 
     /// Our heartbeats stopped for `silent` (> dead-after) while we held the
@@ -358,6 +381,9 @@ impl Machine {
         // The hold after a VIP failure is over (a deadline, once).
         if self.vip_fault_until.is_some_and(|t| now >= t) {
             self.vip_fault_until = None;
+        }
+        if self.preempt_from.is_some_and(|t| now >= t) {
+            self.preempt_from = None;
         }
         let (to, reason) = self.decide(now, link_up, reach, peers);
         if to == NodeState::Master
@@ -520,6 +546,7 @@ impl Machine {
             }
             if v.rank() > me
                 && v.state != NodeState::Init
+                && !v.waiting
                 && best_higher_ready.is_none_or(|b| v.rank() > b.rank())
             {
                 best_higher_ready = Some(v);
@@ -540,7 +567,9 @@ impl Machine {
         };
         let holding = self.state == NodeState::Master;
         // A node that could not hold the VIPs takes them from nobody who can.
-        if self.p.preempt && !self.vip_suspect {
+        let delayed = self.preempt_from.is_some();
+        // Within preempt_delay a node that does not hold takes from nobody.
+        if self.p.preempt && !self.vip_suspect && (holding || !delayed) {
             // The best live node holds the VIP. A higher one still in INIT keeps a
             // node that does not hold it from taking it; the holder keeps it until
             // that node is past INIT (it asks for it by waiting, below), so a
@@ -564,7 +593,11 @@ impl Machine {
                 return outranked(v);
             }
         } else if let Some(v) = holder.or(best_higher) {
-            // Without preemption, whoever holds it keeps it.
+            // Without preemption (or before preempt_delay has passed since
+            // the start), whoever holds it keeps it.
+            if self.p.preempt && delayed && v.holds_vip && v.rank() < me {
+                return (NodeState::Backup, Reason::PreemptDelayed { by: v.id });
+            }
             return outranked(v);
         }
         (
@@ -592,6 +625,10 @@ impl fmt::Display for Reason {
             Reason::VipFailed => write!(f, "the VIPs cannot be held on this node"),
             Reason::VipRetry => write!(f, "trying the VIPs again"),
             Reason::CheckFailed { check } => write!(f, "check {check} fails"),
+            Reason::PreemptDelayed { by } => write!(
+                f,
+                "we outrank peer {by}, which holds the VIP: preempt_delay has not passed since our start"
+            ),
             Reason::Elected { after: None } => write!(f, "no live peer outranks us"),
             Reason::AwaitingRelease { by } => write!(
                 f,
@@ -666,6 +703,7 @@ mod tests {
             node_id,
             priority,
             preempt: true,
+            preempt_delay: Duration::ZERO,
             dead_after: 300 * MS,
             init_dead: 2000 * MS,
             peers: peers.to_vec(),
@@ -688,6 +726,7 @@ mod tests {
             reaches_ping: true,
             holder: None,
             old_version: false,
+            waiting: false,
         }
     }
 
@@ -863,6 +902,48 @@ mod tests {
         m.step(10 * MS, true, true, &[peer(2, 90, 5, Master)]);
         let ev = m.step(400 * MS, true, true, &[peer(2, 90, 5, Master)]);
         assert_eq!(transitions(&ev), [(Backup, Master)]);
+    }
+
+    #[test]
+    fn preempt_delay_leaves_a_lower_holder_alone_until_it_has_passed_since_the_start() {
+        let mut p = params(1, 100, &[2]);
+        p.preempt_delay = 1000 * MS;
+        let mut m = Machine::new(p, Duration::ZERO);
+        let ev = m.step(10 * MS, true, true, &[peer(2, 90, 5, Master)]);
+        assert_eq!(transitions(&ev), [(Init, Backup)]);
+        assert!(reason(&ev).contains("preempt_delay"), "{}", reason(&ev));
+        assert!(m.waiting());
+        assert_eq!(m.next_deadline(), Some(1000 * MS));
+        let ev = m.step(990 * MS, true, true, &[peer(2, 90, 985, Master)]);
+        assert!(transitions(&ev).is_empty());
+        // Past the delay: preemption as usual, break before make.
+        let ev = m.step(1000 * MS, true, true, &[peer(2, 90, 995, Master)]);
+        assert!(transitions(&ev).is_empty());
+        assert!(m.next_deadline().is_none() && !m.waiting());
+        let ev = m.step(1010 * MS, true, true, &[peer(2, 90, 1005, Backup)]);
+        assert_eq!(transitions(&ev), [(Backup, Master)]);
+        // Nobody holding: the delay takes nothing from anyone, so it waits for nothing.
+        let mut p = params(1, 100, &[2]);
+        p.preempt_delay = 1000 * MS;
+        let mut m = Machine::new(p, Duration::ZERO);
+        let ev = m.step(10 * MS, true, true, &[peer(2, 90, 5, Backup)]);
+        assert_eq!(transitions(&ev), [(Init, Master)]);
+    }
+
+    #[test]
+    fn a_holder_keeps_the_vip_while_a_higher_node_waits_out_its_preempt_delay() {
+        let mut m = Machine::new(params(2, 90, &[1]), Duration::ZERO);
+        m.step(2000 * MS, true, true, &[silent(1, 100)]);
+        assert_eq!(m.state(), Master);
+        let waiting = PeerView {
+            waiting: true,
+            ..peer(1, 100, 2990, Backup)
+        };
+        let ev = m.step(3000 * MS, true, true, &[waiting]);
+        assert!(transitions(&ev).is_empty(), "{ev:?}");
+        // Its delay over, it asks: we release.
+        let ev = m.step(3010 * MS, true, true, &[peer(1, 100, 3005, Backup)]);
+        assert_eq!(transitions(&ev), [(Master, Backup)]);
     }
 
     #[test]

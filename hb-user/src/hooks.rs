@@ -36,6 +36,16 @@ pub struct Transition {
     pub reason: String,
     /// The priority heartbeats carry now.
     pub priority: u8,
+    /// The group's name (a sync group's, for its own notify command).
+    pub group: String,
+    pub kind: Kind,
+}
+
+/// What moved: one VIP group, or a sync group (keepalived's `$1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Instance,
+    Group,
 }
 
 /// How the notify command gets its arguments.
@@ -61,9 +71,6 @@ impl std::str::FromStr for NotifyArgs {
     }
 }
 
-/// The name keepalived-style arguments give the one VIP group.
-pub const GROUP_NAME: &str = "default";
-
 impl NotifyArgs {
     /// The arguments for `t`, or None when this mode does not notify it.
     pub fn of(self, t: &Transition) -> Option<Vec<String>> {
@@ -77,8 +84,11 @@ impl NotifyArgs {
             ]),
             NotifyArgs::Keepalived if t.new_state == "INIT" => None,
             NotifyArgs::Keepalived => Some(vec![
-                "INSTANCE".into(),
-                GROUP_NAME.into(),
+                match t.kind {
+                    Kind::Instance => "INSTANCE".into(),
+                    Kind::Group => "GROUP".into(),
+                },
+                t.group.clone(),
                 t.new_state.clone(),
                 t.priority.to_string(),
             ]),
@@ -96,7 +106,8 @@ pub struct Notifier {
 impl Notifier {
     /// `cmd` is a shell command line; the five values are appended as
     /// arguments (`/bin/sh -c '<cmd> "$@"' hb-notify NEW OLD VIP IFACE REASON`)
-    /// and also set as HB_NEW_STATE, HB_OLD_STATE, HB_VIP, HB_IFACE, HB_REASON.
+    /// and also set as HB_NEW_STATE, HB_OLD_STATE, HB_VIP, HB_IFACE, HB_REASON
+    /// and HB_GROUP.
     /// Must be called inside a tokio runtime.
     /// With [`NotifyArgs::Keepalived`] the arguments are keepalived's instead.
     pub fn spawn(cmd: String, mode: NotifyArgs, timeout: Duration) -> Notifier {
@@ -112,6 +123,7 @@ impl Notifier {
                     ("HB_VIP", t.vip.as_str()),
                     ("HB_IFACE", t.iface.as_str()),
                     ("HB_REASON", t.reason.as_str()),
+                    ("HB_GROUP", t.group.as_str()),
                 ];
                 let what = format!("notify hook ({} -> {})", t.old_state, t.new_state);
                 // No retry: a hook that failed may have half-run, and running it
@@ -323,6 +335,8 @@ mod tests {
             iface: "eth0".into(),
             reason: reason.into(),
             priority: 100,
+            group: "default".into(),
+            kind: Kind::Instance,
         }
     }
 
@@ -424,6 +438,8 @@ mod tests {
             iface: "eth0,eth1".into(),
             reason: reason.into(),
             priority: 100,
+            group: "default".into(),
+            kind: Kind::Instance,
         });
         n.drain(Duration::from_secs(5)).await;
         let vals = "MASTER|BACKUP|10.0.0.100/24 on eth0, 10.0.1.100/24 on eth1|eth0,eth1";

@@ -53,6 +53,9 @@ pub struct Sample {
     /// it runs an old hb.
     #[serde(default, with = "opt_ms")]
     pub old_version: Option<Duration>,
+    /// It waits out its preempt_delay (see [`PeerView::waiting`]).
+    #[serde(default)]
+    pub waiting: bool,
 }
 
 impl Default for Sample {
@@ -71,6 +74,7 @@ impl Default for Sample {
             reaches_ping: true,
             holder: None,
             old_version: None,
+            waiting: false,
         }
     }
 }
@@ -469,6 +473,11 @@ impl Node {
         self.machine.state() == NodeState::Master
     }
 
+    /// We wait out our preempt_delay: heartbeats say so.
+    pub fn waiting(&self) -> bool {
+        self.machine.waiting()
+    }
+
     /// We are MASTER and the kernel has every VIP on its interface: what our
     /// heartbeats say about holding.
     pub fn claims_vip(&self) -> bool {
@@ -797,6 +806,7 @@ impl Node {
                 reaches_ping: freshest.reaches_ping,
                 holder: freshest.holder,
                 old_version: old_version.is_some(),
+                waiting: freshest.waiting,
             });
         }
         self.old_version_until = old_until;
@@ -1184,6 +1194,7 @@ mod tests {
                     node_id: id,
                     priority,
                     preempt,
+                    preempt_delay: Duration::ZERO,
                     dead_after: DEAD_AFTER,
                     init_dead: Duration::from_millis(1000),
                     peers: peers.to_vec(),

@@ -36,10 +36,13 @@ pub fn changes(
 }
 
 impl Live {
-    pub fn of(c: &RunConfig) -> Live {
+    /// The live settings of the election of `groups` (indexes into
+    /// `c.groups`: one group, or a sync group's members, which share them).
+    pub fn of(c: &RunConfig, groups: &[usize]) -> Live {
+        let g = &c.groups[groups[0]];
         Live {
-            priority: c.election.priority,
-            preempt: c.election.preempt,
+            priority: g.priority,
+            preempt: g.preempt,
             fencing: c.hooks.fence_cmd.is_some(),
         }
     }

@@ -8,7 +8,7 @@ use crate::frame::{udp_frame, Ends};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use hb_common::{
-    wire2::{self, Body, Group, Head, FLAG_HOLDS, FLAG_REACHES_PING, GROUP_HOLDS, LEN},
+    wire2::{self, Body, Group, Head, FLAG_HOLDS, FLAG_REACHES_PING, GROUPS, LEN},
     Key, MsgType, NodeState,
 };
 use nix::sys::socket::{
@@ -356,11 +356,15 @@ fn send_frame(fd: &OwnedFd, to: &LinkAddr, frame: &[u8]) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Says {
     pub msg_type: MsgType,
+    /// The node's standing as a whole (the head): MASTER while it holds any
+    /// group.
     pub state: NodeState,
     pub holds_vip: bool,
     pub reaches_ping: bool,
-    /// The node we see holding the VIPs (ourselves included); 0: none.
-    pub holder: u32,
+    /// Per group slot: our priority, state and whether we hold it.
+    pub groups: [Group; GROUPS],
+    /// Per group slot, the node we see holding it (ourselves included); 0: none.
+    pub holders: [u32; GROUPS],
     /// Bit `id % 64` of each peer we hear.
     pub heard: u64,
 }
@@ -371,7 +375,6 @@ pub struct Says {
 pub struct Sequencer {
     pub node_id: u32,
     pub cluster_id: u32,
-    pub priority: u8,
     pub session: u64,
     seq: u64,
     key: Key,
@@ -391,11 +394,10 @@ pub fn new_session() -> Result<u64> {
 }
 
 impl Sequencer {
-    pub fn new(node_id: u32, cluster_id: u32, priority: u8, session: u64, key: Key) -> Self {
+    pub fn new(node_id: u32, cluster_id: u32, session: u64, key: Key) -> Self {
         Self {
             node_id,
             cluster_id,
-            priority,
             session,
             seq: 0,
             key,
@@ -416,16 +418,11 @@ impl Sequencer {
 
     /// Sets what this beat's messages say (call after [`Sequencer::tick`]).
     pub fn say(&mut self, w: &Says) {
-        let mut body = Body {
+        let body = Body {
+            groups: w.groups,
+            holders: w.holders,
             heard: w.heard,
-            ..Body::default()
         };
-        body.groups[0] = Group {
-            priority: self.priority,
-            state: w.state as u8,
-            flags: if w.holds_vip { GROUP_HOLDS } else { 0 },
-        };
-        body.holders[0] = w.holder;
         if body != self.body {
             self.body = body;
             self.body_gen = self.body_gen.wrapping_add(1);
@@ -456,17 +453,27 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hb_common::wire2::GROUP_HOLDS;
 
     #[test]
     fn messages_carry_the_session_and_a_new_body_generation_on_change() {
         let key = Key { k0: 1, k1: 2 };
-        let mut s = Sequencer::new(3, 9, 80, 0xabc, key);
+        let mut s = Sequencer::new(3, 9, 0xabc, key);
+        let mut groups = [Group::default(); GROUPS];
+        groups[0] = Group {
+            priority: 80,
+            state: NodeState::Master as u8,
+            flags: GROUP_HOLDS,
+        };
+        let mut holders = [0; GROUPS];
+        holders[0] = 3;
         let says = Says {
             msg_type: MsgType::Heartbeat,
             state: NodeState::Master,
             holds_vip: true,
             reaches_ping: true,
-            holder: 3,
+            groups,
+            holders,
             heard: 1 << 4,
         };
         s.tick();
@@ -492,7 +499,8 @@ mod tests {
             msg_type: MsgType::Leave,
             state: NodeState::Backup,
             holds_vip: false,
-            holder: 0,
+            groups: [Group::default(); GROUPS],
+            holders: [0; GROUPS],
             ..says
         };
         s.tick();

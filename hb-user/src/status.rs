@@ -112,6 +112,37 @@ pub struct StatusFile {
     /// (another build's, swapped for this one's in place, state carried).
     #[serde(default)]
     pub origins: Vec<crate::loader::Origin>,
+    /// Each VIP group: its own election's standing. The fields above sum
+    /// them up: `state` is MASTER while any group is held, `holds_vip` while
+    /// any is claimed; `priority` and `reason` are the first group's.
+    #[serde(default)]
+    pub groups: Vec<GroupRow>,
+}
+
+/// One VIP group in the status.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    pub name: String,
+    /// Its id on the wire (1-8): the same on every node.
+    pub id: usize,
+    /// The sync group it moves with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<String>,
+    #[serde(with = "state_name")]
+    pub state: NodeState,
+    /// The priority its heartbeats carry (with its checks' weights).
+    pub priority: u8,
+    /// MASTER with every VIP of the group on its interface.
+    pub holds_vip: bool,
+    /// The node this one sees holding it (itself included); 0: none.
+    pub holder: u32,
+    pub vips: Vec<VipOn>,
+    #[serde(default)]
+    pub vips_missing: Vec<String>,
+    pub reason: String,
+    /// The checks it tracks, with what each does to it now.
+    #[serde(default)]
+    pub checks: Vec<CheckRow>,
 }
 
 /// Counts of what the node's decisions saw since the start: what its log
@@ -647,6 +678,37 @@ pub fn render(r: &Report) -> String {
                     "  VIPs added back after they disappeared: {} time(s)\n",
                     n.vip_readds
                 );
+            }
+            // One group is the node itself, said above.
+            if n.groups.len() > 1 {
+                out += "\nGROUP            ID  STATE    PRIO  HOLDER  VIPS\n";
+                for g in &n.groups {
+                    let holder = match g.holder {
+                        0 => "none".to_string(),
+                        h if h == n.node_id => "this".to_string(),
+                        h => format!("peer {h}"),
+                    };
+                    let name = match &g.sync {
+                        Some(s) => format!("{} ({s})", g.name),
+                        None => g.name.clone(),
+                    };
+                    out += &format!(
+                        "{:<16} {:<3} {:<8} {:<5} {:<7} {}\n",
+                        name,
+                        g.id,
+                        g.state.name(),
+                        g.priority,
+                        holder,
+                        g.vips
+                            .iter()
+                            .map(VipOn::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    if !g.reason.is_empty() {
+                        out += &format!("  why: {}\n", g.reason);
+                    }
+                }
             }
         }
         None => {

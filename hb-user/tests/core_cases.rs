@@ -19,6 +19,8 @@ struct Settings {
     peers: Vec<u32>,
     #[serde(default = "yes")]
     preempt: bool,
+    #[serde(default)]
+    preempt_delay_ms: u64,
     dead_after_ms: u64,
     #[serde(default = "two_s")]
     init_dead_ms: u64,
@@ -69,6 +71,7 @@ fn run_case(path: &Path) -> Result<(), String> {
                 node_id: s.node_id,
                 priority: s.priority,
                 preempt: s.preempt,
+                preempt_delay: Duration::from_millis(s.preempt_delay_ms),
                 dead_after: Duration::from_millis(s.dead_after_ms),
                 init_dead: Duration::from_millis(s.init_dead_ms),
                 peers: s.peers,

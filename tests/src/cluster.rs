@@ -192,6 +192,8 @@ pub struct Node {
     pub log: PathBuf,
     /// Its config file, when its priority comes from one (see [`Cluster::use_file`]).
     pub file: Option<PathBuf>,
+    /// Its VIPs are in its file's groups (see [`Cluster::use_groups`]): no `--vip`.
+    pub groups: bool,
     child: Option<Child>,
 }
 
@@ -282,6 +284,7 @@ impl Cluster {
                 state_dir: dir.join("state"),
                 log: dir.join("hb-user.log"),
                 file: None,
+                groups: false,
                 child: None,
             });
         }
@@ -464,14 +467,16 @@ impl Cluster {
                 ]);
             }
         }
-        a.extend([
-            "--vip".into(),
-            if self.ipv6 {
-                format!("{VIP6}/64")
-            } else {
-                format!("{VIP}/24")
-            },
-        ]);
+        if !n.groups {
+            a.extend([
+                "--vip".into(),
+                if self.ipv6 {
+                    format!("{VIP6}/64")
+                } else {
+                    format!("{VIP}/24")
+                },
+            ]);
+        }
         // A node run from a file takes its priority from there, so that a reload
         // can change it (flags win over the file).
         match &n.file {
@@ -494,6 +499,32 @@ impl Cluster {
         std::fs::write(&path, text)?;
         self.nodes[id as usize - 1].file = Some(path.clone());
         Ok(path)
+    }
+
+    /// Like [`Cluster::use_file`] for a file whose `[group.NAME]` tables hold
+    /// the VIPs: the node gets no `--vip`.
+    pub fn use_groups(&mut self, id: u32, text: &str) -> Result<PathBuf> {
+        self.nodes[id as usize - 1].groups = true;
+        self.use_file(id, text)
+    }
+
+    /// Node ids whose eth0 carries `addr` right now.
+    pub fn holders_of(&self, addr: Ipv4Addr) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                self.lab
+                    .exec(&n.ns, &["ip", "-4", "-o", "addr", "show", "dev", IFACE])
+                    .map(|out| out.contains(&format!(" {addr}/")))
+                    .unwrap_or(false)
+            })
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// A probe from the client to `addr` every `period`.
+    pub fn probe_addr(&self, addr: Ipv4Addr, period: Duration) -> Result<crate::probe::Probe> {
+        crate::probe::Probe::start(&self.client, IFACE, addr, period)
     }
 
     /// Node `id`'s pin root: a directory on the cluster's bpffs, made by hb-user.

@@ -8,6 +8,7 @@
 //! rules between settings are `validate.rs`.
 
 mod checks;
+pub mod groups;
 pub mod parse;
 mod table;
 #[cfg(test)]
@@ -64,7 +65,7 @@ pub enum Reload {
 }
 
 /// Tables of the file besides the settings.
-const TABLES: &[&str] = &["check"];
+const TABLES: &[&str] = &["check", "group", "sync"];
 
 /// One address of one peer (IPv4 or IPv6); a peer reachable over two links
 /// appears twice.
@@ -110,6 +111,13 @@ pub struct RunConfig {
     pub table: Table,
     /// Health checks (`[check.NAME]` tables), in name order.
     pub checks: Vec<crate::checks::CheckSpec>,
+    /// VIP groups (`[group.NAME]` tables, in name order, or the default
+    /// group) and sync groups.
+    pub groups: Vec<groups::GroupSpec>,
+    pub syncs: Vec<groups::SyncSpec>,
+    /// The groups come from `[group.NAME]` tables (else the default group's
+    /// changes are the top-level settings').
+    pub group_tables: bool,
 }
 
 impl std::ops::Deref for RunConfig {
@@ -329,6 +337,8 @@ impl RunConfig {
             None => (DEFAULT_CONFIG, File::new()),
         };
         let check = take_table::<checks::CheckFile>(&mut file, "check", file_name)?;
+        let group = take_table::<groups::GroupFile>(&mut file, "group", file_name)?;
+        let sync = take_table::<groups::SyncFile>(&mut file, "sync", file_name)?;
         let src = Sources {
             file_name,
             file,
@@ -341,7 +351,15 @@ impl RunConfig {
             .into_iter()
             .map(|(name, c)| checks::spec(&src, name, c))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RunConfig { table, checks })
+        let group_tables = !group.is_empty();
+        let (groups, syncs) = groups::resolve(&src, &table, &checks, group, sync)?;
+        Ok(RunConfig {
+            table,
+            checks,
+            groups,
+            syncs,
+            group_tables,
+        })
     }
 
     /// The file keys of the settings that differ in `new`, and whether each
@@ -352,6 +370,18 @@ impl RunConfig {
             .collect();
         if self.checks != new.checks {
             out.push(("check", Reload::Restart));
+        }
+        let tables = self.group_tables || new.group_tables;
+        if self.syncs != new.syncs
+            || self.group_tables != new.group_tables
+            || !groups::live_change(&self.groups, &new.groups)
+        {
+            // The default group's VIPs are `vip`'s, named above.
+            if tables {
+                out.push(("group", Reload::Restart));
+            }
+        } else if tables && self.groups != new.groups {
+            out.push(("group", Reload::Live));
         }
         out
     }

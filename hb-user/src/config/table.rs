@@ -168,6 +168,9 @@ settings! {
         preempt: bool = one("preempt", "true"), bool_value, Live,
             "Take the VIPs back from a lower-priority active node (the flag --no-preempt turns it off)."
             [long = "no-preempt", num_args = 0, default_missing_value = "false"];
+        preempt_delay: Duration = one("preempt_delay", "0s"), duration, Live,
+            "After the start, wait this long before taking the VIPs from a lower-priority holder (keepalived's preempt_delay)."
+            [long, value_name = "DURATION"];
     }
 
     /// Announcing the VIPs to the LAN.

@@ -615,3 +615,136 @@ fn a_single_valued_flag_given_twice_is_refused() {
     assert_eq!(e.field, "--priority");
     assert!(e.message.contains("more than once"), "{e}");
 }
+
+#[test]
+fn without_group_tables_the_top_level_settings_make_the_default_group() {
+    let c = ok(
+        &args(),
+        Some("vip = \"192.168.1.100/24\"\npriority = 90\n[check.web]\nscript = \"true\"\nweight = -10\n"),
+    );
+    assert!(!c.group_tables);
+    let [g] = c.groups.as_slice() else {
+        panic!("{:?}", c.groups)
+    };
+    assert_eq!(
+        (g.name.as_str(), g.slot, g.priority, g.preempt, g.vips.len()),
+        ("default", 0, 90, true, 1)
+    );
+    assert_eq!(g.track, [("web".to_string(), -10)]);
+}
+
+#[test]
+fn group_tables_inherit_top_level_settings_and_track_named_checks() {
+    let c = ok(
+        &args(),
+        Some(
+            "priority = 150\npreempt = false\nnotify = \"/bin/true\"\n\
+             [check.web]\nscript = \"true\"\nweight = -10\n\
+             [group.web]\nvip = [\"192.168.1.100/24\", \"192.168.1.101/24 dev eth0\"]\ntrack = [\"web weight -60\"]\n\
+             [group.db]\nid = 5\nvip = [\"192.168.1.200/24\"]\npriority = 50\npreempt = true\npreempt_delay = \"3s\"\n",
+        ),
+    );
+    assert!(c.group_tables);
+    let names: Vec<(&str, usize)> = c.groups.iter().map(|g| (g.name.as_str(), g.slot)).collect();
+    // Name order; ids default to the place in it unless given.
+    assert_eq!(names, [("db", 4), ("web", 1)]);
+    let (db, web) = (&c.groups[0], &c.groups[1]);
+    assert_eq!(
+        (db.priority, db.preempt, db.preempt_delay, db.track.len()),
+        (50, true, Duration::from_secs(3), 0)
+    );
+    assert_eq!((web.priority, web.preempt), (150, false));
+    assert_eq!(web.track, [("web".to_string(), -60)]);
+    assert_eq!(web.notify.as_deref(), Some("/bin/true"));
+    assert_eq!(web.vips[1].iface.as_deref(), Some("eth0"));
+}
+
+#[test]
+fn bad_groups_name_the_field() {
+    for (text, field, says) in [
+        (
+            "vip = \"192.168.1.100/24\"\n[group.a]\nvip = [\"192.168.1.101/24\"]\n",
+            "vip",
+            "go in their groups",
+        ),
+        ("[group.a]\nid = 9\n", "group.a.id", "1 to 8"),
+        (
+            "[group.a]\nid = 2\n[group.b]\nid = 2\n",
+            "group.b.id",
+            "group a's id",
+        ),
+        (
+            "[group.a]\nvip = [\"nope\"]\n",
+            "group.a.vip",
+            "ADDRESS/PREFIX",
+        ),
+        (
+            "[group.a]\nvip = [\"192.168.1.100/24 on eth0\"]\n",
+            "group.a.vip",
+            "dev IF",
+        ),
+        (
+            "[group.a]\nvip = [\"192.168.1.100/24\"]\n[group.b]\nvip = [\"192.168.1.100/24\"]\n",
+            "group.b.vip",
+            "in group a too",
+        ),
+        (
+            "[group.a]\nvip = [\"192.168.1.2/24\"]\n",
+            "group.a.vip",
+            "peer 2's address",
+        ),
+        (
+            "[group.a]\ntrack = [\"nope\"]\n",
+            "group.a.track",
+            "no [check.nope]",
+        ),
+        ("[group.a]\nroutes = []\n", "group.a", "unknown field"),
+        (
+            "[group.a]\n[sync.s]\ngroups = [\"b\"]\n",
+            "sync.s.groups",
+            "no [group.b]",
+        ),
+        ("[sync.s]\ngroups = [\"a\"]\n", "sync.s", "[group.NAME]"),
+        (
+            "[group.a]\npriority = 1\n[group.b]\npriority = 2\n[sync.s]\ngroups = [\"a\", \"b\"]\n",
+            "group.b.priority",
+            "elect as one",
+        ),
+        (
+            "[group.a]\n[sync.s]\ngroups = [\"a\"]\n[sync.t]\ngroups = [\"a\"]\n",
+            "sync.t.groups",
+            "sync group s too",
+        ),
+    ] {
+        let e = err(&args(), Some(text));
+        assert_eq!(e.field, format!("{field} in {FILE}"), "{text}: {e}");
+        assert!(e.message.contains(says), "{text}: {e}");
+    }
+    let nine: String = (0..9).map(|i| format!("[group.g{i}]\n")).collect();
+    let e = err(&args(), Some(&nine));
+    assert!(e.message.contains("at most 8"), "{e}");
+}
+
+#[test]
+fn a_sync_group_makes_one_election_of_its_members() {
+    let c = ok(
+        &args(),
+        Some("[group.a]\n[group.b]\n[group.c]\n[sync.s]\ngroups = [\"c\", \"a\"]\n"),
+    );
+    assert_eq!(groups::units(&c.groups), [vec![0, 2], vec![1]]);
+    assert_eq!(c.groups[0].sync.as_deref(), Some("s"));
+}
+
+#[test]
+fn a_reload_applies_group_priorities_and_refuses_new_groups() {
+    let a = ok(&args(), Some("[group.a]\npriority = 10\n[group.b]\n"));
+    let b = ok(&args(), Some("[group.a]\npriority = 20\n[group.b]\n"));
+    assert_eq!(a.changed(&b), [("group", Reload::Live)]);
+    let c = ok(&args(), Some("[group.a]\npriority = 10\n"));
+    assert_eq!(a.changed(&c), [("group", Reload::Restart)]);
+    let d = ok(
+        &args(),
+        Some("[group.a]\npriority = 10\nvip = [\"192.168.1.9/24\"]\n[group.b]\n"),
+    );
+    assert_eq!(a.changed(&d), [("group", Reload::Restart)]);
+}

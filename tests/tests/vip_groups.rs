@@ -1,0 +1,214 @@
+//! Several VIP groups per node, as keepalived users run several
+//! `vrrp_instance`s: two groups with reversed priorities give each node one
+//! (active-active), a crash moves both to the survivor, and the returning node
+//! takes its group back, after its `preempt_delay`. A sync group moves whole
+//! when one member's check fails, with keepalived-style notify arguments for
+//! the groups and the sync group. A reload that changes one group's priority
+//! moves that group only: the other group's VIP answers throughout.
+
+use hb_tests::cluster::{test_lan, Cluster, BOUND, FAST};
+use nix::sys::signal::Signal;
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+const WEB: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 100);
+const DB: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 101);
+
+/// Node `id`'s groups: `web` and `db`, with the priorities given, db with
+/// `db_delay` as its preempt_delay.
+fn two_groups(web: u8, db: u8, db_delay: &str) -> String {
+    format!(
+        "[group.web]\nvip = [\"{WEB}/24\"]\npriority = {web}\n\n\
+         [group.db]\nvip = [\"{DB}/24 dev eth0\"]\npriority = {db}\npreempt_delay = \"{db_delay}\"\n"
+    )
+}
+
+fn holds(c: &Cluster, addr: Ipv4Addr, ids: &[u32]) -> bool {
+    c.holders_of(addr) == ids
+}
+
+fn wait_holders(c: &Cluster, addr: Ipv4Addr, ids: &[u32], why: &str) {
+    assert!(
+        c.wait_for(BOUND, |c| holds(c, addr, ids)),
+        "{why}: {addr} on {:?}, expected {ids:?}\n{}",
+        c.holders_of(addr),
+        c.logs()
+    );
+}
+
+#[test]
+fn reversed_priorities_give_each_node_a_group_and_a_crash_moves_both() {
+    let (_g, mut c) = test_lan("vgr", &[200, 100], FAST, 1);
+    c.use_groups(1, &two_groups(200, 100, "0s")).unwrap();
+    c.use_groups(2, &two_groups(100, 200, "2s")).unwrap();
+    c.start_all().unwrap();
+    wait_holders(&c, WEB, &[1], "web's higher node");
+    wait_holders(&c, DB, &[2], "db's higher node");
+    // What a user checks: each group's holder in `status --json`.
+    let groups = |c: &Cluster| -> Vec<(String, usize, u32)> {
+        let node = c.report(1).ok().and_then(|r| r.node);
+        let groups = node.map(|n| n.groups).unwrap_or_default();
+        groups
+            .iter()
+            .map(|g| (g.name.clone(), g.id, g.holder))
+            .collect()
+    };
+    let want = [("db".to_string(), 1, 2), ("web".to_string(), 2, 1)];
+    assert!(
+        c.wait_for(BOUND, |c| groups(c) == want),
+        "node 1's status: {:?}\n{}",
+        groups(&c),
+        c.logs()
+    );
+
+    // Node 2 crashes: both groups on node 1. A crash cleans up nothing (db's
+    // address stays on node 2, fenced by its data plane): what counts is who
+    // answers the client.
+    let probe = c.probe_addr(DB, Duration::from_millis(10)).unwrap();
+    let killed = Instant::now();
+    c.signal(2, Signal::SIGKILL).unwrap();
+    let n1 = c.node(1).mac;
+    assert!(
+        c.wait_for(BOUND, |c| c.holders_of(DB).contains(&1)
+            && probe.snapshot().first_from(n1, killed).is_some()),
+        "node 1 never answered for db after node 2 crashed\n{}",
+        c.logs()
+    );
+    drop(probe);
+    assert!(holds(&c, WEB, &[1]), "{}", c.logs());
+
+    // Back: db returns to node 2, but not before its preempt_delay (2 s after
+    // its start); web stays.
+    let started = Instant::now();
+    c.start(2).unwrap();
+    assert!(
+        c.wait_for(BOUND, |c| c.status_of(2).is_some_and(|s| s
+            .groups
+            .iter()
+            .all(|g| g.state == hb_common::NodeState::Backup))),
+        "node 2 never settled as BACKUP\n{}",
+        c.logs()
+    );
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert!(
+            holds(&c, DB, &[1]),
+            "db moved {} ms after node 2's start, before its preempt_delay of 2 s\n{}",
+            started.elapsed().as_millis(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_holders(&c, DB, &[2], "db after node 2's preempt_delay");
+    assert!(holds(&c, WEB, &[1]), "web moved\n{}", c.logs());
+}
+
+#[test]
+fn a_sync_group_moves_whole_when_one_members_check_fails() {
+    let (_g, mut c) = test_lan("vgs", &[200, 100], FAST, 1);
+    let flag = c.lab.scratch.join("down");
+    let scratch = c.lab.scratch.clone();
+    let notes = |id: u32| scratch.join(format!("notify{id}"));
+    for (id, prio) in [(1u32, 200u8), (2, 100)] {
+        let notes = notes(id);
+        let flag = if id == 1 {
+            flag.display().to_string()
+        } else {
+            // Node 2's check never fails.
+            "/nonexistent/hb-test-flag".to_string()
+        };
+        let text = format!(
+            "priority = {prio}\nnotify = \"echo >> {n}\"\nnotify_args = \"keepalived\"\n\n\
+             [check.svc]\nscript = \"test ! -e {flag}\"\ninterval = \"100ms\"\n\n\
+             [group.web]\nvip = [\"{WEB}/24\"]\ntrack = [\"svc\"]\n\n\
+             [group.db]\nvip = [\"{DB}/24\"]\n\n\
+             [sync.pair]\ngroups = [\"web\", \"db\"]\nnotify = \"echo >> {n}\"\n",
+            n = notes.display()
+        );
+        c.use_groups(id, &text).unwrap();
+    }
+    c.start_all().unwrap();
+    wait_holders(&c, WEB, &[1], "web");
+    wait_holders(&c, DB, &[1], "db");
+    // web's check fails on node 1: the whole sync group goes to node 2.
+    std::fs::write(&flag, "").unwrap();
+    wait_holders(&c, DB, &[2], "db, whose sync partner's check failed");
+    assert!(holds(&c, WEB, &[2]), "{}", c.logs());
+    let s = c.status_of(1).unwrap();
+    assert!(
+        s.groups
+            .iter()
+            .all(|g| g.state == hb_common::NodeState::Fault),
+        "{:?}",
+        s.groups
+    );
+    // keepalived's notify arguments: each instance, then the sync group.
+    let read = |id| std::fs::read_to_string(notes(id)).unwrap_or_default();
+    assert!(
+        c.wait_for(BOUND, |_| {
+            let n = read(2);
+            [
+                "INSTANCE db MASTER 100",
+                "INSTANCE web MASTER 100",
+                "GROUP pair MASTER 100",
+            ]
+            .iter()
+            .all(|l| n.lines().any(|x| x == *l))
+        }),
+        "node 2's notify calls:\n{}",
+        read(2)
+    );
+    assert!(
+        read(1).lines().any(|l| l == "GROUP pair FAULT 200"),
+        "node 1's notify calls:\n{}",
+        read(1)
+    );
+}
+
+/// `hb-user reload` as node `id`: exit code, stdout, stderr.
+fn reload(c: &Cluster, id: u32) -> (i32, String, String) {
+    let dir = c.node(id).state_dir.display().to_string();
+    c.run_as_node(id, &["reload".into(), "--state-dir".into(), dir])
+        .unwrap()
+}
+
+#[test]
+fn a_reload_moves_only_the_group_whose_priority_changed() {
+    let (_g, mut c) = test_lan("vgh", &[200, 100], FAST, 1);
+    c.use_groups(1, &two_groups(200, 100, "0s")).unwrap();
+    let file2 = c.use_groups(2, &two_groups(100, 200, "0s")).unwrap();
+    c.start_all().unwrap();
+    wait_holders(&c, WEB, &[1], "web");
+    wait_holders(&c, DB, &[2], "db");
+    let probe = c.probe_addr(WEB, Duration::from_millis(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let from = Instant::now();
+    // db's priority on node 2 drops below node 1's: db moves, web stays.
+    std::fs::write(&file2, two_groups(100, 50, "0s")).unwrap();
+    let (code, out, err) = reload(&c, 2);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_holders(&c, DB, &[1], "db after node 2's reload");
+    std::thread::sleep(Duration::from_millis(300));
+    let to = Instant::now();
+    let rec = probe.stop();
+    let gap = rec.longest_gap(from, to);
+    assert!(
+        gap < Duration::from_millis(200),
+        "web's VIP went unanswered for {} ms during another group's move\n{}",
+        gap.as_millis(),
+        c.logs()
+    );
+    assert!(holds(&c, WEB, &[1]), "{}", c.logs());
+    // A broken file changes nothing and says why, naming the field.
+    std::fs::write(&file2, "[group.db]\npriority = 500\n").unwrap();
+    let (code, out, err) = reload(&c, 2);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("group.db.priority"),
+        "{out}{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(holds(&c, DB, &[1]) && holds(&c, WEB, &[1]), "{}", c.logs());
+    assert!(c.is_running(2));
+}

@@ -73,12 +73,47 @@ struct Link {
     inherited: bool,
 }
 
-/// A VIP, the link it lives on and its group (an index into `cfg.groups`).
-#[derive(Clone, Copy)]
+/// A VIP, where it lives and its group (an index into `cfg.groups`).
+#[derive(Clone)]
 struct PlacedVip {
     vip: Vip,
-    link: usize,
+    on: On,
     group: usize,
+}
+
+/// Where a VIP goes.
+#[derive(Clone)]
+enum On {
+    /// A heartbeat link (an index into the links), whose data plane fences it.
+    Link(usize),
+    /// Another interface (`lo`, a NIC without heartbeats), by the index it
+    /// had at the start. Every heartbeat link's data plane fences it (Linux
+    /// answers ARP for a host's address on any interface), and it is
+    /// announced on its own interface, or on the heartbeat links for one
+    /// without ARP (`mac` None: `lo`).
+    Other {
+        iface: String,
+        ifindex: u32,
+        mac: Option<[u8; 6]>,
+    },
+}
+
+impl PlacedVip {
+    /// The interface it goes on now: index and name.
+    fn at(&self, links: &[Link]) -> (u32, String) {
+        match &self.on {
+            On::Link(l) => (links[*l].ifindex, links[*l].iface.clone()),
+            On::Other { iface, ifindex, .. } => (*ifindex, iface.clone()),
+        }
+    }
+
+    /// Whether link `i`'s data plane fences it.
+    fn fenced_on(&self, i: usize) -> bool {
+        match self.on {
+            On::Link(l) => l == i,
+            On::Other { .. } => true,
+        }
+    }
 }
 
 /// One election (`groups::units`): a VIP group, or the member groups of a
@@ -144,39 +179,59 @@ async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
     };
     let mut vips = Vec::new();
     for (group, g) in cfg.groups.iter().enumerate() {
-        let field = if g.name == groups::DEFAULT_GROUP && cfg.groups.len() == 1 {
+        let field = if g.name == groups::DEFAULT_GROUP && !cfg.group_tables {
             "--vip".to_string()
         } else {
             format!("group.{}.vip", g.name)
         };
         for v in &g.vips {
             let vip = v.vip;
-            let link = match &v.iface {
-                None => link_of(vip.addr),
-                Some(i) => {
-                    let Some(l) = cfg.membership.ifaces.iter().position(|x| x == i) else {
+            let on = match &v.iface {
+                // A heartbeat link's subnet holds it: there.
+                None => match link_of(vip.addr) {
+                    Some(l) => On::Link(l),
+                    None => {
+                        let hint = if cfg.group_tables {
+                            "name the interface it goes on: \"ADDR/PREFIX dev IF\" (dev lo for a /32 answered on every link)"
+                        } else {
+                            "name the interface it goes on in a [group.NAME] table: vip = [\"ADDR/PREFIX dev IF\"]"
+                        };
                         return Err(RunError::Config(ConfigError::new(
                             field,
                             format!(
-                                "{vip} on {i}: VIPs go on a heartbeat interface ({})",
+                                "{vip} is outside the subnets of {}: {hint}",
                                 cfg.membership.ifaces.join(", ")
                             ),
                         )));
-                    };
-                    link_of(vip.addr).filter(|&at| at == l)
-                }
+                    }
+                },
+                Some(i) => match cfg.membership.ifaces.iter().position(|x| x == i) {
+                    Some(l) => On::Link(l),
+                    None => {
+                        let Some(info) = nl.link(i).await? else {
+                            return Err(RunError::Config(ConfigError::new(
+                                field,
+                                format!("{vip} dev {i}: no interface named {i}"),
+                            )));
+                        };
+                        let mac = (info.mac != [0; 6]).then_some(info.mac);
+                        let host = if vip.addr.is_ipv4() { 32 } else { 128 };
+                        // A wider prefix on lo makes the host answer for all of it.
+                        if mac.is_none() && vip.prefix != host {
+                            return Err(RunError::Config(ConfigError::new(
+                                field,
+                                format!("{vip} dev {i}: a VIP on an interface without ARP is one address, /{host}"),
+                            )));
+                        }
+                        On::Other {
+                            iface: i.clone(),
+                            ifindex: info.ifindex,
+                            mac,
+                        }
+                    }
+                },
             };
-            let Some(link) = link else {
-                let on = v
-                    .iface
-                    .clone()
-                    .unwrap_or_else(|| cfg.membership.ifaces.join(", "));
-                return Err(RunError::Config(ConfigError::new(
-                    field,
-                    format!("{vip} is outside the subnets of {on}"),
-                )));
-            };
-            vips.push(PlacedVip { vip, link, group });
+            vips.push(PlacedVip { vip, on, group });
         }
     }
     // A peer address goes out on the link whose subnet holds it; a routed one on
@@ -184,7 +239,14 @@ async fn plan(cfg: &RunConfig, nl: &Netlink) -> Result<Plan, RunError> {
     for p in &cfg.membership.peers {
         links[link_of(p.addr).unwrap_or(0)].3.push((p.id, p.addr));
     }
-    crate::preflight::check_vips(nl, &links, vips.iter().map(|v| (v.vip, v.link))).await?;
+    let homes: Vec<(Vip, u32)> = vips
+        .iter()
+        .map(|v| match &v.on {
+            On::Link(l) => (v.vip, links[*l].1),
+            On::Other { ifindex, .. } => (v.vip, *ifindex),
+        })
+        .collect();
+    crate::preflight::check_vips(nl, &links, homes).await?;
     Ok(Plan { links, vips })
 }
 
@@ -246,7 +308,7 @@ fn start(
     for (i, ((iface, ifindex, mac, targets), fresh)) in planned.into_iter().zip(loaded).enumerate()
     {
         let (mut vips_v4, mut vips_v6) = (Vec::new(), Vec::new());
-        for v in vips.iter().filter(|v| v.link == i) {
+        for v in vips.iter().filter(|v| v.fenced_on(i)) {
             match v.vip.addr {
                 IpAddr::V4(a) => vips_v4.push(a),
                 IpAddr::V6(a) => vips_v6.push(a),
@@ -505,8 +567,12 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         args,
         signals,
         reloads: None,
+        control: None,
         since_unix_ms: 0,
     };
+    c.control = crate::control::Control::listen(c.state_dir.path())
+        .map_err(|e| warn!("hb-user standby and resume will not reach this node: {e:#}"))
+        .ok();
     for u in 0..c.units.len() {
         c.publish(u);
     }
@@ -527,6 +593,7 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         c.cfg.timers.init_dead.as_millis(),
         c.peer_ids.len()
     );
+    c.restore_standby().await;
     c.start_iface_checks().await;
     c.report_leftover_vips().await;
     c.read_vips().await;
@@ -555,7 +622,7 @@ fn units(
             let mine: Vec<PlacedVip> = vips
                 .iter()
                 .filter(|v| members.contains(&v.group))
-                .copied()
+                .cloned()
                 .collect();
             // A check tracked by several members counts once.
             let mut checks: Vec<(String, i32)> = Vec::new();
@@ -605,15 +672,25 @@ fn units(
         .collect()
 }
 
-/// A notifier per group with a notify command, then one per sync group.
-fn notifiers(cfg: &RunConfig) -> Vec<Option<Notifier>> {
-    let spawn = |cmd: &Option<String>, args| {
-        cmd.clone()
-            .map(|cmd| Notifier::spawn(cmd, args, cfg.hooks.notify_timeout))
+/// The notify commands of each group, then of each sync group: `notify`
+/// and the per-state ones.
+fn notifiers(cfg: &RunConfig) -> Vec<Vec<Notifier>> {
+    let t = cfg.hooks.notify_timeout;
+    let spawn = |notify: &Option<String>, args, on_state: &[(&'static str, String)]| {
+        let main = notify.clone().map(|cmd| Notifier::spawn(cmd, args, t));
+        let each = (on_state.iter())
+            .map(|(state, cmd)| Notifier::spawn(cmd.clone(), NotifyArgs::On(state), t));
+        main.into_iter().chain(each).collect()
     };
-    (cfg.groups.iter().map(|g| spawn(&g.notify, g.notify_args)))
-        .chain(cfg.syncs.iter().map(|s| spawn(&s.notify, s.notify_args)))
-        .collect()
+    (cfg.groups
+        .iter()
+        .map(|g| spawn(&g.notify, g.notify_args, &g.on_state)))
+    .chain(
+        cfg.syncs
+            .iter()
+            .map(|s| spawn(&s.notify, s.notify_args, &s.on_state)),
+    )
+    .collect()
 }
 
 struct Controller {
@@ -629,6 +706,8 @@ struct Controller {
     iface_checks: Vec<(usize, u32, bool)>,
     /// The last reload's outcome, for the status.
     reloads: Option<crate::status::ReloadRow>,
+    /// `hb-user standby` / `resume` requests (None: the socket could not be made).
+    control: Option<crate::control::Control>,
     /// Every decision (node.rs), one core per election; this file performs them.
     units: Vec<Unit>,
     /// The sender thread; taken by the graceful stop.
@@ -647,7 +726,7 @@ struct Controller {
     since_unix_ms: u128,
     pinger: Option<Pinger>,
     /// Per group, then per sync group (`notifiers`).
-    notifiers: Vec<Option<Notifier>>,
+    notifiers: Vec<Vec<Notifier>>,
     /// Fencing results come back through here, so the loop never waits on a command.
     fence_tx: mpsc::UnboundedSender<(Vec<u32>, FenceOutcome)>,
     /// Fencing commands running, by the peers they fence: the elections
@@ -737,6 +816,10 @@ impl Controller {
                     }
                 }
                 Some((peers, outcome)) = fence_rx.recv() => self.fenced(peers, outcome).await,
+                Some((req, reply)) = async { self.control.as_mut().expect("guarded").next().await }, if self.control.is_some() => {
+                    let answer = self.control_request(req).await;
+                    let _ = reply.send(answer);
+                }
                 Some(r) = async { self.check_rx.as_mut().expect("guarded").recv().await }, if self.check_rx.is_some() => {
                     self.check_last[r.index] = r.last;
                     let name = self.cfg.checks[r.index].name.clone();
@@ -1322,20 +1405,21 @@ impl Controller {
             kind,
         };
         for &g in &unit.groups {
-            if let Some(n) = &self.notifiers[g] {
-                let vips: Vec<PlacedVip> =
-                    self.vips.iter().filter(|v| v.group == g).copied().collect();
-                n.send(t(
-                    &self.cfg.groups[g].name,
-                    hooks::Kind::Instance,
-                    vip_list(&vips, &self.links),
-                ));
+            let vips: Vec<PlacedVip> = self.vips.iter().filter(|v| v.group == g).cloned().collect();
+            let tr = t(
+                &self.cfg.groups[g].name,
+                hooks::Kind::Instance,
+                vip_list(&vips, &self.links),
+            );
+            for n in &self.notifiers[g] {
+                n.send(tr.clone());
             }
         }
         let sync = self.cfg.groups[unit.groups[0]].sync.as_ref();
         if let Some(i) = sync.and_then(|s| self.cfg.syncs.iter().position(|x| x.name == *s)) {
-            if let Some(n) = &self.notifiers[self.cfg.groups.len() + i] {
-                n.send(t(&unit.name, hooks::Kind::Group, self.vip_list(u)));
+            let tr = t(&unit.name, hooks::Kind::Group, self.vip_list(u));
+            for n in &self.notifiers[self.cfg.groups.len() + i] {
+                n.send(tr.clone());
             }
         }
     }
@@ -1352,7 +1436,7 @@ impl Controller {
         let vips: Vec<PlacedVip> = self
             .unit_vips(u)
             .into_iter()
-            .map(|i| self.vips[i])
+            .map(|i| self.vips[i].clone())
             .collect();
         vip_list(&vips, &self.links)
     }
@@ -1364,13 +1448,13 @@ impl Controller {
             if self.vip_present[i] {
                 continue;
             }
-            let v = self.vips[i];
-            let l = &self.links[v.link];
-            match self.nl.add_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
+            let vip = self.vips[i].vip;
+            let (ifindex, iface) = self.vips[i].at(&self.links);
+            match self.nl.add_ip(ifindex, vip.addr, vip.prefix).await {
                 Ok(true) => {}
-                Ok(false) => info!("{} was already on {}: adopted", v.vip, l.iface),
+                Ok(false) => info!("{vip} was already on {iface}: adopted"),
                 Err(e) => {
-                    errors.push(format!("{} on {}: {e:#}", v.vip, l.iface));
+                    errors.push(format!("{vip} on {iface}: {e:#}"));
                     continue;
                 }
             }
@@ -1391,7 +1475,7 @@ impl Controller {
             .filter(|&i| !self.vip_present[i])
             .map(|i| {
                 let v = &self.vips[i];
-                format!("{} on {}", v.vip, self.links[v.link].iface)
+                format!("{} on {}", v.vip, v.at(&self.links).1)
             })
             .collect()
     }
@@ -1399,9 +1483,9 @@ impl Controller {
     /// Reads which VIPs are on their interfaces (at start; events after).
     async fn read_vips(&mut self) {
         for (i, v) in self.vips.iter().enumerate() {
-            let l = &self.links[v.link];
+            let (ifindex, _) = v.at(&self.links);
             self.vip_present[i] = matches!(
-                self.nl.has_ip(l.ifindex, v.vip.addr, v.vip.prefix).await,
+                self.nl.has_ip(ifindex, v.vip.addr, v.vip.prefix).await,
                 Ok(true)
             );
         }
@@ -1418,7 +1502,7 @@ impl Controller {
     async fn address_changed(&mut self, ifindex: u32, addr: IpAddr, present: bool) {
         let mut changed = Vec::new();
         for (i, v) in self.vips.iter().enumerate() {
-            if self.links[v.link].ifindex == ifindex && v.vip.addr == addr {
+            if v.at(&self.links).0 == ifindex && v.vip.addr == addr {
                 if self.vip_present[i] != present {
                     changed.push(v.group);
                 }
@@ -1456,20 +1540,38 @@ impl Controller {
     fn announce_unit(&mut self, u: usize, why: &str) {
         self.bursts.retain(|(_, t)| !t.is_finished());
         for i in self.unit_vips(u) {
-            let v = self.vips[i];
-            let l = &self.links[v.link];
-            let (ifindex, mac, iface, vip) = (l.ifindex, l.mac, l.iface.clone(), v.vip);
-            let why = why.to_string();
-            let (count, spacing) = (self.cfg.announce.garp_count, self.cfg.announce.garp_spacing);
-            self.bursts.push((
-                u,
-                tokio::spawn(async move {
-                    if let Err(e) = garp::announce_ip(ifindex, mac, vip.addr, count, spacing).await
-                    {
-                        warn!("gratuitous ARP ({why}) for {vip} on {iface}: {e:#}");
-                    }
-                }),
-            ));
+            let vip = self.vips[i].vip;
+            // Its own interface, or, for one without ARP (lo), the heartbeat
+            // links, where the kernel answers ARP for it.
+            let on: Vec<(u32, [u8; 6], String)> = match &self.vips[i].on {
+                On::Link(l) => {
+                    let l = &self.links[*l];
+                    vec![(l.ifindex, l.mac, l.iface.clone())]
+                }
+                On::Other {
+                    iface,
+                    ifindex,
+                    mac: Some(mac),
+                } => vec![(*ifindex, *mac, iface.clone())],
+                On::Other { mac: None, .. } => (self.links.iter())
+                    .map(|l| (l.ifindex, l.mac, l.iface.clone()))
+                    .collect(),
+            };
+            for (ifindex, mac, iface) in on {
+                let why = why.to_string();
+                let (count, spacing) =
+                    (self.cfg.announce.garp_count, self.cfg.announce.garp_spacing);
+                self.bursts.push((
+                    u,
+                    tokio::spawn(async move {
+                        if let Err(e) =
+                            garp::announce_ip(ifindex, mac, vip.addr, count, spacing).await
+                        {
+                            warn!("gratuitous ARP ({why}) for {vip} on {iface}: {e:#}");
+                        }
+                    }),
+                ));
+            }
         }
     }
 
@@ -1482,11 +1584,11 @@ impl Controller {
             *b != u
         });
         for i in self.unit_vips(u) {
-            let v = self.vips[i];
-            let l = &self.links[v.link];
-            match self.nl.del_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
+            let vip = self.vips[i].vip;
+            let (ifindex, iface) = self.vips[i].at(&self.links);
+            match self.nl.del_ip(ifindex, vip.addr, vip.prefix).await {
                 Ok(_) => self.vip_present[i] = false,
-                Err(e) => warn!("removing {} from {}: {e:#}", v.vip, l.iface),
+                Err(e) => warn!("removing {vip} from {iface}: {e:#}"),
             }
         }
     }
@@ -1495,11 +1597,11 @@ impl Controller {
     /// decision: adopted if we become MASTER, removed otherwise.
     async fn report_leftover_vips(&self) {
         for v in &self.vips {
-            let l = &self.links[v.link];
-            if let Ok(true) = self.nl.has_ip(l.ifindex, v.vip.addr, v.vip.prefix).await {
+            let (ifindex, iface) = v.at(&self.links);
+            if let Ok(true) = self.nl.has_ip(ifindex, v.vip.addr, v.vip.prefix).await {
                 info!(
-                    "{} found on {} (left by an earlier run): kept until the election decides",
-                    v.vip, l.iface
+                    "{} found on {iface} (left by an earlier run): kept until the election decides",
+                    v.vip
                 );
             }
         }
@@ -1546,7 +1648,7 @@ impl Controller {
     fn write_status(&self) {
         let vip_on = |v: &PlacedVip| crate::status::VipOn {
             vip: v.vip,
-            iface: self.links[v.link].iface.clone(),
+            iface: v.at(&self.links).1,
         };
         let mut groups = Vec::new();
         for (u, unit) in self.units.iter().enumerate() {
@@ -1569,6 +1671,7 @@ impl Controller {
                     vips_missing: self.missing_vips(u),
                     reason: unit.node.reason().to_string(),
                     checks: self.check_rows(u),
+                    standby: unit.node.standby(),
                 });
             }
         }
@@ -1635,6 +1738,82 @@ impl Controller {
             &serde_json::to_vec_pretty(&s).unwrap_or_default(),
         ) {
             warn!("writing status: {e:#}");
+        }
+    }
+
+    /// `hb-user standby [GROUP]` or `resume [GROUP]`: the elections named (a
+    /// group's, also through a sync group's name; every one without a name)
+    /// go to or out of standby at once, and the state dir remembers it.
+    async fn control_request(&mut self, req: Result<crate::control::Request, String>) -> String {
+        use crate::control::Request;
+        let (on, group) = match req {
+            Err(m) => return format!("error {m}"),
+            Ok(Request::Standby(g)) => (true, g),
+            Ok(Request::Resume(g)) => (false, g),
+        };
+        let units: Vec<usize> = match &group {
+            None => (0..self.units.len()).collect(),
+            Some(name) => (0..self.units.len())
+                .filter(|&u| {
+                    self.units[u].name == *name
+                        || (self.units[u].groups.iter()).any(|&g| self.cfg.groups[g].name == *name)
+                })
+                .collect(),
+        };
+        if units.is_empty() {
+            let names: Vec<&str> = self.cfg.groups.iter().map(|g| g.name.as_str()).collect();
+            return format!(
+                "error no group {} (groups: {})",
+                group.unwrap_or_default(),
+                names.join(", ")
+            );
+        }
+        for &u in &units {
+            let actions = self.units[u].node.handle(Input::Standby { on });
+            self.perform(u, actions).await;
+        }
+        self.poll().await;
+        let saved = self.save_standby();
+        let names: Vec<String> = units.iter().map(|&u| self.units[u].name.clone()).collect();
+        let what = if on { "standby" } else { "resumed" };
+        match saved {
+            Ok(()) => format!("ok {what}: {}", names.join(", ")),
+            Err(e) => format!(
+                "ok {what}: {} (not remembered across a restart: {e:#})",
+                names.join(", ")
+            ),
+        }
+    }
+
+    /// Writes the names of the groups in standby to the state dir.
+    fn save_standby(&self) -> Result<()> {
+        let names: Vec<&str> = (self.units.iter())
+            .filter(|u| u.node.standby())
+            .flat_map(|u| u.groups.iter().map(|&g| self.cfg.groups[g].name.as_str()))
+            .collect();
+        let mut text = names.join("\n");
+        text.push('\n');
+        self.state_dir
+            .write_file(crate::control::STANDBY_FILE, text.as_bytes())
+    }
+
+    /// Groups put in standby before a restart stay there.
+    async fn restore_standby(&mut self) {
+        let path = self.state_dir.path().join(crate::control::STANDBY_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        for name in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let unit = (0..self.units.len())
+                .find(|&u| (self.units[u].groups.iter()).any(|&g| self.cfg.groups[g].name == name));
+            match unit {
+                Some(u) => {
+                    info!("group {name} stays in standby (hb-user resume ends it)");
+                    let actions = self.units[u].node.handle(Input::Standby { on: true });
+                    self.perform(u, actions).await;
+                }
+                None => warn!("{}: no group {name} any more", path.display()),
+            }
         }
     }
 
@@ -1721,9 +1900,12 @@ impl Controller {
             Ok((new, changed)) => {
                 let detail = changed.join(", ");
                 info!("reload of {name}: applying {detail}");
-                fn hooks(c: &RunConfig) -> (Vec<(Option<String>, NotifyArgs)>, Duration) {
-                    let g = c.groups.iter().map(|g| (g.notify.clone(), g.notify_args));
-                    let s = c.syncs.iter().map(|s| (s.notify.clone(), s.notify_args));
+                type Hooks = Vec<(Option<String>, NotifyArgs, Vec<(&'static str, String)>)>;
+                fn hooks(c: &RunConfig) -> (Hooks, Duration) {
+                    let g = (c.groups.iter())
+                        .map(|g| (g.notify.clone(), g.notify_args, g.on_state.clone()));
+                    let s = (c.syncs.iter())
+                        .map(|s| (s.notify.clone(), s.notify_args, s.on_state.clone()));
                     (g.chain(s).collect(), c.hooks.notify_timeout)
                 }
                 if hooks(&new) != hooks(&self.cfg) {
@@ -1778,7 +1960,14 @@ impl Controller {
         }
         self.set_lease(Duration::ZERO);
         let _ = std::fs::remove_file(self.state_dir.path().join(crate::status::STATUS_FILE));
+        self.control = None;
+        let _ = std::fs::remove_file(self.state_dir.path().join(crate::control::SOCKET));
         // The last transitions' hooks still run (bounded), in order.
+        // notify_stop commands, then every queue runs dry (bounded), in order.
+        for u in 0..self.units.len() {
+            let from = self.units[u].node.state().name().to_string();
+            self.notify(u, from, hooks::STOP.into(), "graceful stop".into());
+        }
         for n in self.notifiers.drain(..).flatten() {
             n.drain(self.cfg.hooks.notify_timeout + Duration::from_secs(1))
                 .await;
@@ -1855,7 +2044,7 @@ impl Signals {
 /// "10.0.0.100/24 on eth0, ..." for log lines and hooks.
 fn vip_list(vips: &[PlacedVip], links: &[Link]) -> String {
     vips.iter()
-        .map(|v| format!("{} on {}", v.vip, links[v.link].iface))
+        .map(|v| format!("{} on {}", v.vip, v.at(links).1))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -129,6 +129,8 @@ pub enum Reason {
     CheckFailed {
         check: String,
     },
+    /// The operator put the group in standby (`hb-user standby`).
+    Standby,
     /// We outrank the holder, but preempt_delay has not passed since our start.
     PreemptDelayed {
         by: u32,
@@ -206,6 +208,9 @@ pub struct Machine {
     vip_suspect: bool,
     /// A health check with weight 0 fails: FAULT.
     check_fault: Option<String>,
+    /// Put in standby by the operator (`hb-user standby`): FAULT, which no
+    /// peer waits for, so the next node takes over at once.
+    standby: bool,
     /// Until then, `preempt_delay` holds preemption back (None once passed).
     preempt_from: Option<Duration>,
 }
@@ -224,6 +229,7 @@ impl Machine {
             vip_fault_until: None,
             vip_suspect: false,
             check_fault: None,
+            standby: false,
             preempt_from: (!p.preempt_delay.is_zero()).then(|| now + p.preempt_delay),
             p,
         }
@@ -275,6 +281,15 @@ impl Machine {
     /// A health check with weight 0 fails (its name), or none does: FAULT while one does.
     pub fn set_check_fault(&mut self, check: Option<String>) {
         self.check_fault = check;
+    }
+
+    /// Standby (or back out of it): the next step releases and goes FAULT.
+    pub fn set_standby(&mut self, on: bool) {
+        self.standby = on;
+    }
+
+    pub fn standby(&self) -> bool {
+        self.standby
     }
 
     /// A reload changed these; the next step elects with them.
@@ -461,6 +476,9 @@ impl Machine {
         if self.vip_fault_until.is_some_and(|t| now < t) {
             return (Fault, Reason::VipFailed);
         }
+        if self.standby {
+            return (Fault, Reason::Standby);
+        }
         if let Some(check) = &self.check_fault {
             return (
                 Fault,
@@ -625,6 +643,7 @@ impl fmt::Display for Reason {
             Reason::VipFailed => write!(f, "the VIPs cannot be held on this node"),
             Reason::VipRetry => write!(f, "trying the VIPs again"),
             Reason::CheckFailed { check } => write!(f, "check {check} fails"),
+            Reason::Standby => write!(f, "standby (hb-user standby): handed over"),
             Reason::PreemptDelayed { by } => write!(
                 f,
                 "we outrank peer {by}, which holds the VIP: preempt_delay has not passed since our start"

@@ -58,7 +58,14 @@ pub enum NotifyArgs {
     /// run unchanged. INIT is not a keepalived state: going to it is not
     /// notified (the BACKUP or MASTER after it is).
     Keepalived,
+    /// keepalived's `notify_master`, `notify_backup`, `notify_fault` and
+    /// `notify_stop`: the command as written, no arguments, on entering this
+    /// state only ("STOP": a graceful stop). Not a value of `notify_args`.
+    On(&'static str),
 }
+
+/// The state a graceful stop reports to `notify_stop` commands.
+pub const STOP: &str = "STOP";
 
 impl std::str::FromStr for NotifyArgs {
     type Err = String;
@@ -75,6 +82,8 @@ impl NotifyArgs {
     /// The arguments for `t`, or None when this mode does not notify it.
     pub fn of(self, t: &Transition) -> Option<Vec<String>> {
         match self {
+            NotifyArgs::On(state) => (t.new_state == state).then(Vec::new),
+            _ if t.new_state == STOP => None,
             NotifyArgs::Hb => Some(vec![
                 t.new_state.clone(),
                 t.old_state.clone(),
@@ -363,6 +372,15 @@ mod tests {
             "INIT is not notified"
         );
         assert_eq!("keepalived".parse(), Ok(NotifyArgs::Keepalived));
+        // keepalived's notify_master & co: no arguments, their state only.
+        let on = NotifyArgs::On("MASTER");
+        assert_eq!(on.of(&tr("MASTER", "BACKUP", "x")), Some(vec![]));
+        assert_eq!(on.of(&tr("BACKUP", "MASTER", "x")), None);
+        assert_eq!(
+            NotifyArgs::On(STOP).of(&tr(STOP, "MASTER", "x")),
+            Some(vec![])
+        );
+        assert_eq!(NotifyArgs::Hb.of(&tr(STOP, "MASTER", "x")), None);
         assert!("x".parse::<NotifyArgs>().is_err());
     }
 

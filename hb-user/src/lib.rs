@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod cleanup;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod controller;
 pub mod created;
 pub mod election;

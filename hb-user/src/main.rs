@@ -6,6 +6,7 @@ use hb_user::{
     beat::set_scheduler,
     cleanup,
     config::{RunArgs, RunConfig},
+    control,
     controller::{self, RunError},
     import, keyfile,
     reload::{self, Requested},
@@ -46,6 +47,20 @@ enum Cmd {
         #[arg(long, default_value = "/var/lib/hb")]
         state_dir: PathBuf,
     },
+    /// Hand a group (every group without one) over to the next node and take
+    /// nothing until `resume`, like Heartbeat's hb_standby; a restart keeps
+    /// it. Exits 0, 2 for an unknown group, 3 when hb-user is not running.
+    Standby {
+        group: Option<String>,
+        #[arg(long, default_value = "/var/lib/hb")]
+        state_dir: PathBuf,
+    },
+    /// End a standby: the group (every group without one) elects again.
+    Resume {
+        group: Option<String>,
+        #[arg(long, default_value = "/var/lib/hb")]
+        state_dir: PathBuf,
+    },
     /// Write a new 128-bit key (mode 0600), or print it.
     Keygen {
         #[arg(long)]
@@ -79,6 +94,24 @@ enum Cmd {
     ImportKeepalived { file: PathBuf },
 }
 
+/// A request over the control socket: 0, 2 refused, 3 not running.
+fn control(state_dir: &std::path::Path, req: control::Request) -> ExitCode {
+    match control::request(state_dir, &req) {
+        Ok(a) if a.starts_with("ok") => {
+            println!("hb-user: {}", a.trim_start_matches("ok").trim());
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            eprintln!("hb-user: {}", a.trim_start_matches("error").trim());
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("hb-user: not running? {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
@@ -103,6 +136,12 @@ fn main() -> ExitCode {
             }
             Err(e) => report(Err(e)),
         },
+        Some(Cmd::Standby { group, state_dir }) => {
+            control(&state_dir, control::Request::Standby(group))
+        }
+        Some(Cmd::Resume { group, state_dir }) => {
+            control(&state_dir, control::Request::Resume(group))
+        }
         Some(Cmd::Keygen { out }) => report(keyfile::generate(out.as_deref())),
         Some(Cmd::Cleanup {
             iface,

@@ -154,6 +154,9 @@ pub enum Input {
         #[serde(default)]
         weight: Option<i32>,
     },
+    /// The operator put the node in standby (`on`) or resumed it; the next
+    /// observation releases or elects.
+    Standby { on: bool },
     /// A reload changed the election's settings: the next observation
     /// elects with them.
     Settings {
@@ -473,6 +476,11 @@ impl Node {
         self.machine.state() == NodeState::Master
     }
 
+    /// In standby (`hb-user standby`).
+    pub fn standby(&self) -> bool {
+        self.machine.standby()
+    }
+
     /// We wait out our preempt_delay: heartbeats say so.
     pub fn waiting(&self) -> bool {
         self.machine.waiting()
@@ -534,6 +542,18 @@ impl Node {
                     let weight = weight.map_or(String::new(), |w| format!(" (weight {w})"));
                     info(&mut out, format!("check {name} {verdict}{weight}"));
                     self.weigh(&mut out);
+                    out.push(Action::WriteStatus);
+                }
+            }
+            Input::Standby { on } => {
+                if on != self.machine.standby() {
+                    self.machine.set_standby(on);
+                    let what = if on {
+                        "standby: handing over"
+                    } else {
+                        "resumed: electing again"
+                    };
+                    info(&mut out, what.to_string());
                     out.push(Action::WriteStatus);
                 }
             }

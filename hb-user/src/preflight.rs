@@ -25,16 +25,13 @@ struct Iface {
 
 /// Refuses (a [`ConfigError`] naming `--vip`) a VIP that is an address of
 /// another interface than its own, or the address its own interface sends
-/// heartbeats from; `vips` are each VIP with its link's index in `links`.
+/// heartbeats from; `vips` are each VIP with the ifindex it goes on.
 pub async fn check_vips(
     nl: &Netlink,
     links: &[Link],
-    vips: impl IntoIterator<Item = (Vip, usize)>,
+    vips: impl IntoIterator<Item = (Vip, u32)>,
 ) -> Result<(), RunError> {
-    let vips: Vec<(Vip, u32)> = vips
-        .into_iter()
-        .filter_map(|(v, link)| links.get(link).map(|l| (v, l.1)))
-        .collect();
+    let vips: Vec<(Vip, u32)> = vips.into_iter().collect();
     if vips.is_empty() {
         return Ok(());
     }

@@ -143,6 +143,9 @@ pub struct GroupRow {
     /// The checks it tracks, with what each does to it now.
     #[serde(default)]
     pub checks: Vec<CheckRow>,
+    /// Put in standby (`hb-user standby`): it holds nothing until `resume`.
+    #[serde(default)]
+    pub standby: bool,
 }
 
 /// Counts of what the node's decisions saw since the start: what its log
@@ -677,6 +680,12 @@ pub fn render(r: &Report) -> String {
                 out += &format!(
                     "  VIPs added back after they disappeared: {} time(s)\n",
                     n.vip_readds
+                );
+            }
+            for g in n.groups.iter().filter(|g| g.standby) {
+                out += &format!(
+                    "  group {} is in standby: hb-user resume {} ends it\n",
+                    g.name, g.name
                 );
             }
             // One group is the node itself, said above.

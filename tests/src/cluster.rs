@@ -41,6 +41,16 @@ pub const FASTEST: &[&str] = &[
     "--realtime",
 ];
 
+/// hb-user's default timers (init-dead shortened, so that nodes settle sooner).
+pub const DEFAULTS: &[&str] = &[
+    "--interval",
+    "100ms",
+    "--dead-after",
+    "500ms",
+    "--init-dead",
+    "1s",
+];
+
 /// How long a test waits for anything to happen.
 pub const BOUND: Duration = Duration::from_secs(5);
 

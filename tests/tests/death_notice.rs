@@ -16,20 +16,11 @@ use hb_common::{
     wire::MsgType,
     wire2::{self, Head, LEN},
 };
-use hb_tests::cluster::{test_lan, Cluster, NodeState, Report, BOUND, FAST, IFACE};
+use hb_tests::cluster::{test_lan, Cluster, NodeState, Report, BOUND, DEFAULTS, FAST, IFACE};
 use hb_user::status::session_id;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
-/// hb-user's default timers (init-dead shortened, so that nodes settle sooner).
-const DEFAULTS: &[&str] = &[
-    "--interval",
-    "100ms",
-    "--dead-after",
-    "500ms",
-    "--init-dead",
-    "1s",
-];
 fn report(c: &Cluster, id: u32) -> Report {
     c.report(id).unwrap()
 }

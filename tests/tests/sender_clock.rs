@@ -29,16 +29,28 @@ fn settle(c: &mut Cluster) {
 }
 
 /// Watches for `window`: node 1 must stay the only holder, and no node may
-/// change state. Returns a description of the first change seen.
+/// change state. Returns a description of the first change seen. It reads
+/// the status files while it watches (a file read, not a process per look:
+/// on two cores, 50 `ip netns exec` a second are load enough to delay the
+/// softirqs that deliver the heartbeats), and asks the kernel who has the VIP
+/// before and after; a flap between looks still moves a transition time.
 fn watch_no_change(c: &Cluster, window: Duration) -> Result<(), String> {
+    let holders = c.holders();
+    if holders != [1] {
+        return Err(format!("holders {holders:?}"));
+    }
     let before: Vec<_> = (1..=2).map(|id| transition_of(c, id)).collect();
     let deadline = Instant::now() + window;
     while Instant::now() < deadline {
-        let holders = c.holders();
-        if holders != [1] {
-            return Err(format!("holders {holders:?}"));
+        let now: Vec<_> = (1..=2).map(|id| transition_of(c, id)).collect();
+        if now != before {
+            return Err(format!("transitions before {before:?}, now {now:?}"));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    let holders = c.holders();
+    if holders != [1] {
+        return Err(format!("holders {holders:?}"));
     }
     let after: Vec<_> = (1..=2).map(|id| transition_of(c, id)).collect();
     if before != after {

@@ -122,7 +122,7 @@ fn a_sync_group_moves_whole_when_one_members_check_fails() {
             "priority = {prio}\nnotify = \"echo >> {n}\"\nnotify_args = \"keepalived\"\n\n\
              [check.svc]\nscript = \"test ! -e {flag}\"\ninterval = \"100ms\"\n\n\
              [group.web]\nvip = [\"{WEB}/24\"]\ntrack = [\"svc\"]\n\n\
-             [group.db]\nvip = [\"{DB}/24\"]\n\n\
+             [group.db]\nvip = [\"{DB}/24\"]\nnotify_master = \"echo db-master-cmd $# >> {n}\"\n\n\
              [sync.pair]\ngroups = [\"web\", \"db\"]\nnotify = \"echo >> {n}\"\n",
             n = notes.display()
         );
@@ -152,6 +152,8 @@ fn a_sync_group_moves_whole_when_one_members_check_fails() {
                 "INSTANCE db MASTER 100",
                 "INSTANCE web MASTER 100",
                 "GROUP pair MASTER 100",
+                // keepalived's notify_master: as written, without arguments.
+                "db-master-cmd 0",
             ]
             .iter()
             .all(|l| n.lines().any(|x| x == *l))

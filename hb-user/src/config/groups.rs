@@ -32,6 +32,34 @@ pub(super) struct GroupFile {
     track: Option<Vec<String>>,
     notify: Option<String>,
     notify_args: Option<String>,
+    notify_master: Option<String>,
+    notify_backup: Option<String>,
+    notify_fault: Option<String>,
+    notify_stop: Option<String>,
+}
+
+/// keepalived's per-state notify commands (`notify_master`, `notify_backup`,
+/// `notify_fault`, `notify_stop`), run as written: (state, command).
+fn on_state(
+    cmds: [Option<String>; 4],
+    field: impl Fn(&str) -> String,
+) -> Result<Vec<(&'static str, String)>, ConfigError> {
+    let mut out = Vec::new();
+    let keys = [
+        ("notify_master", "MASTER"),
+        ("notify_backup", "BACKUP"),
+        ("notify_fault", "FAULT"),
+        ("notify_stop", crate::hooks::STOP),
+    ];
+    for ((key, state), cmd) in keys.into_iter().zip(cmds) {
+        if let Some(c) = cmd {
+            out.push((
+                state,
+                command(&c).map_err(|m| ConfigError::new(field(key), m))?,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize, Debug)]
@@ -40,6 +68,10 @@ pub(super) struct SyncFile {
     groups: Vec<String>,
     notify: Option<String>,
     notify_args: Option<String>,
+    notify_master: Option<String>,
+    notify_backup: Option<String>,
+    notify_fault: Option<String>,
+    notify_stop: Option<String>,
 }
 
 /// A VIP of a group, with the interface it goes on when named (`dev IF`,
@@ -68,6 +100,8 @@ pub struct GroupSpec {
     pub track: Vec<(String, i32)>,
     pub notify: Option<String>,
     pub notify_args: NotifyArgs,
+    /// Commands run as written on entering a state (`notify_master` & co).
+    pub on_state: Vec<(&'static str, String)>,
     /// The sync group it moves with, if any.
     pub sync: Option<String>,
 }
@@ -81,6 +115,7 @@ pub struct SyncSpec {
     pub groups: Vec<String>,
     pub notify: Option<String>,
     pub notify_args: NotifyArgs,
+    pub on_state: Vec<(&'static str, String)>,
 }
 
 fn name_ok(name: &str) -> bool {
@@ -121,6 +156,7 @@ pub(super) fn resolve(
             track: checks.iter().map(|c| (c.name.clone(), c.weight)).collect(),
             notify: h.notify.clone(),
             notify_args: h.notify_args,
+            on_state: Vec::new(),
             sync: None,
         };
         return Ok((vec![default], Vec::new()));
@@ -199,7 +235,17 @@ pub(super) fn resolve(
             Some(a) => a.parse().map_err(|m| bad("notify_args", m))?,
             None => h.notify_args,
         };
+        let on_state = on_state(
+            [
+                g.notify_master,
+                g.notify_backup,
+                g.notify_fault,
+                g.notify_stop,
+            ],
+            field,
+        )?;
         out.push(GroupSpec {
+            on_state,
             name,
             slot,
             vips,
@@ -288,11 +334,21 @@ pub(super) fn resolve(
                 .map_err(|m| ConfigError::new(field("notify_args"), m))?,
             None => h.notify_args,
         };
+        let on_state = on_state(
+            [
+                s.notify_master,
+                s.notify_backup,
+                s.notify_fault,
+                s.notify_stop,
+            ],
+            field,
+        )?;
         sync_out.push(SyncSpec {
             name,
             groups: s.groups,
             notify,
             notify_args,
+            on_state,
         });
     }
     Ok((out, sync_out))

@@ -700,6 +700,11 @@ fn bad_groups_name_the_field() {
         ),
         ("[group.a]\nroutes = []\n", "group.a", "unknown field"),
         (
+            "[group.a]\nnotify_master = \" \"\n",
+            "group.a.notify_master",
+            "must not be empty",
+        ),
+        (
             "[group.a]\n[sync.s]\ngroups = [\"b\"]\n",
             "sync.s.groups",
             "no [group.b]",
@@ -747,4 +752,20 @@ fn a_reload_applies_group_priorities_and_refuses_new_groups() {
         Some("[group.a]\npriority = 10\nvip = [\"192.168.1.9/24\"]\n[group.b]\n"),
     );
     assert_eq!(a.changed(&d), [("group", Reload::Restart)]);
+}
+
+#[test]
+fn per_state_notify_commands_are_keepalived_s() {
+    let c = ok(
+        &args(),
+        Some("[group.a]\nnotify_master = \"/bin/m x\"\nnotify_stop = \"/bin/s\"\n[sync.s]\ngroups = [\"a\"]\nnotify_fault = \"/bin/f\"\n"),
+    );
+    assert_eq!(
+        c.groups[0].on_state,
+        [
+            ("MASTER", "/bin/m x".to_string()),
+            ("STOP", "/bin/s".to_string())
+        ]
+    );
+    assert_eq!(c.syncs[0].on_state, [("FAULT", "/bin/f".to_string())]);
 }

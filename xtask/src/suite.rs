@@ -152,6 +152,9 @@ pub fn run(hb_user: &Path) -> Result<()> {
         Ok(failed)
     })?;
     let mut failed = failed;
+    // The kernel frees the namespaces the others left in a workqueue, after
+    // they are gone by name: let it finish before the millisecond tests.
+    std::thread::sleep(std::time::Duration::from_secs(3));
     for b in &after {
         if !run_one(b, hb_user, None)? {
             failed.push(b.name.clone());

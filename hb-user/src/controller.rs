@@ -1464,9 +1464,61 @@ impl Controller {
             // The core stops claiming (Input::TakeFailed).
             return Err(errors.join("; "));
         }
+        // After the VIPs: a route may take one as its source.
+        self.move_routes(u, true).await;
         // What heartbeats say about holding follows what the kernel has now.
         self.vips_changed(u).await;
         Ok(())
+    }
+
+    /// Adds (`take`) or removes election `u`'s groups' routes and rules
+    /// (`routes`, `rules`: keepalived's `virtual_routes`, `virtual_rules`).
+    /// A failure is logged and the rest go on: the VIPs still move.
+    async fn move_routes(&mut self, u: usize, take: bool) {
+        let groups = self.units[u].groups.clone();
+        for g in groups {
+            let spec = &self.cfg.groups[g];
+            let (routes, rules, name) =
+                (spec.routes.clone(), spec.rules.clone(), spec.name.clone());
+            // Rules after routes when adding, before them when removing.
+            if !take {
+                for r in rules.iter().rev() {
+                    if let Err(e) = self.nl.rule(r, false).await {
+                        warn!("group {name}: {e:#}");
+                    }
+                }
+            }
+            let ordered: Vec<_> = if take {
+                routes.iter().collect()
+            } else {
+                routes.iter().rev().collect()
+            };
+            for r in ordered {
+                let dev = match &r.dev {
+                    None => None,
+                    Some(d) => match self.nl.link(d).await {
+                        Ok(Some(i)) => Some(i.ifindex),
+                        _ => {
+                            warn!(
+                                "group {name}: no interface {d} for the route to {}/{}",
+                                r.dest.0, r.dest.1
+                            );
+                            continue;
+                        }
+                    },
+                };
+                if let Err(e) = self.nl.route(r, dev, take).await {
+                    warn!("group {name}: {e:#}");
+                }
+            }
+            if take {
+                for r in &rules {
+                    if let Err(e) = self.nl.rule(r, true).await {
+                        warn!("group {name}: {e:#}");
+                    }
+                }
+            }
+        }
     }
 
     /// Election `u`'s VIPs not on their interfaces, for its core.
@@ -1576,6 +1628,8 @@ impl Controller {
     }
 
     async fn release_vips(&mut self, u: usize) {
+        // Before the VIPs, which a route may take as its source.
+        self.move_routes(u, false).await;
         // A burst still running would keep pointing caches at us after we yielded.
         self.bursts.retain(|(b, t)| {
             if *b == u {

@@ -236,11 +236,12 @@ fn check(args: RunArgs) -> ExitCode {
     match rt.block_on(controller::check(&cfg)) {
         Ok(()) => {
             println!(
-                "hb-user: the settings are valid: node {} on {}, {} peer(s), {} VIP(s)",
+                "hb-user: the settings are valid: node {} on {}, {} peer(s), {} VIP(s) in {} group(s)",
                 cfg.membership.node_id,
                 cfg.membership.ifaces.join(", "),
                 cfg.membership.peers.len(),
-                cfg.election.vips.len()
+                cfg.groups.iter().map(|g| g.vips.len()).sum::<usize>(),
+                cfg.groups.len()
             );
             ExitCode::SUCCESS
         }

@@ -1,16 +1,21 @@
 //! Interface facts and VIP addresses over rtnetlink (no `ip` command): looks up
 //! links, lists IPv4 and IPv6 addresses and adds or removes a VIP idempotently.
 
+use crate::config::routes::{RouteKind, RouteSpec, RuleSpec, Scope};
 use anyhow::{bail, Context, Result};
 use futures_util::TryStreamExt;
 use nix::errno::Errno;
+use rtnetlink::packet_route::{
+    route::{RouteScope, RouteType},
+    rule::RuleAction,
+};
 use rtnetlink::{
     packet_route::{
         address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage},
         link::{LinkAttribute, LinkFlags, LinkMessage},
         AddressFamily,
     },
-    AddressMessageBuilder, Handle,
+    AddressMessageBuilder, Handle, RouteMessageBuilder,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tokio::task::JoinHandle;
@@ -293,6 +298,130 @@ impl Netlink {
             std::net::IpAddr::V6(a) => self.ipv6_addrs(ifindex).await?.contains(&(a, prefix)),
         })
     }
+}
+
+impl Netlink {
+    /// Adds a group's route (`add`), or removes it; `dev` is its interface's
+    /// index. An existing route is kept (EEXIST), a missing one is not an error
+    /// to remove: true when it changed something.
+    pub async fn route(&self, r: &RouteSpec, dev: Option<u32>, add: bool) -> Result<bool> {
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(r.dest.0, r.dest.1)
+            .map_err(invalid)?;
+        if let Some(v) = r.via {
+            b = b.gateway(v).map_err(invalid)?;
+        }
+        if let Some(s) = r.src {
+            b = b.pref_source(s).map_err(invalid)?;
+        }
+        if let Some(i) = dev {
+            b = b.output_interface(i);
+        }
+        if let Some(m) = r.metric {
+            b = b.priority(m);
+        }
+        if let Some(t) = r.table {
+            b = b.table_id(t);
+        }
+        let scope = match (r.scope, r.via, r.kind) {
+            (Some(Scope::Global), ..) => RouteScope::Universe,
+            (Some(Scope::Link), ..) => RouteScope::Link,
+            (Some(Scope::Host), ..) => RouteScope::Host,
+            // As `ip route`: a route straight onto a link is scope link.
+            (None, None, RouteKind::Unicast) => RouteScope::Link,
+            (None, ..) => RouteScope::Universe,
+        };
+        b = b.scope(scope).kind(match r.kind {
+            RouteKind::Unicast => RouteType::Unicast,
+            RouteKind::Blackhole => RouteType::BlackHole,
+            RouteKind::Unreachable => RouteType::Unreachable,
+            RouteKind::Prohibit => RouteType::Prohibit,
+        });
+        let msg = b.build();
+        let what = format!("{}/{}", r.dest.0, r.dest.1);
+        let res = if add {
+            self.handle.route().add(msg).execute().await
+        } else {
+            self.handle.route().del(msg).execute().await
+        };
+        match res {
+            Ok(()) => Ok(true),
+            Err(e) if add && errno(&e) == Some(Errno::EEXIST) => Ok(false),
+            Err(e) if !add && errno(&e) == Some(Errno::ESRCH) => Ok(false),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "{} the route to {what}",
+                    if add { "adding" } else { "removing" }
+                )
+            }),
+        }
+    }
+
+    /// Adds a group's policy rule (`add`), or removes it.
+    pub async fn rule(&self, r: &RuleSpec, add: bool) -> Result<bool> {
+        let mut req = self
+            .handle
+            .rule()
+            .add()
+            .table_id(r.table)
+            .action(RuleAction::ToTable);
+        if let Some(p) = r.priority {
+            req = req.priority(p);
+        }
+        if let Some(m) = r.fwmark {
+            req = req.fw_mark(m);
+        }
+        if let Some(i) = &r.iif {
+            req = req.input_interface(i.clone());
+        }
+        if let Some(o) = &r.oif {
+            req = req.output_interface(o.clone());
+        }
+        let v6 = r.from.or(r.to).is_some_and(|(a, _)| a.is_ipv6());
+        let msg = if v6 {
+            let mut q = req.v6();
+            if let Some((IpAddr::V6(a), l)) = r.from {
+                q = q.source_prefix(a, l);
+            }
+            if let Some((IpAddr::V6(a), l)) = r.to {
+                q = q.destination_prefix(a, l);
+            }
+            q.message_mut().clone()
+        } else {
+            let mut q = req.v4();
+            if let Some((IpAddr::V4(a), l)) = r.from {
+                q = q.source_prefix(a, l);
+            }
+            if let Some((IpAddr::V4(a), l)) = r.to {
+                q = q.destination_prefix(a, l);
+            }
+            q.message_mut().clone()
+        };
+        let res = if add {
+            let mut q = self.handle.rule().add();
+            *q.message_mut() = msg;
+            q.execute().await
+        } else {
+            self.handle.rule().del(msg).execute().await
+        };
+        match res {
+            Ok(()) => Ok(true),
+            Err(e) if add && errno(&e) == Some(Errno::EEXIST) => Ok(false),
+            Err(e) if !add && errno(&e) == Some(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "{} the rule to table {}",
+                    if add { "adding" } else { "removing" },
+                    r.table
+                )
+            }),
+        }
+    }
+}
+
+/// A route the builder refused (the parser keeps families consistent).
+fn invalid(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 /// Link changes as the kernel announces them (RTMGRP_LINK): the controller learns

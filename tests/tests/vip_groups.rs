@@ -214,3 +214,53 @@ fn a_reload_moves_only_the_group_whose_priority_changed() {
     assert!(holds(&c, DB, &[1]) && holds(&c, WEB, &[1]), "{}", c.logs());
     assert!(c.is_running(2));
 }
+
+/// Node `id`'s routes to 198.51.100.0/24 and 203.0.113.0/24 and its rules
+/// for table 100, as `ip` prints them (empty: none).
+fn routes_of(c: &Cluster, id: u32) -> (String, String, String) {
+    let run = |args: &[&str]| c.exec(id, args).unwrap_or_default().trim().to_string();
+    (
+        run(&["ip", "route", "show", "198.51.100.0/24"]),
+        run(&["ip", "route", "show", "type", "blackhole"]),
+        run(&["ip", "rule", "show", "table", "100"]),
+    )
+}
+
+#[test]
+fn routes_and_rules_move_with_their_group() {
+    let (_g, mut c) = test_lan("vgr2", &[200, 100], FAST, 1);
+    for (id, prio) in [(1, 200), (2, 100)] {
+        let text = format!(
+            "[group.web]\nvip = [\"{WEB}/24\"]\npriority = {prio}\n\
+             routes = [\"198.51.100.0/24 via 10.203.0.254 dev eth0\", \"blackhole 203.0.113.0/24\"]\n\
+             rules = [\"from {WEB}/32 table 100\"]\n"
+        );
+        c.use_groups(id, &text).unwrap();
+    }
+    c.start_all().unwrap();
+    wait_holders(&c, WEB, &[1], "web");
+    let has = |c: &Cluster, id| {
+        let (r, b, rule) = routes_of(c, id);
+        r.contains("via 10.203.0.254")
+            && b.contains("203.0.113.0/24")
+            && rule.contains("lookup 100")
+    };
+    let none = |c: &Cluster, id| routes_of(c, id) == (String::new(), String::new(), String::new());
+    assert!(
+        c.wait_for(BOUND, |c| has(c, 1) && none(c, 2)),
+        "node 1 {:?}, node 2 {:?}\n{}",
+        routes_of(&c, 1),
+        routes_of(&c, 2),
+        c.logs()
+    );
+    // A graceful stop takes them along with the VIP; the new holder adds them.
+    c.signal(1, Signal::SIGTERM).unwrap();
+    wait_holders(&c, WEB, &[2], "web after node 1 stopped");
+    assert!(
+        c.wait_for(BOUND, |c| has(c, 2) && none(c, 1)),
+        "node 1 {:?}, node 2 {:?}\n{}",
+        routes_of(&c, 1),
+        routes_of(&c, 2),
+        c.logs()
+    );
+}

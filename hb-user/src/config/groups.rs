@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{
     parse::{command, duration, iface_name, int, vip},
+    routes::{self, RouteSpec, RuleSpec},
     table::Table,
     validate, ConfigError, Sources, Vip,
 };
@@ -30,6 +31,8 @@ pub(super) struct GroupFile {
     preempt: Option<bool>,
     preempt_delay: Option<String>,
     track: Option<Vec<String>>,
+    routes: Option<Vec<String>>,
+    rules: Option<Vec<String>>,
     notify: Option<String>,
     notify_args: Option<String>,
     notify_master: Option<String>,
@@ -102,6 +105,10 @@ pub struct GroupSpec {
     pub notify_args: NotifyArgs,
     /// Commands run as written on entering a state (`notify_master` & co).
     pub on_state: Vec<(&'static str, String)>,
+    /// Routes and rules that move with it (keepalived's `virtual_routes`
+    /// and `virtual_rules`).
+    pub routes: Vec<RouteSpec>,
+    pub rules: Vec<RuleSpec>,
     /// The sync group it moves with, if any.
     pub sync: Option<String>,
 }
@@ -157,6 +164,8 @@ pub(super) fn resolve(
             notify: h.notify.clone(),
             notify_args: h.notify_args,
             on_state: Vec::new(),
+            routes: Vec::new(),
+            rules: Vec::new(),
             sync: None,
         };
         return Ok((vec![default], Vec::new()));
@@ -244,8 +253,16 @@ pub(super) fn resolve(
             ],
             field,
         )?;
+        let routes = (g.routes.unwrap_or_default().iter())
+            .map(|r| routes::route(r).map_err(|m| bad("routes", format!("{r:?}: {m}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rules = (g.rules.unwrap_or_default().iter())
+            .map(|r| routes::rule(r).map_err(|m| bad("rules", format!("{r:?}: {m}"))))
+            .collect::<Result<Vec<_>, _>>()?;
         out.push(GroupSpec {
             on_state,
+            routes,
+            rules,
             name,
             slot,
             vips,
@@ -420,7 +437,10 @@ pub fn units(groups: &[GroupSpec]) -> Vec<Vec<usize>> {
 pub fn live_change(old: &[GroupSpec], new: &[GroupSpec]) -> bool {
     old.len() == new.len()
         && old.iter().zip(new).all(|(a, b)| {
-            (&a.name, a.slot, &a.vips, &a.track, &a.sync)
-                == (&b.name, b.slot, &b.vips, &b.track, &b.sync)
+            (
+                &a.name, a.slot, &a.vips, &a.track, &a.sync, &a.routes, &a.rules,
+            ) == (
+                &b.name, b.slot, &b.vips, &b.track, &b.sync, &b.routes, &b.rules,
+            )
         })
 }

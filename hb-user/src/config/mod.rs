@@ -10,6 +10,7 @@
 mod checks;
 pub mod groups;
 pub mod parse;
+pub mod routes;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -698,7 +698,21 @@ fn bad_groups_name_the_field() {
             "group.a.track",
             "no [check.nope]",
         ),
-        ("[group.a]\nroutes = []\n", "group.a", "unknown field"),
+        (
+            "[group.a]\nvirtual_routes = []\n",
+            "group.a",
+            "unknown field",
+        ),
+        (
+            "[group.a]\nroutes = [\"10.0.0.0/8\"]\n",
+            "group.a.routes",
+            "via ADDR or dev IF",
+        ),
+        (
+            "[group.a]\nrules = [\"from 10.0.0.0/8\"]\n",
+            "group.a.rules",
+            "table",
+        ),
         (
             "[group.a]\nnotify_master = \" \"\n",
             "group.a.notify_master",

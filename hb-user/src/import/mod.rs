@@ -59,6 +59,7 @@ pub fn convert(text: &str, source: &str) -> Result<Converted, SyntaxError> {
     for n in &tree {
         c.top(n);
     }
+    c.prune();
     Ok(Converted {
         toml: c.render(source),
         skipped: c.skipped,
@@ -74,6 +75,10 @@ struct Table {
     name: String,
     comments: Vec<String>,
     keys: Vec<(String, String)>,
+    /// What names other tables, with its line: a group's tracks (check
+    /// name, entry), a sync group's members (group name, entry); written as
+    /// `track` or `groups` once every table is known (`Conv::prune`).
+    refs: Vec<(usize, String, String)>,
 }
 
 impl Table {
@@ -83,6 +88,7 @@ impl Table {
             name: name.to_string(),
             comments: Vec::new(),
             keys: Vec::new(),
+            refs: Vec::new(),
         }
     }
 
@@ -100,6 +106,8 @@ struct Conv {
     /// Every instance's advert interval (ms), with the line that set it.
     intervals: Vec<(Option<usize>, u64)>,
     tables: Vec<Table>,
+    /// Each VIP address, and the group that has it.
+    vip_owner: std::collections::BTreeMap<String, String>,
 }
 
 impl Conv {
@@ -218,10 +226,18 @@ impl Conv {
         let Some(name) = self.block_name(n, "group") else {
             return;
         };
+        let groups = self.tables.iter().filter(|t| t.kind == "group").count();
+        if groups == hb_common::wire2::GROUPS {
+            let why = format!(
+                "hb carries at most {} groups per node: {name} not carried over",
+                hb_common::wire2::GROUPS
+            );
+            return self.skip(n, &why);
+        }
         let mut t = Table::new("group", name);
         // hb's `preempt = false` covers what `state BACKUP` + `nopreempt` say.
         let nopreempt = n.kids().iter().any(|c| c.name == "nopreempt");
-        let (mut vips, mut track, mut routes, mut rules) = (vec![], vec![], vec![], vec![]);
+        let (mut vips, mut routes, mut rules) = (vec![], vec![], vec![]);
         let mut advert = None;
         for c in n.kids() {
             match c.name.as_str() {
@@ -257,26 +273,54 @@ impl Conv {
                 }
                 "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
                     for v in c.kids() {
-                        if let Some(v) = self.vip(v) {
-                            vips.push(v);
+                        let Some(text) = self.vip(v) else { continue };
+                        // A VIP belongs to one group.
+                        let addr = v.name.split('/').next().unwrap_or("").to_string();
+                        match self.vip_owner.get(&addr) {
+                            Some(g) => {
+                                let why = format!("already a VIP of group {g}: not carried over");
+                                self.skip_word(v.line, &addr, &why);
+                            }
+                            None => {
+                                self.vip_owner.insert(addr, name.to_string());
+                                vips.push(text);
+                            }
                         }
                     }
                 }
                 "track_script" | "track_process" | "track_file" => {
                     for e in c.kids() {
-                        track.extend(self.track_entries(e, false));
+                        let entries = self.track_entries(e, false);
+                        t.refs
+                            .extend(entries.into_iter().map(|(n, q)| (e.line, n, q)));
                     }
                 }
                 "track_interface" => {
                     for e in c.kids() {
-                        track.extend(self.track_entries(e, true));
+                        let entries = self.track_entries(e, true);
+                        t.refs
+                            .extend(entries.into_iter().map(|(n, q)| (e.line, n, q)));
                     }
                 }
                 "notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
                     self.notify(&mut t, c)
                 }
-                "virtual_routes" => routes.extend(c.kids().iter().map(|r| quote(&r.text()))),
-                "virtual_rules" => rules.extend(c.kids().iter().map(|r| quote(&r.text()))),
+                // Only what `run` reads: the rest is listed with its line.
+                "virtual_routes" | "virtual_rules" => {
+                    for r in c.kids() {
+                        let text = r.text();
+                        let parsed = if c.name == "virtual_routes" {
+                            crate::config::routes::route(&text).map(|_| ())
+                        } else {
+                            crate::config::routes::rule(&text).map(|_| ())
+                        };
+                        match parsed {
+                            Ok(()) if c.name == "virtual_routes" => routes.push(quote(&text)),
+                            Ok(()) => rules.push(quote(&text)),
+                            Err(m) => self.skip_word(r.line, &text, &m),
+                        }
+                    }
+                }
                 "unicast_peer" => {
                     for p in c.kids() {
                         self.peer(p);
@@ -291,12 +335,7 @@ impl Conv {
         if vips.is_empty() {
             self.skip(n, &format!("{name} has no virtual_ipaddress"));
         }
-        for (key, list) in [
-            ("vip", vips),
-            ("track", track),
-            ("routes", routes),
-            ("rules", rules),
-        ] {
+        for (key, list) in [("vip", vips), ("routes", routes), ("rules", rules)] {
             if !list.is_empty() {
                 t.keys.push((key.into(), array(&list)));
             }
@@ -338,9 +377,9 @@ impl Conv {
         Some(quote(&out))
     }
 
-    /// The names on a track_* line, each with its `weight W`; a
-    /// track_interface entry also gets its `[check.IFACE]`.
-    fn track_entries(&mut self, n: &Node, iface: bool) -> Vec<String> {
+    /// The names on a track_* line, each with its `weight W` (name, entry);
+    /// a track_interface entry also gets its `[check.IFACE]`.
+    fn track_entries(&mut self, n: &Node, iface: bool) -> Vec<(String, String)> {
         let mut names: Vec<(String, Option<String>)> = vec![(n.name.clone(), None)];
         let mut words = n.args.iter();
         while let Some(w) = words.next() {
@@ -368,10 +407,11 @@ impl Conv {
                 ));
                 self.tables.push(c);
             }
-            out.push(quote(&match weight {
+            let entry = quote(&match weight {
                 Some(w) => format!("{name} weight {w}"),
-                None => name,
-            }));
+                None => name.clone(),
+            });
+            out.push((name, entry));
         }
         out
     }
@@ -397,19 +437,19 @@ impl Conv {
         for c in n.kids() {
             match c.name.as_str() {
                 "group" => {
-                    let names: Vec<String> = c
-                        .kids()
-                        .iter()
-                        .flat_map(|g| std::iter::once(&g.name).chain(&g.args))
-                        .map(|g| quote(g))
-                        .collect();
-                    self.set(&mut t, c, "groups", array(&names));
+                    let names = (c.kids().iter())
+                        .flat_map(|g| std::iter::once(&g.name).chain(&g.args).map(|n| (g.line, n)));
+                    t.refs
+                        .extend(names.map(|(line, n)| (line, n.clone(), quote(n))));
                 }
                 "notify" | "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
                     self.notify(&mut t, c)
                 }
                 _ => self.skip(c, "not supported by hb"),
             }
+        }
+        if t.refs.is_empty() {
+            return self.skip(n, &format!("{name} names no group: not carried over"));
         }
         self.tables.push(t);
     }
@@ -432,7 +472,8 @@ impl Conv {
             return;
         };
         let mut t = Table::new("check", name);
-        for c in n.kids() {
+        let kids = n.kids();
+        for c in kids {
             match c.name.as_str() {
                 // An unquoted script is its words as written.
                 "script" if !c.args.is_empty() => {
@@ -452,7 +493,56 @@ impl Conv {
                 _ => self.skip(c, "not supported by hb"),
             }
         }
+        if !t.has("script") {
+            return self.skip(
+                n,
+                &format!("{name} has no script hb runs: not carried over"),
+            );
+        }
         self.tables.push(t);
+    }
+
+    /// Writes the references (`track`, `groups`) to the tables that exist;
+    /// the others are listed with their line.
+    fn prune(&mut self) {
+        let exists: Vec<(&'static str, String)> = self
+            .tables
+            .iter()
+            .map(|t| (t.kind, t.name.clone()))
+            .collect();
+        let mut skips = Vec::new();
+        for t in &mut self.tables {
+            let (key, kind) = match t.kind {
+                "group" => ("track", "check"),
+                "sync" => ("groups", "group"),
+                _ => continue,
+            };
+            let mut kept = Vec::new();
+            for (line, name, entry) in t.refs.drain(..) {
+                if exists.iter().any(|(k, n)| *k == kind && *n == name) {
+                    kept.push(entry);
+                } else {
+                    skips.push((
+                        line,
+                        name,
+                        format!("no {kind} of that name was carried over"),
+                    ));
+                }
+            }
+            if !kept.is_empty() {
+                t.keys.push((key.into(), array(&kept)));
+            }
+        }
+        for (line, name, why) in skips {
+            self.skip_word(line, &name, &why);
+        }
+        // A sync group left with no member says nothing.
+        let empty: Vec<String> = (self.tables.iter())
+            .filter(|t| t.kind == "sync" && !t.has("groups"))
+            .map(|t| t.name.clone())
+            .collect();
+        self.tables
+            .retain(|t| !(t.kind == "sync" && empty.contains(&t.name)));
     }
 
     fn track_process(&mut self, n: &Node) {
@@ -516,7 +606,12 @@ impl Conv {
             "# converted from {source} by hb-user import-keepalived; review node_id, peer and key_file\n"
         );
         let ifaces: Vec<String> = self.ifaces.iter().map(|i| quote(i)).collect();
-        o += &format!("iface = {}\n", array(&ifaces));
+        if ifaces.is_empty() {
+            o += "# no vrrp_instance named an interface: set the one heartbeats go on\n";
+            o += "iface = [\"eth0\"]\n";
+        } else {
+            o += &format!("iface = {}\n", array(&ifaces));
+        }
         o += "# set this node's id\nnode_id = 1\n";
         if self.peers.is_empty() {
             o += "# hb needs the peers' addresses: keepalived's multicast adverts have no equivalent\n";
@@ -530,10 +625,10 @@ impl Conv {
         o += &format!("peer = {}\n", array(&peers));
         o += &format!("interval = {}\n", quote(&fmt_ms(interval)));
         o += "# 3 x interval: VRRP's master-down interval\n";
-        o += &format!(
-            "dead_after = {}\n",
-            quote(&fmt_ms(interval.saturating_mul(3)))
-        );
+        let dead_after = quote(&fmt_ms(interval.saturating_mul(3)));
+        o += &format!("dead_after = {dead_after}\n");
+        o += "# a starting node waits as long for a holder (keepalived's backup waits the master-down interval)\n";
+        o += &format!("init_dead = {dead_after}\n");
         o += "# shared by all nodes, replaces keepalived's authentication: `hb-user keygen --out /etc/hb/hb.key`\n";
         o += "key_file = \"/etc/hb/hb.key\"\n";
         for t in &self.tables {

@@ -154,7 +154,9 @@ fn sync_groups_lvs_and_includes() {
     let c = conv(
         "vrrp_sync_group G1 {\n group {\n A\n B\n }\n notify_master \"/bin/m x\"\n}\n\
          virtual_server 10.0.0.1 80 {\n lb_algo rr\n real_server 10.0.0.2 80 {\n HTTP_GET {\n }\n }\n}\n\
-         include /etc/keepalived/other.conf\n",
+         include /etc/keepalived/other.conf\n\
+         vrrp_instance A {\n virtual_ipaddress {\n 10.0.0.5\n }\n}\n\
+         vrrp_instance B {\n virtual_ipaddress {\n 10.0.0.6\n }\n}\n",
     );
     let t = parsed(&c);
     let s = &t["sync"]["G1"];
@@ -215,7 +217,8 @@ fn odd_input_is_reported_not_broken() {
         "line 1: vrrp_instance: a b.c has no virtual_ipaddress",
         "line 10: vrrp_instance: a block without a name",
         "line 12: interval:",
-        "line 14: vrrp_script: s is defined twice",
+        "line 11: vrrp_script: s has no script hb runs",
+        "line 14: vrrp_script: s has no script hb runs",
         "line 16: @high: conditional",
     ] {
         assert!(skipped.contains(s), "{s} not in\n{skipped}");
@@ -252,4 +255,37 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn what_run_would_refuse_is_left_out_with_its_line() {
+    let c = conv(
+        "vrrp_sync_group G {\n group {\n A\n GONE\n }\n}\n\
+         vrrp_instance A {\n track_script {\n nope\n }\n virtual_ipaddress {\n 10.0.0.5\n }\n}\n\
+         vrrp_instance B {\n virtual_ipaddress {\n 10.0.0.5\n 10.0.0.6\n }\n}\n",
+    );
+    let t = parsed(&c);
+    let skipped = c.skipped.join("\n");
+    for s in [
+        "line 4: GONE: no group of that name was carried over",
+        "line 9: nope: no check of that name was carried over",
+        "line 17: 10.0.0.5: already a VIP of group A",
+    ] {
+        assert!(skipped.contains(s), "{s} not in\n{skipped}");
+    }
+    assert_eq!(t["sync"]["G"]["groups"].as_array().map(Vec::len), Some(1));
+    assert!(t["group"]["A"].get("track").is_none());
+    assert_eq!(t["init_dead"].as_str(), t["dead_after"].as_str());
+    let nine: String = (0..9)
+        .map(|i| format!("vrrp_instance I{i} {{\n virtual_ipaddress {{\n 10.0.1.{i}\n }}\n}}\n"))
+        .collect();
+    let c = conv(&nine);
+    assert_eq!(parsed(&c)["group"].as_table().map(|g| g.len()), Some(8));
+    assert!(
+        c.skipped
+            .iter()
+            .any(|s| s.starts_with("line 41: vrrp_instance:") && s.contains("at most 8")),
+        "{:?}",
+        c.skipped
+    );
 }

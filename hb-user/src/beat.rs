@@ -179,12 +179,14 @@ pub struct Beat {
 pub const SENDER_PRIORITY: i32 = 60;
 
 impl Beat {
-    /// Starts sending `first` at once, then every interval.
+    /// Starts sending `first` (with the groups' standing `groups`, by slot)
+    /// at once, then every interval.
     pub fn spawn(
         p: BeatParams,
         seq: Sequencer,
         links: Vec<BeatLink>,
         first: Advert,
+        groups: [Group; GROUPS],
     ) -> std::io::Result<Self> {
         let cell = Arc::new(Cell {
             advert: AtomicU32::new(first.pack()),
@@ -200,7 +202,7 @@ impl Beat {
             silent: tokio::sync::Notify::new(),
             holders: std::array::from_fn(|_| AtomicU32::new(0)),
             heard: AtomicU64::new(0),
-            groups: std::array::from_fn(|_| AtomicU32::new(0)),
+            groups: std::array::from_fn(|g| AtomicU32::new(pack_group(groups[g]))),
         });
         let c = cell.clone();
         let thread = std::thread::Builder::new()

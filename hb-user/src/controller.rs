@@ -500,6 +500,24 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         l.up = nl.link_by_index(l.ifindex).await?.is_some_and(|i| i.up);
     }
 
+    let inherited = links.iter().any(|l| l.inherited);
+    let units = units(
+        &cfg,
+        &peer_ids,
+        &plan.vips,
+        &links,
+        inherited,
+        pinger.is_none(),
+    );
+    // The first heartbeat already carries each group's standing: a peer
+    // must never see a restarted node's groups at priority 0.
+    let mut first = [Group::default(); wire2::GROUPS];
+    for u in &units {
+        for &g in &u.groups {
+            first[cfg.groups[g].slot] = group_word(u);
+        }
+    }
+
     // Heartbeats start now, on their own thread and clock.
     let beat = Beat::spawn(
         BeatParams {
@@ -520,22 +538,14 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
             state: NodeState::Init,
             holds_vip: false,
             reaches_ping: pinger.is_none(),
-            lease: links.iter().any(|l| l.inherited),
+            lease: inherited,
             leaving: false,
         },
+        first,
     )
     .context("starting the heartbeat thread")?;
 
     let (fence_tx, mut fence_rx) = mpsc::unbounded_channel();
-    let inherited = links.iter().any(|l| l.inherited);
-    let units = units(
-        &cfg,
-        &peer_ids,
-        &plan.vips,
-        &links,
-        inherited,
-        pinger.is_none(),
-    );
     let mut c = Controller {
         units,
         check_rx: (!cfg.checks.is_empty()).then(|| crate::checks::spawn(&cfg.checks)),
@@ -670,6 +680,16 @@ fn units(
             }
         })
         .collect()
+}
+
+/// What heartbeats say of an election's groups.
+fn group_word(unit: &Unit) -> Group {
+    let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+    Group {
+        priority: unit.node.priority(),
+        state: unit.advert.state as u8,
+        flags: flag(unit.advert.holds_vip, GROUP_HOLDS) | flag(unit.node.waiting(), GROUP_WAITING),
+    }
 }
 
 /// The notify commands of each group, then of each sync group: `notify`
@@ -912,19 +932,7 @@ impl Controller {
             return;
         };
         let unit = &self.units[u];
-        let g = Group {
-            priority: unit.node.priority(),
-            state: unit.advert.state as u8,
-            flags: if unit.advert.holds_vip {
-                GROUP_HOLDS
-            } else {
-                0
-            } | if unit.node.waiting() {
-                GROUP_WAITING
-            } else {
-                0
-            },
-        };
+        let g = group_word(unit);
         for &m in &unit.groups {
             b.set_group(self.cfg.groups[m].slot, g);
         }
@@ -1381,6 +1389,10 @@ impl Controller {
                     self.notify(u, from, to, reason);
                 }
                 Action::Priority { .. } => self.publish(u),
+                Action::RivalHolder { peer } => {
+                    let why = format!("peer {peer}, which ranks lower, also holds it");
+                    self.notify(u, "MASTER".into(), hooks::RX_LOWER.into(), why);
+                }
                 Action::WriteStatus => self.write_status(),
             }
         }

@@ -67,6 +67,10 @@ pub enum NotifyArgs {
 /// The state a graceful stop reports to `notify_stop` commands.
 pub const STOP: &str = "STOP";
 
+/// The event `notify_master_rx_lower_pri` commands get: a holder heard a
+/// lower-ranked node also holding its group (a healed partition).
+pub const RX_LOWER: &str = "MASTER_RX_LOWER_PRI";
+
 impl std::str::FromStr for NotifyArgs {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -83,7 +87,8 @@ impl NotifyArgs {
     pub fn of(self, t: &Transition) -> Option<Vec<String>> {
         match self {
             NotifyArgs::On(state) => (t.new_state == state).then(Vec::new),
-            _ if t.new_state == STOP => None,
+            // Events for their own commands, not transitions.
+            _ if t.new_state == STOP || t.new_state == RX_LOWER => None,
             NotifyArgs::Hb => Some(vec![
                 t.new_state.clone(),
                 t.old_state.clone(),

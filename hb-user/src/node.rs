@@ -219,6 +219,12 @@ pub enum Action {
     Fence {
         peers: Vec<u32>,
     },
+    /// A lower-ranked peer also holds what we hold (a healed partition):
+    /// run `notify_master_rx_lower_pri` (keepalived's, e.g. to point cloud
+    /// routes back here).
+    RivalHolder {
+        peer: u32,
+    },
     /// Run the notify hook for a transition.
     Notify {
         from: String,
@@ -967,6 +973,7 @@ impl Node {
             if rival && self.rival_holders.insert(v.id) {
                 warn(out, format!("peer {} also holds the VIP (partition healed?): it ranks lower and will yield; re-announcing", v.id));
                 out.push(announce("split brain"));
+                out.push(Action::RivalHolder { peer: v.id });
             } else if !rival {
                 self.rival_holders.remove(&v.id);
             }

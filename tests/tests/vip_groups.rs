@@ -264,3 +264,34 @@ fn routes_and_rules_move_with_their_group() {
         c.logs()
     );
 }
+
+#[test]
+fn a_healed_partition_tells_the_holder_of_the_lower_one() {
+    let (_g, mut c) = test_lan("vgp", &[200, 100], FAST, 1);
+    let notes = c.lab.scratch.join("rx");
+    for (id, prio) in [(1, 200), (2, 100)] {
+        let text = format!(
+            "[group.web]\nvip = [\"{WEB}/24\"]\npriority = {prio}\n\
+             notify_master_rx_lower_pri = \"echo rx{id} $# >> {}\"\n",
+            notes.display()
+        );
+        c.use_groups(id, &text).unwrap();
+    }
+    c.start_all().unwrap();
+    wait_holders(&c, WEB, &[1], "web");
+    // Cut the nodes apart (both still reach the client): two holders.
+    c.partition(&[("n1e0", Some("n2e0"))]).unwrap();
+    wait_holders(&c, WEB, &[1, 2], "web during the partition");
+    c.heal().unwrap();
+    // The higher holder hears the lower one: keepalived's
+    // notify_master_rx_lower_pri runs there, as written; the lower yields.
+    let read = || std::fs::read_to_string(&notes).unwrap_or_default();
+    assert!(
+        c.wait_for(BOUND, |_| read().lines().any(|l| l == "rx1 0")),
+        "notify_master_rx_lower_pri calls: {:?}\n{}",
+        read(),
+        c.logs()
+    );
+    wait_holders(&c, WEB, &[1], "web after the heal");
+    assert!(!read().contains("rx2"), "{}", read());
+}

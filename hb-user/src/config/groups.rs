@@ -39,12 +39,14 @@ pub(super) struct GroupFile {
     notify_backup: Option<String>,
     notify_fault: Option<String>,
     notify_stop: Option<String>,
+    notify_master_rx_lower_pri: Option<String>,
 }
 
 /// keepalived's per-state notify commands (`notify_master`, `notify_backup`,
-/// `notify_fault`, `notify_stop`), run as written: (state, command).
+/// `notify_fault`, `notify_stop`, `notify_master_rx_lower_pri`), run as
+/// written: (state or event, command).
 fn on_state(
-    cmds: [Option<String>; 4],
+    cmds: [Option<String>; 5],
     field: impl Fn(&str) -> String,
 ) -> Result<Vec<(&'static str, String)>, ConfigError> {
     let mut out = Vec::new();
@@ -53,6 +55,7 @@ fn on_state(
         ("notify_backup", "BACKUP"),
         ("notify_fault", "FAULT"),
         ("notify_stop", crate::hooks::STOP),
+        ("notify_master_rx_lower_pri", crate::hooks::RX_LOWER),
     ];
     for ((key, state), cmd) in keys.into_iter().zip(cmds) {
         if let Some(c) = cmd {
@@ -250,6 +253,7 @@ pub(super) fn resolve(
                 g.notify_backup,
                 g.notify_fault,
                 g.notify_stop,
+                g.notify_master_rx_lower_pri,
             ],
             field,
         )?;
@@ -357,6 +361,7 @@ pub(super) fn resolve(
                 s.notify_backup,
                 s.notify_fault,
                 s.notify_stop,
+                None,
             ],
             field,
         )?;

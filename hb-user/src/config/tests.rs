@@ -772,13 +772,14 @@ fn a_reload_applies_group_priorities_and_refuses_new_groups() {
 fn per_state_notify_commands_are_keepalived_s() {
     let c = ok(
         &args(),
-        Some("[group.a]\nnotify_master = \"/bin/m x\"\nnotify_stop = \"/bin/s\"\n[sync.s]\ngroups = [\"a\"]\nnotify_fault = \"/bin/f\"\n"),
+        Some("[group.a]\nnotify_master = \"/bin/m x\"\nnotify_stop = \"/bin/s\"\nnotify_master_rx_lower_pri = \"/bin/r\"\n[sync.s]\ngroups = [\"a\"]\nnotify_fault = \"/bin/f\"\n"),
     );
     assert_eq!(
         c.groups[0].on_state,
         [
             ("MASTER", "/bin/m x".to_string()),
-            ("STOP", "/bin/s".to_string())
+            ("STOP", "/bin/s".to_string()),
+            ("MASTER_RX_LOWER_PRI", "/bin/r".to_string())
         ]
     );
     assert_eq!(c.syncs[0].on_state, [("FAULT", "/bin/f".to_string())]);

@@ -634,15 +634,7 @@ fn units(
                 .filter(|v| members.contains(&v.group))
                 .cloned()
                 .collect();
-            // A check tracked by several members counts once.
-            let mut checks: Vec<(String, i32)> = Vec::new();
-            for &g in &members {
-                for (name, w) in &cfg.groups[g].track {
-                    if !checks.iter().any(|(n, _)| n == name) {
-                        checks.push((name.clone(), *w));
-                    }
-                }
-            }
+            let checks = tracked(cfg, &members);
             let node = Node::new(
                 NodeParams {
                     machine: Params {
@@ -680,6 +672,35 @@ fn units(
             }
         })
         .collect()
+}
+
+/// What a reload may change of the groups' resources: their VIPs, routes,
+/// rules and tracks.
+type Resources<'a> = Vec<(
+    &'a [groups::GroupVip],
+    &'a [crate::config::routes::RouteSpec],
+    &'a [crate::config::routes::RuleSpec],
+    &'a [(String, i32)],
+)>;
+
+fn resources(c: &RunConfig) -> Resources<'_> {
+    (c.groups.iter())
+        .map(|g| (&g.vips[..], &g.routes[..], &g.rules[..], &g.track[..]))
+        .collect()
+}
+
+/// The checks the groups `members` track, with their weights; one tracked
+/// by several members counts once.
+fn tracked(cfg: &RunConfig, members: &[usize]) -> Vec<(String, i32)> {
+    let mut checks: Vec<(String, i32)> = Vec::new();
+    for &g in members {
+        for (name, w) in &cfg.groups[g].track {
+            if !checks.iter().any(|(n, _)| n == name) {
+                checks.push((name.clone(), *w));
+            }
+        }
+    }
+    checks
 }
 
 /// What heartbeats say of an election's groups.
@@ -1544,8 +1565,8 @@ impl Controller {
             .collect()
     }
 
-    /// Reads which VIPs are on their interfaces (at start; events after).
-    async fn read_vips(&mut self) {
+    /// Which VIPs are on their interfaces, as the kernel says now.
+    async fn read_present(&mut self) {
         for (i, v) in self.vips.iter().enumerate() {
             let (ifindex, _) = v.at(&self.links);
             self.vip_present[i] = matches!(
@@ -1553,6 +1574,11 @@ impl Controller {
                 Ok(true)
             );
         }
+    }
+
+    /// Reads which VIPs are on their interfaces (at start; events after).
+    async fn read_vips(&mut self) {
+        self.read_present().await;
         for u in 0..self.units.len() {
             let missing = self.missing_vips(u);
             self.units[u].node.handle(Input::Vips {
@@ -1953,6 +1979,23 @@ impl Controller {
             let changed = crate::reload::changes(&self.cfg, &new, &name)?;
             Ok((new, changed))
         });
+        // New VIPs are placed and checked against the host as a start does,
+        // before anything changes.
+        let mut placed = None;
+        let outcome = match outcome {
+            Ok((new, changed)) if resources(&self.cfg) != resources(&new) => {
+                match plan(&new, &self.nl).await {
+                    Ok(p) => {
+                        placed = Some(p.vips);
+                        Ok((new, changed))
+                    }
+                    Err(RunError::Config(e)) => Err(e),
+                    Err(RunError::Other(e)) => Err(ConfigError::new("vip", format!("{e:#}"))),
+                    Err(RunError::Kernel(_)) => Err(ConfigError::new("vip", "the kernel")),
+                }
+            }
+            other => other,
+        };
         let count = self.reloads.as_ref().map_or(0, |r| r.count) + 1;
         let (outcome, detail) = match outcome {
             Err(e) => {
@@ -1982,7 +2025,14 @@ impl Controller {
                     }
                     self.notifiers = notifiers(&new);
                 }
+                // Routes and VIPs that go, under the settings that made them.
+                if let Some(vips) = &placed {
+                    self.drop_resources(vips).await;
+                }
                 self.cfg = new;
+                if let Some(vips) = placed {
+                    self.set_resources(vips).await;
+                }
                 for u in 0..self.units.len() {
                     let live = crate::reload::Live::of(&self.cfg, &self.units[u].groups);
                     let actions = self.units[u].node.handle(Input::Settings {
@@ -2004,6 +2054,75 @@ impl Controller {
             detail,
         });
         self.write_status();
+    }
+
+    /// Before a reload's new VIPs: the routes and rules of every held
+    /// election go (they come back with the new settings), and so do the
+    /// VIPs not in `new`.
+    async fn drop_resources(&mut self, new: &[PlacedVip]) {
+        for u in 0..self.units.len() {
+            if self.units[u].node.holds_vip() {
+                self.move_routes(u, false).await;
+            }
+        }
+        for i in 0..self.vips.len() {
+            let v = self.vips[i].clone();
+            let at = v.at(&self.links);
+            let kept = new
+                .iter()
+                .any(|n| n.vip == v.vip && n.at(&self.links) == at);
+            if kept || !self.vip_present[i] {
+                continue;
+            }
+            match self.nl.del_ip(at.0, v.vip.addr, v.vip.prefix).await {
+                Ok(_) => info!("reload: {} removed from {}", v.vip, at.1),
+                Err(e) => warn!("reload: removing {} from {}: {e:#}", v.vip, at.1),
+            }
+        }
+    }
+
+    /// A reload's VIPs (placed by `plan`), routes, rules and tracks: the data
+    /// planes fence the new set, each election learns its VIPs and checks,
+    /// and the ones held add what is new and announce it.
+    async fn set_resources(&mut self, vips: Vec<PlacedVip>) {
+        self.vips = vips;
+        self.vip_present = vec![false; self.vips.len()];
+        for i in 0..self.links.len() {
+            let (mut v4, mut v6) = (Vec::new(), Vec::new());
+            for v in self.vips.iter().filter(|v| v.fenced_on(i)) {
+                match v.vip.addr {
+                    IpAddr::V4(a) => v4.push(a),
+                    IpAddr::V6(a) => v6.push(a),
+                }
+            }
+            let l = &mut self.links[i];
+            if let Err(e) = l.plane.set_vips(&v4, &v6) {
+                warn!("reload: the VIPs of the data plane on {}: {e:#}", l.iface);
+            }
+        }
+        self.read_present().await;
+        for u in 0..self.units.len() {
+            let checks = tracked(&self.cfg, &self.units[u].groups);
+            let input = Input::Resources {
+                has_vips: !self.unit_vips(u).is_empty(),
+                vip_list: self.vip_list(u),
+                checks,
+            };
+            let actions = self.units[u].node.handle(input);
+            self.perform(u, actions).await;
+            if self.units[u].node.holds_vip() {
+                if let Err(e) = self.take_vips(u).await {
+                    let actions = (self.units[u].node).handle(Input::TakeFailed {
+                        now: monotonic(),
+                        error: e,
+                    });
+                    self.perform(u, actions).await;
+                }
+                self.announce_unit(u, "reload");
+            } else {
+                self.vips_changed(u).await;
+            }
+        }
     }
 
     /// Graceful stop: release the VIPs first, then tell peers we left, so a backup

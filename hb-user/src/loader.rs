@@ -752,6 +752,29 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Replaces the VIPs this data plane fences and watches (a reload). The
+    /// config's filter gains the new ones before the maps change and loses
+    /// the old ones after, so XDP never passes a VIP it should fence.
+    pub fn set_vips(&mut self, v4: &[Ipv4Addr], v6: &[std::net::Ipv6Addr]) -> Result<()> {
+        let bits = v4.iter().fold(0, |f, ip| f | vip_filter_bit(ip.octets()));
+        let mut config = Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)?;
+        let mut c = config.get(&0, 0)?;
+        c.vip_filter |= bits;
+        config.set(0, c, 0)?;
+        let mut vips = HashMap::<_, [u8; 4], VipWatch>::try_from(self.map_mut(names::VIPS)?)?;
+        sync_keys(
+            &mut vips,
+            v4.iter().map(|ip| ip.octets()),
+            VipWatch::default(),
+        )?;
+        let mut vips6 = HashMap::<_, [u8; 16], u32>::try_from(self.map_mut(names::VIPS6)?)?;
+        sync_keys(&mut vips6, v6.iter().map(|ip| ip.octets()), 1)?;
+        let mut config = Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)?;
+        c.vip_filter = bits;
+        config.set(0, c, 0)?;
+        Ok(())
+    }
+
     /// The XDP program, e.g. for `TestRun`.
     pub fn program(&self) -> Result<&Xdp> {
         Ok(self

@@ -154,6 +154,14 @@ pub enum Input {
         #[serde(default)]
         weight: Option<i32>,
     },
+    /// A reload changed the election's VIPs or tracked checks (name,
+    /// weight): verdicts of the checks it still tracks are kept, and the
+    /// next observation elects with the new weights.
+    Resources {
+        has_vips: bool,
+        vip_list: String,
+        checks: Vec<(String, i32)>,
+    },
     /// The operator put the node in standby (`on`) or resumed it; the next
     /// observation releases or elects.
     Standby { on: bool },
@@ -550,6 +558,21 @@ impl Node {
                     self.weigh(&mut out);
                     out.push(Action::WriteStatus);
                 }
+            }
+            Input::Resources {
+                has_vips,
+                vip_list,
+                checks,
+            } => {
+                self.p.has_vips = has_vips;
+                self.p.vip_list = vip_list;
+                let old = std::mem::take(&mut self.checks);
+                self.checks = (checks.iter())
+                    .map(|(n, w)| (n.clone(), (*w, old.get(n).and_then(|c| c.1))))
+                    .collect();
+                self.p.checks = checks;
+                self.weigh(&mut out);
+                out.push(Action::WriteStatus);
             }
             Input::Standby { on } => {
                 if on != self.machine.standby() {

@@ -122,10 +122,13 @@ mod tests {
         let new = cfg("priority = 50\nport = 7000\n");
         let e = changes(&old, &new, "hb.toml").unwrap_err();
         assert_eq!(e.field, "port in hb.toml");
-        let new = cfg("vip = \"192.168.1.100/24\"\n");
+        let new = cfg("cluster_id = 7\n");
         assert_eq!(
             changes(&old, &new, "hb.toml").unwrap_err().field,
-            "vip in hb.toml"
+            "cluster_id in hb.toml"
         );
+        // VIPs are the running node's to move.
+        let new = cfg("vip = \"192.168.1.100/24\"\n");
+        assert_eq!(changes(&old, &new, "hb.toml").unwrap(), ["vip"]);
     }
 }

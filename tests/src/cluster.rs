@@ -784,10 +784,7 @@ impl Cluster {
     /// with carriers left up: a partition the nodes cannot see as a link failure.
     /// Ports are `n<id>e<link>` and `c0`. Replaces any earlier partition.
     pub fn partition(&self, pairs: &[(&str, Option<&str>)]) -> Result<()> {
-        self.heal()?;
-        let mut rules = String::from(
-            "table bridge hbcut {\n chain cut {\n  type filter hook forward priority 0;\n",
-        );
+        let mut rules = String::new();
         for (a, b) in pairs {
             match b {
                 Some(b) => {
@@ -796,7 +793,20 @@ impl Cluster {
                 None => rules += &format!("  iifname \"{a}\" drop\n  oifname \"{a}\" drop\n"),
             }
         }
-        rules += " }\n}\n";
+        self.cut(&rules)
+    }
+
+    /// Makes the switch drop frames from port `from` to port `to` only: a
+    /// one-way partition. Replaces any earlier partition.
+    pub fn cut_one_way(&self, from: &str, to: &str) -> Result<()> {
+        self.cut(&format!("  iifname \"{from}\" oifname \"{to}\" drop\n"))
+    }
+
+    fn cut(&self, drops: &str) -> Result<()> {
+        self.heal()?;
+        let rules = format!(
+            "table bridge hbcut {{\n chain cut {{\n  type filter hook forward priority 0;\n{drops} }}\n}}\n"
+        );
         let path = self.lab.scratch.join("partition.nft");
         std::fs::write(&path, rules)?;
         self.lab

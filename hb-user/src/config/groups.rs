@@ -437,15 +437,13 @@ pub fn units(groups: &[GroupSpec]) -> Vec<Vec<usize>> {
     out
 }
 
-/// Whether a reload from `old` to `new` can apply live: the same groups with
-/// the same VIPs and tracks; their priority, preemption and notify may change.
+/// Whether a reload from `old` to `new` can apply live: the same groups
+/// (names, ids, sync groups); their VIPs, routes, rules, tracks, priority,
+/// preemption and notify commands may change.
 pub fn live_change(old: &[GroupSpec], new: &[GroupSpec]) -> bool {
     old.len() == new.len()
-        && old.iter().zip(new).all(|(a, b)| {
-            (
-                &a.name, a.slot, &a.vips, &a.track, &a.sync, &a.routes, &a.rules,
-            ) == (
-                &b.name, b.slot, &b.vips, &b.track, &b.sync, &b.routes, &b.rules,
-            )
-        })
+        && old
+            .iter()
+            .zip(new)
+            .all(|(a, b)| (&a.name, a.slot, &a.sync) == (&b.name, b.slot, &b.sync))
 }

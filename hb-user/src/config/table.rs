@@ -159,7 +159,7 @@ settings! {
 
     /// What this node competes for, and how.
     Election election {
-        vips: Vec<Vip> = list("vip", absent), vip_list, Restart,
+        vips: Vec<Vip> = list("vip", absent), vip_list, Live,
             "Virtual address to hold while active, as IPV4/PREFIX or IPV6/PREFIX (repeat)."
             [long = "vip", value_name = "ADDR/PREFIX"];
         priority: u8 = one("priority", "100"), |s| int::<u8>(s, 0, u8::MAX), Live,

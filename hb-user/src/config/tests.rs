@@ -755,7 +755,7 @@ fn a_sync_group_makes_one_election_of_its_members() {
 }
 
 #[test]
-fn a_reload_applies_group_priorities_and_refuses_new_groups() {
+fn a_reload_applies_group_settings_and_vips_and_refuses_new_groups() {
     let a = ok(&args(), Some("[group.a]\npriority = 10\n[group.b]\n"));
     let b = ok(&args(), Some("[group.a]\npriority = 20\n[group.b]\n"));
     assert_eq!(a.changed(&b), [("group", Reload::Live)]);
@@ -765,7 +765,13 @@ fn a_reload_applies_group_priorities_and_refuses_new_groups() {
         &args(),
         Some("[group.a]\npriority = 10\nvip = [\"192.168.1.9/24\"]\n[group.b]\n"),
     );
-    assert_eq!(a.changed(&d), [("group", Reload::Restart)]);
+    // A group's VIPs are the running node's to move; its sync group is not.
+    assert_eq!(a.changed(&d), [("group", Reload::Live)]);
+    let e = ok(
+        &args(),
+        Some("[group.a]\npriority = 10\n[group.b]\npriority = 10\n[sync.s]\ngroups = [\"a\", \"b\"]\n"),
+    );
+    assert_eq!(a.changed(&e), [("group", Reload::Restart)]);
 }
 
 #[test]

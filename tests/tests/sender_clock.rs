@@ -59,9 +59,24 @@ fn watch_no_change(c: &Cluster, window: Duration) -> Result<(), String> {
     Ok(())
 }
 
+/// 2 ms heartbeats, dead-after 20 ms, as `--realtime` settings run. Not 8 ms
+/// for 20 s: on the two-vCPU machines the tests run on, both vCPUs are now and
+/// then descheduled 8-9 ms at once (both nodes' senders late by the same
+/// amount at the same instant, nothing running in the guest), which no
+/// priority inside it can prevent; the benchmark measures 2 ms / 8 ms there.
+const STEADY: &[&str] = &[
+    "--interval",
+    "2ms",
+    "--dead-after",
+    "20ms",
+    "--init-dead",
+    "1s",
+    "--realtime",
+];
+
 #[test]
 fn a_pair_at_2ms_heartbeats_left_alone_has_no_vip_change() {
-    let (_g, mut c) = test_lan("clk", &[100, 90], FASTEST, 1);
+    let (_g, mut c) = test_lan("clk", &[100, 90], STEADY, 1);
     c.start_all().unwrap();
     settle(&mut c);
     if let Err(e) = watch_no_change(&c, Duration::from_secs(20)) {

@@ -62,7 +62,7 @@ fn watch_no_change(c: &Cluster, window: Duration) -> Result<(), String> {
 /// 2 ms heartbeats, dead-after 20 ms, as `--realtime` settings run. Not 8 ms
 /// for 20 s: on the two-vCPU machines the tests run on, both vCPUs are now and
 /// then descheduled 8-9 ms at once (both nodes' senders late by the same
-/// amount at the same instant, nothing running in the guest), which no
+/// amount at the same instant, with nothing else of the suite running), which no
 /// priority inside it can prevent; the benchmark measures 2 ms / 8 ms there.
 const STEADY: &[&str] = &[
     "--interval",

@@ -592,6 +592,10 @@ impl Node {
                 fencing,
             } => {
                 let was = &self.p.machine;
+                // A reload that changed another group's settings, not ours.
+                if (was.priority, was.preempt, was.fencing) == (priority, preempt, fencing) {
+                    return out;
+                }
                 info(
                     &mut out,
                     format!(

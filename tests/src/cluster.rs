@@ -519,14 +519,20 @@ impl Cluster {
     }
 
     /// Node ids whose eth0 carries `addr` right now.
-    pub fn holders_of(&self, addr: Ipv4Addr) -> Vec<u32> {
+    pub fn holders_of(&self, addr: impl Into<std::net::IpAddr>) -> Vec<u32> {
+        self.holders_on(IFACE, addr)
+    }
+
+    /// Node ids whose interface `dev` carries `addr` right now.
+    pub fn holders_on(&self, dev: &str, addr: impl Into<std::net::IpAddr>) -> Vec<u32> {
+        let addr = addr.into();
+        let family = if addr.is_ipv6() { "-6" } else { "-4" };
         self.nodes
             .iter()
             .filter(|n| {
                 self.lab
-                    .exec(&n.ns, &["ip", "-4", "-o", "addr", "show", "dev", IFACE])
-                    .map(|out| out.contains(&format!(" {addr}/")))
-                    .unwrap_or(false)
+                    .exec(&n.ns, &["ip", family, "-o", "addr", "show", "dev", dev])
+                    .is_ok_and(|out| out.contains(&format!(" {addr}/")))
             })
             .map(|n| n.id)
             .collect()
@@ -677,21 +683,11 @@ impl Cluster {
 
     /// Node ids whose eth0 carries the VIP right now.
     pub fn holders(&self) -> Vec<u32> {
-        self.nodes
-            .iter()
-            .filter(|n| {
-                let (family, vip) = if self.ipv6 {
-                    ("-6", VIP6.to_string())
-                } else {
-                    ("-4", VIP.to_string())
-                };
-                self.lab
-                    .exec(&n.ns, &["ip", family, "-o", "addr", "show", "dev", IFACE])
-                    .map(|out| out.contains(&format!(" {vip}/")))
-                    .unwrap_or(false)
-            })
-            .map(|n| n.id)
-            .collect()
+        if self.ipv6 {
+            self.holders_of(VIP6)
+        } else {
+            self.holders_of(VIP)
+        }
     }
 
     /// Polls `cond` every 20 ms until it holds or `timeout` (times
@@ -738,7 +734,7 @@ impl Cluster {
 
     /// A probe from the client to the VIP every `period`.
     pub fn probe(&self, period: Duration) -> Result<crate::probe::Probe> {
-        crate::probe::Probe::start(&self.client, IFACE, VIP, period)
+        self.probe_addr(VIP, period)
     }
 
     /// Pings the IPv6 VIP from the client (ICMPv6 echo, every 10 ms, up to 2 s) and

@@ -14,12 +14,7 @@ use std::{
 const FLOAT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 
 fn on_lo(c: &Cluster) -> Vec<u32> {
-    (1..=c.nodes.len() as u32)
-        .filter(|&id| {
-            c.exec(id, &["ip", "-4", "-o", "addr", "show", "dev", "lo"])
-                .is_ok_and(|o| o.contains(&format!(" {FLOAT}/32")))
-        })
-        .collect()
+    c.holders_on("lo", FLOAT)
 }
 
 fn group(prio: u8) -> String {

@@ -281,6 +281,15 @@ impl Beat {
         }
     }
 
+    /// A reload removed the group in `slot`: heartbeats carry nothing for
+    /// it (state INIT, priority 0, no holder), so a peer that still has it
+    /// elects without us.
+    pub fn clear_group(&self, slot: usize) {
+        self.cell.holders[slot].store(0, SeqCst);
+        self.set_group(slot, Group::default());
+        self.wake();
+    }
+
     fn wake(&self) {
         self.cell.wake.value.fetch_add(1, SeqCst);
         self.cell.wake.wake(1);

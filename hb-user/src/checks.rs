@@ -118,16 +118,32 @@ pub struct Report {
     pub last: String,
 }
 
+/// The running checks' tasks; dropping it ends them (a script running then
+/// is killed with its process group).
+pub struct Running {
+    pub rx: mpsc::UnboundedReceiver<Report>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 /// Starts every check's task; reports arrive on the returned channel. Must be
-/// called inside a tokio runtime; the tasks end when the receiver is dropped.
-pub fn spawn(specs: &[CheckSpec]) -> mpsc::UnboundedReceiver<Report> {
+/// called inside a tokio runtime.
+pub fn spawn(specs: &[CheckSpec]) -> Running {
     let (tx, rx) = mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
     for (index, spec) in specs.iter().cloned().enumerate() {
         if matches!(spec.kind, CheckKind::Iface(_)) {
             continue;
         }
         let tx = tx.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut verdict = Verdict::default();
             let mut file_last = None;
             let mut tick = tokio::time::interval(spec.interval);
@@ -173,8 +189,9 @@ pub fn spawn(specs: &[CheckSpec]) -> mpsc::UnboundedReceiver<Report> {
                 }
             }
         });
+        tasks.push(task.abort_handle());
     }
-    rx
+    Running { rx, tasks }
 }
 
 /// Whether a process named `name` runs: one pass over /proc, no process spawned.

@@ -465,12 +465,7 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
     // A start that fails from here removes what it made, and only that.
     let state_dir = StateDir::open(&cfg.paths.state_dir)?;
     let pin_root = PinRoot::prepare(&cfg.paths.pin_root);
-    let peer_ids: Vec<u32> = {
-        let mut v: Vec<u32> = cfg.membership.peers.iter().map(|p| p.id).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
+    let peer_ids = peer_ids(&cfg);
     let Started {
         session,
         mut links,
@@ -624,69 +619,81 @@ fn units(
     inherited: bool,
     reach: bool,
 ) -> Vec<Unit> {
-    let names: Vec<String> = links.iter().map(|l| l.iface.clone()).collect();
-    groups::units(&cfg.groups)
-        .into_iter()
-        .map(|members| {
-            let first = &cfg.groups[members[0]];
-            let mine: Vec<PlacedVip> = vips
-                .iter()
-                .filter(|v| members.contains(&v.group))
-                .cloned()
-                .collect();
-            let checks = tracked(cfg, &members);
-            let node = Node::new(
-                NodeParams {
-                    machine: Params {
-                        node_id: cfg.membership.node_id,
-                        priority: first.priority,
-                        preempt: first.preempt,
-                        preempt_delay: first.preempt_delay,
-                        dead_after: cfg.timers.dead_after,
-                        init_dead: cfg.timers.init_dead,
-                        peers: peer_ids.to_vec(),
-                        ping_quorum: !cfg.membership.ping.is_empty(),
-                        fencing: cfg.hooks.fence_cmd.is_some(),
-                        fence_retry: Duration::from_secs(1),
-                    },
-                    has_vips: !mine.is_empty(),
-                    links: names.clone(),
-                    vip_list: vip_list(&mine, links),
-                    inherited_lease: inherited,
-                    checks,
-                },
-                monotonic(),
-            );
-            Unit {
-                name: first.sync.clone().unwrap_or_else(|| first.name.clone()),
-                slot: first.slot,
-                groups: members,
-                node,
-                advert: Advert {
-                    state: NodeState::Init,
-                    holds_vip: false,
-                    reaches_ping: reach,
-                    lease: inherited,
-                    leaving: false,
-                },
-            }
+    (groups::units(&cfg.groups).into_iter())
+        .map(|members| new_unit(cfg, peer_ids, members, vips, links, inherited, reach))
+        .collect()
+}
+
+/// The election of the groups `members` (indexes into `cfg.groups`), in INIT.
+fn new_unit(
+    cfg: &RunConfig,
+    peer_ids: &[u32],
+    members: Vec<usize>,
+    vips: &[PlacedVip],
+    links: &[Link],
+    inherited: bool,
+    reach: bool,
+) -> Unit {
+    let first = &cfg.groups[members[0]];
+    let mine: Vec<PlacedVip> = (vips.iter())
+        .filter(|v| members.contains(&v.group))
+        .cloned()
+        .collect();
+    let node = Node::new(
+        NodeParams {
+            machine: Params {
+                node_id: cfg.membership.node_id,
+                priority: first.priority,
+                preempt: first.preempt,
+                preempt_delay: first.preempt_delay,
+                dead_after: cfg.timers.dead_after,
+                init_dead: cfg.timers.init_dead,
+                peers: peer_ids.to_vec(),
+                ping_quorum: !cfg.membership.ping.is_empty(),
+                fencing: cfg.hooks.fence_cmd.is_some(),
+                fence_retry: Duration::from_secs(1),
+            },
+            has_vips: !mine.is_empty(),
+            links: links.iter().map(|l| l.iface.clone()).collect(),
+            vip_list: vip_list(&mine, links),
+            inherited_lease: inherited,
+            checks: tracked(cfg, &members),
+        },
+        monotonic(),
+    );
+    Unit {
+        name: first.sync.clone().unwrap_or_else(|| first.name.clone()),
+        slot: first.slot,
+        groups: members,
+        node,
+        advert: Advert {
+            state: NodeState::Init,
+            holds_vip: false,
+            reaches_ping: reach,
+            lease: inherited,
+            leaving: false,
+        },
+    }
+}
+
+/// What makes an election the same one across a reload: its groups' names
+/// and ids, and their sync group.
+fn unit_key(cfg: &RunConfig, members: &[usize]) -> Vec<(String, usize, Option<String>)> {
+    (members.iter())
+        .map(|&g| {
+            let g = &cfg.groups[g];
+            (g.name.clone(), g.slot, g.sync.clone())
         })
         .collect()
 }
 
-/// What a reload may change of the groups' resources: their VIPs, routes,
-/// rules and tracks.
-type Resources<'a> = Vec<(
-    &'a [groups::GroupVip],
-    &'a [crate::config::routes::RouteSpec],
-    &'a [crate::config::routes::RuleSpec],
-    &'a [(String, i32)],
-)>;
-
-fn resources(c: &RunConfig) -> Resources<'_> {
-    (c.groups.iter())
-        .map(|g| (&g.vips[..], &g.routes[..], &g.rules[..], &g.track[..]))
-        .collect()
+/// The configured peers' ids, sorted, once each: a peer's index here is
+/// its `seen` slot.
+fn peer_ids(cfg: &RunConfig) -> Vec<u32> {
+    let mut v: Vec<u32> = cfg.membership.peers.iter().map(|p| p.id).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// The checks the groups `members` track, with their weights; one tracked
@@ -740,7 +747,7 @@ struct Controller {
     args: RunArgs,
     signals: Signals,
     /// Health checks' verdicts (checks.rs), when any is configured.
-    check_rx: Option<mpsc::UnboundedReceiver<crate::checks::Report>>,
+    check_rx: Option<crate::checks::Running>,
     /// Per check, how its last reported run ended.
     check_last: Vec<String>,
     /// Interface checks: (check index, ifindex when last seen, up).
@@ -861,7 +868,7 @@ impl Controller {
                     let answer = self.control_request(req).await;
                     let _ = reply.send(answer);
                 }
-                Some(r) = async { self.check_rx.as_mut().expect("guarded").recv().await }, if self.check_rx.is_some() => {
+                Some(r) = async { self.check_rx.as_mut().expect("guarded").rx.recv().await }, if self.check_rx.is_some() => {
                     self.check_last[r.index] = r.last;
                     let name = self.cfg.checks[r.index].name.clone();
                     for u in 0..self.units.len() {
@@ -1979,22 +1986,17 @@ impl Controller {
             let changed = crate::reload::changes(&self.cfg, &new, &name)?;
             Ok((new, changed))
         });
-        // New VIPs are placed and checked against the host as a start does,
-        // before anything changes.
-        let mut placed = None;
+        // VIPs and peers are placed and checked against the host as a start
+        // does, before anything changes.
         let outcome = match outcome {
-            Ok((new, changed)) if resources(&self.cfg) != resources(&new) => {
-                match plan(&new, &self.nl).await {
-                    Ok(p) => {
-                        placed = Some(p.vips);
-                        Ok((new, changed))
-                    }
-                    Err(RunError::Config(e)) => Err(e),
-                    Err(RunError::Other(e)) => Err(ConfigError::new("vip", format!("{e:#}"))),
-                    Err(RunError::Kernel(_)) => Err(ConfigError::new("vip", "the kernel")),
-                }
-            }
-            other => other,
+            Ok((new, changed)) if !changed.is_empty() => match plan(&new, &self.nl).await {
+                Ok(p) => Ok((new, changed, Some(p))),
+                Err(RunError::Config(e)) => Err(e),
+                Err(RunError::Other(e)) => Err(ConfigError::new("vip", format!("{e:#}"))),
+                Err(RunError::Kernel(_)) => Err(ConfigError::new("vip", "the kernel")),
+            },
+            Ok((new, changed)) => Ok((new, changed, None)),
+            Err(e) => Err(e),
         };
         let count = self.reloads.as_ref().map_or(0, |r| r.count) + 1;
         let (outcome, detail) = match outcome {
@@ -2002,49 +2004,15 @@ impl Controller {
                 error!("reload of {name} refused, the running settings are kept: {e}");
                 ("refused", e.to_string())
             }
-            Ok((_, changed)) if changed.is_empty() => {
-                info!("reload of {name}: nothing changed");
-                ("unchanged", String::new())
-            }
-            Ok((new, changed)) => {
+            Ok((new, changed, Some(plan))) => {
                 let detail = changed.join(", ");
                 info!("reload of {name}: applying {detail}");
-                type Hooks = Vec<(Option<String>, NotifyArgs, Vec<(&'static str, String)>)>;
-                fn hooks(c: &RunConfig) -> (Hooks, Duration) {
-                    let g = (c.groups.iter())
-                        .map(|g| (g.notify.clone(), g.notify_args, g.on_state.clone()));
-                    let s = (c.syncs.iter())
-                        .map(|s| (s.notify.clone(), s.notify_args, s.on_state.clone()));
-                    (g.chain(s).collect(), c.hooks.notify_timeout)
-                }
-                if hooks(&new) != hooks(&self.cfg) {
-                    // The old ones finish what they were given, in order, in the background.
-                    let drain = self.cfg.hooks.notify_timeout + Duration::from_secs(1);
-                    for old in self.notifiers.drain(..).flatten() {
-                        tokio::spawn(async move { old.drain(drain).await });
-                    }
-                    self.notifiers = notifiers(&new);
-                }
-                // Routes and VIPs that go, under the settings that made them.
-                if let Some(vips) = &placed {
-                    self.drop_resources(vips).await;
-                }
-                self.cfg = new;
-                if let Some(vips) = placed {
-                    self.set_resources(vips).await;
-                }
-                for u in 0..self.units.len() {
-                    let live = crate::reload::Live::of(&self.cfg, &self.units[u].groups);
-                    let actions = self.units[u].node.handle(Input::Settings {
-                        priority: live.priority,
-                        preempt: live.preempt,
-                        fencing: live.fencing,
-                    });
-                    self.perform(u, actions).await;
-                }
-                // Elect with the new settings now.
-                self.poll().await;
+                self.apply(new, plan).await;
                 ("applied", detail)
+            }
+            Ok(_) => {
+                info!("reload of {name}: nothing changed");
+                ("unchanged", String::new())
             }
         };
         self.reloads = Some(crate::status::ReloadRow {
@@ -2056,12 +2024,160 @@ impl Controller {
         self.write_status();
     }
 
-    /// Before a reload's new VIPs: the routes and rules of every held
-    /// election go (they come back with the new settings), and so do the
-    /// VIPs not in `new`.
-    async fn drop_resources(&mut self, new: &[PlacedVip]) {
+    /// Applies a reload's settings (`plan`: where its VIPs go, which link
+    /// reaches each peer). An election whose groups (names, ids, sync group)
+    /// stay goes on as it is, with its new settings; one whose groups went
+    /// releases them first and says STOP; a new one starts in INIT, as at a
+    /// start but without waiting init_dead for peers already heard.
+    async fn apply(&mut self, new: RunConfig, plan: Plan) {
+        let members = groups::units(&new.groups);
+        let keys: Vec<_> = members.iter().map(|m| unit_key(&new, m)).collect();
+        let old_keys: Vec<_> = (self.units.iter())
+            .map(|u| unit_key(&self.cfg, &u.groups))
+            .collect();
+        let gone: Vec<usize> = (0..self.units.len())
+            .filter(|&u| !keys.contains(&old_keys[u]))
+            .collect();
+        // Under the settings that made them: the elections that go.
+        for &u in &gone {
+            let unit = &self.units[u];
+            info!(
+                "reload: {} removed ({}): releasing it",
+                unit.name,
+                unit.node.state().name()
+            );
+            self.release_vips(u).await;
+            let from = self.units[u].node.state().name().to_string();
+            self.notify(u, from, hooks::STOP.into(), "removed by a reload".into());
+            if let Some(b) = &self.beat {
+                for &g in &self.units[u].groups {
+                    b.clear_group(self.cfg.groups[g].slot);
+                }
+            }
+        }
+        type Hooks = Vec<(Option<String>, NotifyArgs, Vec<(&'static str, String)>)>;
+        fn hooks(c: &RunConfig) -> (Hooks, Duration) {
+            let g =
+                (c.groups.iter()).map(|g| (g.notify.clone(), g.notify_args, g.on_state.clone()));
+            let s = (c.syncs.iter()).map(|s| (s.notify.clone(), s.notify_args, s.on_state.clone()));
+            (g.chain(s).collect(), c.hooks.notify_timeout)
+        }
+        if hooks(&new) != hooks(&self.cfg) {
+            // The old ones finish what they were given, in order, in the background.
+            let drain = self.cfg.hooks.notify_timeout + Duration::from_secs(1);
+            for old in self.notifiers.drain(..).flatten() {
+                tokio::spawn(async move { old.drain(drain).await });
+            }
+            self.notifiers = notifiers(&new);
+        }
+        // Routes and VIPs that go, under the settings that made them.
+        self.drop_resources(&gone, &plan.vips).await;
+
+        let peer_ids = peer_ids(&new);
+        let reach = self.reach();
+        let mut old: Vec<Option<Unit>> = self.units.drain(..).map(Some).collect();
+        // Old election index -> new one.
+        let mut moved: Vec<Option<usize>> = vec![None; old.len()];
+        for (i, m) in members.into_iter().enumerate() {
+            let kept = old_keys.iter().position(|k| *k == keys[i]);
+            let unit = match kept.and_then(|o| Some((o, old[o].take()?))) {
+                Some((o, mut unit)) => {
+                    moved[o] = Some(i);
+                    unit.groups = m;
+                    unit
+                }
+                None => {
+                    let unit = new_unit(&new, &peer_ids, m, &plan.vips, &self.links, false, reach);
+                    info!("reload: {} added: INIT", unit.name);
+                    unit
+                }
+            };
+            self.units.push(unit);
+        }
+        for waiting in self.fencing.values_mut() {
+            *waiting = waiting.iter().filter_map(|&u| moved[u]).collect();
+        }
+        self.bursts.retain(|(u, _)| moved[*u].is_some());
+        for (u, _) in &mut self.bursts {
+            *u = moved[*u].expect("kept above");
+        }
+        let checks_changed = self.cfg.checks != new.checks;
+        self.cfg = new;
+        self.set_peers(peer_ids, &plan.links).await;
+        if checks_changed {
+            // The old tasks end here (a script running is killed); each
+            // election keeps its checks' last verdicts until the new ones come.
+            self.check_rx = None;
+            self.check_rx =
+                (!self.cfg.checks.is_empty()).then(|| crate::checks::spawn(&self.cfg.checks));
+            self.check_last = vec![String::new(); self.cfg.checks.len()];
+            self.iface_checks.clear();
+        }
+        self.set_resources(plan.vips).await;
+        if checks_changed {
+            self.start_iface_checks().await;
+        }
         for u in 0..self.units.len() {
-            if self.units[u].node.holds_vip() {
+            let live = crate::reload::Live::of(&self.cfg, &self.units[u].groups);
+            let actions = self.units[u].node.handle(Input::Settings {
+                priority: live.priority,
+                preempt: live.preempt,
+                fencing: live.fencing,
+            });
+            self.perform(u, actions).await;
+            self.publish(u);
+        }
+        // A removed election may have been the last to want the lease.
+        if !gone.is_empty() && !self.units.iter().any(|u| u.advert.lease) {
+            self.set_lease(Duration::ZERO);
+        }
+        if !gone.is_empty() || moved.iter().flatten().count() != self.units.len() {
+            if let Err(e) = self.save_standby() {
+                warn!("reload: remembering the groups in standby: {e:#}");
+            }
+        }
+        // Elect with the new settings now.
+        self.poll().await;
+    }
+
+    /// A reload's peers (`links`: per link, the peers heartbeats reach there):
+    /// every data plane's allow-list and `seen` slots, the sender's targets
+    /// on each link, and each election's list.
+    async fn set_peers(&mut self, peer_ids: Vec<u32>, links: &[PlannedLink]) {
+        let node_id = self.cfg.membership.node_id;
+        let port = self.cfg.membership.port;
+        for (l, (_, _, _, targets)) in self.links.iter_mut().zip(links) {
+            if let Err(e) = l.plane.set_peers(node_id, &peer_ids) {
+                warn!("reload: the peers of the data plane on {}: {e:#}", l.iface);
+            }
+            let dests: Vec<Dest> = (targets.iter())
+                .map(|&(peer, addr)| Dest {
+                    peer,
+                    slot: peer_ids.iter().position(|&p| p == peer).unwrap_or(0) as u32,
+                    addr,
+                })
+                .collect();
+            if let Err(e) = l.targets.set_dests(&dests, port) {
+                warn!("reload: heartbeat targets on {}: {e:#}", l.iface);
+            }
+        }
+        self.bodies.retain(|(_, p), _| peer_ids.contains(p));
+        self.peer_ids = peer_ids.clone();
+        for u in 0..self.units.len() {
+            let actions = self.units[u].node.handle(Input::Peers {
+                peers: peer_ids.clone(),
+            });
+            self.perform(u, actions).await;
+        }
+    }
+
+    /// Before a reload's new VIPs: the elections in `gone` release
+    /// everything; the routes and rules of every other held election go
+    /// (they come back with the new settings), and so do the VIPs not in
+    /// `new`.
+    async fn drop_resources(&mut self, gone: &[usize], new: &[PlacedVip]) {
+        for u in 0..self.units.len() {
+            if !gone.contains(&u) && self.units[u].node.holds_vip() {
                 self.move_routes(u, false).await;
             }
         }

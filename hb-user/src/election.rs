@@ -299,6 +299,17 @@ impl Machine {
         self.p.fencing = fencing;
     }
 
+    /// A reload changed the peers: a new one counts as unheard until it is
+    /// heard, a removed one is forgotten.
+    pub fn set_peers(&mut self, peers: &[u32]) {
+        self.alive.retain(|id, _| peers.contains(id));
+        for &id in peers {
+            self.alive.entry(id).or_insert(false);
+        }
+        self.fenced.retain(|id| peers.contains(id));
+        self.p.peers = peers.to_vec();
+    }
+
     /// Our rank, given whether we reach a ping target.
     pub fn rank(&self, reach: bool) -> Rank {
         (reach, self.p.priority, self.p.node_id)

@@ -775,6 +775,45 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Replaces the peer allow-list (a reload): `peers[i]`'s `seen` slot is
+    /// `i`. A peer keeping its slot keeps its anti-replay state; one that
+    /// moves or is new starts afresh (its next session is established as
+    /// after our start), with its `seen` slot cleared, so the sender never
+    /// echoes another peer's session to it; a peer no longer listed is
+    /// refused from now on. Our own entry (id collisions) stays.
+    pub fn set_peers(&mut self, node_id: u32, peers: &[u32]) -> Result<()> {
+        let mut map = HashMap::<_, u32, PeerState>::try_from(self.map_mut(names::PEERS)?)?;
+        let stale: Vec<u32> = (map.keys().filter_map(|k| k.ok()))
+            .filter(|id| *id != node_id && !peers.contains(id))
+            .collect();
+        for id in &stale {
+            match map.remove(id) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut cleared = Vec::new();
+        for (id, slot) in peers.iter().zip(0u32..) {
+            if map.get(id, 0).is_ok_and(|p| p.slot == slot) {
+                continue;
+            }
+            map.insert(
+                *id,
+                PeerState {
+                    slot,
+                    ..PeerState::default()
+                },
+                0,
+            )?;
+            cleared.push(slot);
+        }
+        let mut seen = Array::<_, Seen>::try_from(self.map_mut(names::SEEN)?)?;
+        for slot in cleared {
+            seen.set(slot, Seen::default(), 0)?;
+        }
+        Ok(())
+    }
+
     /// The XDP program, e.g. for `TestRun`.
     pub fn program(&self) -> Result<&Xdp> {
         Ok(self

@@ -172,6 +172,9 @@ pub enum Input {
         preempt: bool,
         fencing: bool,
     },
+    /// A reload changed the configured peers: the next observation counts
+    /// these (a new one unheard, a removed one forgotten).
+    Peers { peers: Vec<u32> },
     /// The fencing command for `peers` finished.
     FenceDone {
         #[serde(with = "ms")]
@@ -608,6 +611,21 @@ impl Node {
                 self.p.machine.fencing = fencing;
                 self.weigh(&mut out);
                 out.push(Action::WriteStatus);
+            }
+            Input::Peers { peers } => {
+                if peers != self.p.machine.peers {
+                    info(
+                        &mut out,
+                        format!("reloaded: peers {:?} -> {peers:?}", self.p.machine.peers),
+                    );
+                    self.link_alive.retain(|(id, _), _| peers.contains(id));
+                    self.rival_holders.retain(|id| peers.contains(id));
+                    self.old_peers.retain(|id| peers.contains(id));
+                    self.live.retain(|(_, id)| peers.contains(id));
+                    self.machine.set_peers(&peers);
+                    self.p.machine.peers = peers;
+                    out.push(Action::WriteStatus);
+                }
             }
             Input::FenceDone { now, peers, ok } => {
                 let list = peers

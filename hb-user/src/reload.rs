@@ -1,8 +1,10 @@
 //! What a reload (SIGHUP, `hb-user reload`) may change in a running node.
 //!
 //! The new settings are validated as a start would, then compared with the
-//! running ones. Settings the running node can take over are applied; a change
-//! to one that shapes the data plane, the sessions or the VIPs' placement is
+//! running ones. Settings the running node can take over are applied (groups,
+//! peers, checks, VIPs and hooks among them: the controller's `apply`); a
+//! change to one that shapes the data plane or its sockets (interfaces, ports,
+//! timers, key, paths), or one that would renumber a running group, is
 //! refused as a whole, naming the setting, and nothing changes: a reload never
 //! leaves a node half-configured. Flags win over the file at every reload as at
 //! the start, so a change can only come from the file.
@@ -31,6 +33,26 @@ pub fn changes(
             format!("{key} in {file_name}"),
             "changed, and this setting takes a restart of hb-user: the running settings are kept",
         ));
+    }
+    // Peers read a group's standing from its id's slot: a group that keeps
+    // its name but changes id would be another group to nodes not reloaded
+    // yet.
+    for g in &new.groups {
+        if let Some(o) = old
+            .groups
+            .iter()
+            .find(|o| o.name == g.name && o.slot != g.slot)
+        {
+            return Err(ConfigError::new(
+                format!("group.{}.id in {file_name}", g.name),
+                format!(
+                    "would change from {} to {}: a running group keeps its id (one without an id takes the lowest free one, in name order); write id = {} in it, or change ids on every node with a restart",
+                    o.slot + 1,
+                    g.slot + 1,
+                    o.slot + 1
+                ),
+            ));
+        }
     }
     Ok(changed.into_iter().map(|(key, _)| key).collect())
 }
@@ -127,6 +149,17 @@ mod tests {
             changes(&old, &new, "hb.toml").unwrap_err().field,
             "cluster_id in hb.toml"
         );
+        // A group that stays keeps its id, even a defaulted one.
+        let two = cfg("[group.b]\n[group.c]\n");
+        let new = cfg("[group.c]\n");
+        let e = changes(&two, &new, "hb.toml").unwrap_err();
+        assert_eq!(e.field, "group.c.id in hb.toml");
+        assert!(e.message.contains("id = 2"), "{e}");
+        let new = cfg("[group.c]\nid = 2\n");
+        assert_eq!(changes(&two, &new, "hb.toml").unwrap(), ["group"]);
+        // A group added with its own id moves none.
+        let new = cfg("[group.a]\nid = 3\n[group.b]\n[group.c]\n");
+        assert_eq!(changes(&two, &new, "hb.toml").unwrap(), ["group"]);
         // VIPs are the running node's to move.
         let new = cfg("vip = \"192.168.1.100/24\"\n");
         assert_eq!(changes(&old, &new, "hb.toml").unwrap(), ["vip"]);

@@ -290,6 +290,44 @@ impl Targets {
         Ok(())
     }
 
+    /// The peers' addresses changed (a reload): heartbeats go to `dests` on
+    /// `port` from the next beat. A target whose address stays keeps its next
+    /// hop; sockets for a new address family are opened first.
+    pub fn set_dests(&mut self, dests: &[Dest], port: u16) -> Result<()> {
+        let old = self.targets.load();
+        let next: Vec<Target> = (dests.iter())
+            .map(|&dest| Target {
+                dest,
+                addr: SocketAddr::new(dest.addr, port),
+                ends: old
+                    .iter()
+                    .find(|t| t.dest.addr == dest.addr)
+                    .and_then(|t| t.ends),
+            })
+            .collect();
+        let sockets = self.sockets.load();
+        let lacks = |v6: bool| {
+            let has = if v6 { &sockets.v6 } else { &sockets.v4 };
+            has.is_none() && dests.iter().any(|d| d.addr.is_ipv6() == v6)
+        };
+        if lacks(false) || lacks(true) {
+            let opened = Sockets::open(&self.iface, sockets.ifindex, dests)?;
+            self.src_port = opened.src_port();
+            self.usable = opened.packet.is_some();
+            // Sockets first: the new targets' family has one.
+            self.sockets.store(Arc::new(opened));
+            // Frames carry the source port, which the new socket changed.
+            self.targets.store(Arc::new(
+                next.into_iter()
+                    .map(|t| Target { ends: None, ..t })
+                    .collect(),
+            ));
+        } else {
+            self.targets.store(Arc::new(next));
+        }
+        Ok(())
+    }
+
     /// Sets (or, with `None`, clears) the next hop of `dst`: its MAC and our source
     /// address towards it. Returns the path `dst` now takes when it changed.
     pub fn set_next_hop(&self, dst: Ipv4Addr, hop: Option<([u8; 6], Ipv4Addr)>) -> Option<Path> {

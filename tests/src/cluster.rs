@@ -204,6 +204,8 @@ pub struct Node {
     pub file: Option<PathBuf>,
     /// Its VIPs are in its file's groups (see [`Cluster::use_groups`]): no `--vip`.
     pub groups: bool,
+    /// Its peers are in its file (see [`Cluster::use_peers_file`]): no `--peer`.
+    pub peers_in_file: bool,
     child: Option<Child>,
 }
 
@@ -295,6 +297,7 @@ impl Cluster {
                 log: dir.join("hb-user.log"),
                 file: None,
                 groups: false,
+                peers_in_file: false,
                 child: None,
             });
         }
@@ -464,7 +467,7 @@ impl Cluster {
             a.extend(["--iface".into(), format!("eth{k}")]);
         }
         a.extend(["--node-id".into(), id.to_string()]);
-        for p in self.nodes.iter().filter(|p| p.id != id) {
+        for p in self.nodes.iter().filter(|p| p.id != id && !n.peers_in_file) {
             if self.ipv6 {
                 a.extend(["--peer".into(), format!("{}@{}", p.id, node_ip6(p.id))]);
                 continue;
@@ -516,6 +519,21 @@ impl Cluster {
     pub fn use_groups(&mut self, id: u32, text: &str) -> Result<PathBuf> {
         self.nodes[id as usize - 1].groups = true;
         self.use_file(id, text)
+    }
+
+    /// Like [`Cluster::use_file`] with the node's peers in the file too
+    /// (`peer_line`), so that a reload can change them: no `--peer`.
+    pub fn use_peers_file(&mut self, id: u32, text: &str) -> Result<PathBuf> {
+        self.nodes[id as usize - 1].peers_in_file = true;
+        self.use_file(id, text)
+    }
+
+    /// The `peer = [...]` line naming `peers` at their eth0 addresses.
+    pub fn peer_line(&self, peers: &[u32]) -> String {
+        let list: Vec<String> = (peers.iter())
+            .map(|&p| format!("\"{p}@{}\"", self.node(p).ip))
+            .collect();
+        format!("peer = [{}]\n", list.join(", "))
     }
 
     /// Node ids whose eth0 carries `addr` right now.

@@ -356,3 +356,80 @@ fn a_reload_adds_and_removes_a_groups_vips_while_the_other_group_answers() {
     );
     assert!(holds(&c, DB, &[2]) && holds(&c, WEB, &[1]), "{}", c.logs());
 }
+
+#[test]
+fn a_reload_adds_a_group_and_removes_one_and_its_holder_hands_it_over() {
+    const API: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 103);
+    let (_g, c, files, probe, from) = active_active("vga");
+    let api = |priority: u8| {
+        format!("\n[group.api]\nid = 3\nvip = [\"{API}/24\"]\npriority = {priority}\n")
+    };
+    // A third group on both nodes, higher on node 1: it starts there, the
+    // other groups stay where they are.
+    for (id, (web, db, a)) in [(1, (200, 100, 200)), (2, (100, 200, 100))] {
+        let text = two_groups(web, db, "0s") + &api(a);
+        std::fs::write(&files[id as usize - 1], text).unwrap();
+        let (code, out, err) = reload(&c, id);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("group"), "the changed setting is named: {out}");
+    }
+    wait_holders(&c, API, &[1], "the added group");
+    assert!(holds(&c, DB, &[2]) && holds(&c, WEB, &[1]), "{}", c.logs());
+    let names = |id: u32| -> Vec<String> {
+        let s = c.status_of(id).unwrap();
+        s.groups.iter().map(|g| g.name.clone()).collect()
+    };
+    assert!(names(1).contains(&"api".to_string()), "{:?}", names(1));
+
+    // db leaves node 2's file first. Without db, web's defaulted id would
+    // be db's: refused, naming it, and nothing moves.
+    let without_db = |web: u8, a: u8, id: &str| {
+        format!("[group.web]\n{id}vip = [\"{WEB}/24\"]\npriority = {web}\n") + &api(a)
+    };
+    std::fs::write(&files[1], without_db(100, 100, "")).unwrap();
+    let (code, out, err) = reload(&c, 2);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(format!("{out}{err}").contains("group.web.id"), "{out}{err}");
+    assert!(holds(&c, DB, &[2]) && holds(&c, WEB, &[1]), "{}", c.logs());
+    // With web's id written: node 2 releases db, and node 1, which still
+    // has it, takes it; then it leaves node 1's file too, and nobody has it.
+    std::fs::write(&files[1], without_db(100, 100, "id = 2\n")).unwrap();
+    let (code, out, err) = reload(&c, 2);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_holders(&c, DB, &[1], "db after its holder dropped it");
+    std::fs::write(&files[0], without_db(200, 200, "id = 2\n")).unwrap();
+    let (code, out, err) = reload(&c, 1);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_holders(&c, DB, &[], "db removed from both nodes");
+    assert!(!names(1).contains(&"db".to_string()), "{:?}", names(1));
+    std::thread::sleep(Duration::from_millis(300));
+    let gap = probe.stop().longest_gap(from, Instant::now());
+    assert!(
+        gap < Duration::from_millis(200),
+        "web's VIP went unanswered for {} ms while groups came and went\n{}",
+        gap.as_millis(),
+        c.logs()
+    );
+    assert!(holds(&c, WEB, &[1]) && holds(&c, API, &[1]), "{}", c.logs());
+    // The groups that stayed still fail over: node 1's crash moves both (a
+    // crash removes nothing: node 1's addresses stay, fenced by its data
+    // plane; what counts is that node 2 holds them).
+    let mut c = c;
+    c.signal(1, Signal::SIGKILL).unwrap();
+    let masters = |c: &Cluster| -> Vec<String> {
+        let s = c.status_of(2).unwrap();
+        let held = s
+            .groups
+            .iter()
+            .filter(|g| g.state == hb_common::NodeState::Master);
+        held.map(|g| g.name.clone()).collect()
+    };
+    assert!(
+        c.wait_for(BOUND, |c| masters(c) == ["api", "web"]
+            && c.holders_of(WEB).contains(&2)
+            && c.holders_of(API).contains(&2)),
+        "node 2 holds {:?} after node 1's crash\n{}",
+        masters(&c),
+        c.logs()
+    );
+}

@@ -185,8 +185,12 @@ pub(super) fn resolve(
             format!("{} groups: heartbeats carry at most {GROUPS}", groups.len()),
         ));
     }
+    // A group without an id takes the lowest id no group names, in name
+    // order: adding a group with its id moves no other group.
+    let named: Vec<i64> = groups.values().filter_map(|g| g.id).collect();
+    let mut free = (0..GROUPS).filter(|s| !named.contains(&(*s as i64 + 1)));
     let mut out = Vec::new();
-    for (i, (name, g)) in groups.into_iter().enumerate() {
+    for (name, g) in groups {
         let field = |key: &str| src.file_key(&format!("group.{name}.{key}"));
         let bad = |key: &str, m: String| ConfigError::new(field(key), m);
         if !name_ok(&name) {
@@ -196,7 +200,7 @@ pub(super) fn resolve(
             ));
         }
         let slot = match g.id {
-            None => i,
+            None => free.next().unwrap_or(0),
             Some(id) => {
                 int::<u8>(&id.to_string(), 1, GROUPS as u8).map_err(|m| bad("id", m))? as usize - 1
             }
@@ -205,7 +209,7 @@ pub(super) fn resolve(
             return Err(bad(
                 "id",
                 format!(
-                    "{} is group {}'s id too (ids default to the groups' places in name order)",
+                    "{} is group {}'s id too (a group without an id takes the lowest free one, in name order)",
                     slot + 1,
                     other.name
                 ),
@@ -435,15 +439,4 @@ pub fn units(groups: &[GroupSpec]) -> Vec<Vec<usize>> {
         }
     }
     out
-}
-
-/// Whether a reload from `old` to `new` can apply live: the same groups
-/// (names, ids, sync groups); their VIPs, routes, rules, tracks, priority,
-/// preemption and notify commands may change.
-pub fn live_change(old: &[GroupSpec], new: &[GroupSpec]) -> bool {
-    old.len() == new.len()
-        && old
-            .iter()
-            .zip(new)
-            .all(|(a, b)| (&a.name, a.slot, &a.sync) == (&b.name, b.slot, &b.sync))
 }

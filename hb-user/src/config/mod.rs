@@ -370,19 +370,16 @@ impl RunConfig {
             .map(|s| (s.key, s.reload))
             .collect();
         if self.checks != new.checks {
-            out.push(("check", Reload::Restart));
+            out.push(("check", Reload::Live));
         }
-        let tables = self.group_tables || new.group_tables;
-        if self.syncs != new.syncs
-            || self.group_tables != new.group_tables
-            || !groups::live_change(&self.groups, &new.groups)
-        {
-            // The default group's VIPs are `vip`'s, named above.
-            if tables {
-                out.push(("group", Reload::Restart));
+        // The default group's VIPs and settings are the top-level keys, named above.
+        if self.group_tables || new.group_tables {
+            if self.groups != new.groups {
+                out.push(("group", Reload::Live));
             }
-        } else if tables && self.groups != new.groups {
-            out.push(("group", Reload::Live));
+            if self.syncs != new.syncs {
+                out.push(("sync", Reload::Live));
+            }
         }
         out
     }

@@ -130,7 +130,7 @@ settings! {
         node_id: u32 = one("node_id", required), node_id, Restart,
             "This node's id (1..=4294967295)."
             [long, value_name = "N"];
-        peers: Vec<PeerAddr> = list("peer", required), peer_list, Restart,
+        peers: Vec<PeerAddr> = list("peer", required), peer_list, Live,
             "A peer as ID@IPV4 or ID@IPV6 (repeat; the same id once per link)."
             [long = "peer", value_name = "ID@ADDR"];
         cluster_id: u32 = one("cluster_id", "1"), |s| int::<u32>(s, 0, u32::MAX), Restart,

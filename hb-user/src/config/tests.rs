@@ -646,8 +646,8 @@ fn group_tables_inherit_top_level_settings_and_track_named_checks() {
     );
     assert!(c.group_tables);
     let names: Vec<(&str, usize)> = c.groups.iter().map(|g| (g.name.as_str(), g.slot)).collect();
-    // Name order; ids default to the place in it unless given.
-    assert_eq!(names, [("db", 4), ("web", 1)]);
+    // Name order; a group without an id takes the lowest free one.
+    assert_eq!(names, [("db", 4), ("web", 0)]);
     let (db, web) = (&c.groups[0], &c.groups[1]);
     assert_eq!(
         (db.priority, db.preempt, db.preempt_delay, db.track.len()),
@@ -755,23 +755,29 @@ fn a_sync_group_makes_one_election_of_its_members() {
 }
 
 #[test]
-fn a_reload_applies_group_settings_and_vips_and_refuses_new_groups() {
+fn a_reload_applies_groups_added_removed_and_synced() {
     let a = ok(&args(), Some("[group.a]\npriority = 10\n[group.b]\n"));
     let b = ok(&args(), Some("[group.a]\npriority = 20\n[group.b]\n"));
     assert_eq!(a.changed(&b), [("group", Reload::Live)]);
     let c = ok(&args(), Some("[group.a]\npriority = 10\n"));
-    assert_eq!(a.changed(&c), [("group", Reload::Restart)]);
+    assert_eq!(a.changed(&c), [("group", Reload::Live)]);
     let d = ok(
         &args(),
         Some("[group.a]\npriority = 10\nvip = [\"192.168.1.9/24\"]\n[group.b]\n"),
     );
-    // A group's VIPs are the running node's to move; its sync group is not.
     assert_eq!(a.changed(&d), [("group", Reload::Live)]);
     let e = ok(
         &args(),
         Some("[group.a]\npriority = 10\n[group.b]\npriority = 10\n[sync.s]\ngroups = [\"a\", \"b\"]\n"),
     );
-    assert_eq!(a.changed(&e), [("group", Reload::Restart)]);
+    assert_eq!(
+        a.changed(&e),
+        [("group", Reload::Live), ("sync", Reload::Live)]
+    );
+    // Without group tables the top-level keys say it all.
+    let f = ok(&args(), Some("priority = 10\n"));
+    let g = ok(&args(), Some("priority = 20\n"));
+    assert_eq!(f.changed(&g), [("priority", Reload::Live)]);
 }
 
 #[test]

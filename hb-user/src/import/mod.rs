@@ -252,7 +252,7 @@ impl Conv {
                 "state" if !nopreempt => self.skip(c, "not needed: hb elects by priority"),
                 "state" => {}
                 "virtual_router_id" => t.comments.push(format!(
-                    "# virtual_router_id {}: hb groups are named",
+                    "# virtual_router_id {}: hb's group ids are 1-8, the same on every node",
                     c.args.join(" ")
                 )),
                 "priority" => {
@@ -631,11 +631,25 @@ impl Conv {
         o += &format!("init_dead = {dead_after}\n");
         o += "# shared by all nodes, replaces keepalived's authentication: `hb-user keygen --out /etc/hb/hb.key`\n";
         o += "key_file = \"/etc/hb/hb.key\"\n";
+        // Ids written out, so that adding or removing a group later in a
+        // reload renumbers none (a group without one takes a free id).
+        let mut groups: Vec<&str> = (self.tables.iter())
+            .filter(|t| t.kind == "group")
+            .map(|t| t.name.as_str())
+            .collect();
+        groups.sort_unstable();
         for t in &self.tables {
             o += &format!("\n[{}.{}]\n", t.kind, key(&t.name));
             for c in &t.comments {
                 o += c;
                 o += "\n";
+            }
+            if let Some(i) = groups
+                .iter()
+                .position(|g| *g == t.name)
+                .filter(|_| t.kind == "group")
+            {
+                o += &format!("id = {}\n", i + 1);
             }
             for (k, v) in &t.keys {
                 o += &format!("{k} = {v}\n");

@@ -73,6 +73,7 @@ fn an_instance_with_its_checks() {
         .collect();
     assert_eq!(peers, ["2@10.0.0.2", "3@10.0.0.3"]);
     let g = &t["group"]["VI_1"];
+    assert_eq!(g["id"].as_integer(), Some(1), "ids are written out");
     let vips: Vec<_> = g["vip"]
         .as_array()
         .unwrap()
@@ -116,7 +117,7 @@ fn an_instance_with_its_checks() {
     assert_eq!(t["check"]["eth2"]["weight"].as_integer(), Some(5));
     assert!(c
         .toml
-        .contains("# virtual_router_id 51: hb groups are named"));
+        .contains("# virtual_router_id 51: hb's group ids are 1-8, the same on every node"));
     assert!(c
         .toml
         .starts_with("# converted from k.conf by hb-user import-keepalived"));

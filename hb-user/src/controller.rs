@@ -574,6 +574,7 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         reloads: None,
         control: None,
         since_unix_ms: 0,
+        systemd: crate::systemd::Systemd::new(),
     };
     c.control = crate::control::Control::listen(c.state_dir.path())
         .map_err(|e| warn!("hb-user standby and resume will not reach this node: {e:#}"))
@@ -799,6 +800,8 @@ struct Controller {
     beat_watches: bool,
     /// Per (link index, peer), the last body whose MAC held.
     bodies: BTreeMap<(usize, u32), Body>,
+    /// The service manager's notifications (systemd.rs).
+    systemd: crate::systemd::Systemd,
 }
 
 impl Controller {
@@ -904,7 +907,18 @@ impl Controller {
             if let Some(b) = &self.beat {
                 b.touch();
             }
+            self.tell_systemd();
         }
+    }
+
+    /// READY once every election has left INIT, STATUS with each group's
+    /// state, WATCHDOG from this loop (so a stuck loop is restarted).
+    fn tell_systemd(&mut self) {
+        let settled = self.units.iter().all(|u| u.node.state() != NodeState::Init);
+        let status: Vec<String> = (self.units.iter())
+            .map(|u| format!("{} {}", u.name, u.node.state().name()))
+            .collect();
+        self.systemd.update(monotonic(), settled, &status.join(", "));
     }
 
     /// When to look again without news, as an absolute time (a deadline in
@@ -930,7 +944,7 @@ impl Controller {
                 }
             })
             .min();
-        [core, reach]
+        [core, reach, self.systemd.next_feed()]
             .into_iter()
             .flatten()
             .fold(look, Duration::min)
@@ -1980,6 +1994,7 @@ impl Controller {
     /// (reload.rs); otherwise nothing changes. The outcome goes to the log and
     /// the status, where `hb-user reload` finds it.
     async fn reload(&mut self) {
+        self.systemd.reloading();
         let (path, _) = RunConfig::file(&self.args);
         let name = path.display().to_string();
         let outcome = RunConfig::load(&self.args).and_then(|new| {
@@ -2022,6 +2037,7 @@ impl Controller {
             detail,
         });
         self.write_status();
+        self.systemd.reloaded();
     }
 
     /// Applies a reload's settings (`plan`: where its VIPs go, which link
@@ -2244,6 +2260,7 @@ impl Controller {
     /// Graceful stop: release the VIPs first, then tell peers we left, so a backup
     /// takes over at once instead of waiting for dead-after.
     async fn shutdown(&mut self) {
+        self.systemd.stopping();
         for u in 0..self.units.len() {
             if self.units[u].node.holds_vip() {
                 warn!("stopping: releasing {}", self.vip_list(u));

@@ -31,4 +31,5 @@ pub mod reload;
 pub mod sender;
 pub mod statedir;
 pub mod status;
+pub mod systemd;
 pub mod verifier;

@@ -176,10 +176,22 @@ impl Found {
         let Some(a) = ifxdp::query(ifindex)? else {
             return Ok(None);
         };
+        // Listing programs by id takes CAP_SYS_ADMIN: without it every
+        // entry is an error, which is not the program having vanished.
+        let mut refused = None;
         let prog = aya::programs::loaded_programs()
-            .filter_map(|p| p.ok())
-            .find(|p| p.id() == a.prog_id)
-            .ok_or_else(|| anyhow!("the XDP program on {iface} (id {}) vanished", a.prog_id))?;
+            .filter_map(|p| p.map_err(|e| refused = Some(e)).ok())
+            .find(|p| p.id() == a.prog_id);
+        let prog = match (prog, refused) {
+            (Some(p), _) => p,
+            (None, Some(e)) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "reading the XDP program on {iface} (id {}) needs CAP_SYS_ADMIN",
+                    a.prog_id
+                )))
+            }
+            (None, None) => bail!("the XDP program on {iface} (id {}) vanished", a.prog_id),
+        };
         if prog.name_as_str() != Some(names::PROGRAM) {
             bail!(
                 "another XDP program ({}, id {}) is attached to {iface}: hb will not replace it",

@@ -206,6 +206,11 @@ pub struct Node {
     pub groups: bool,
     /// Its peers are in its file (see [`Cluster::use_peers_file`]): no `--peer`.
     pub peers_in_file: bool,
+    /// A command hb-user runs under (`setpriv ... --`), as a service
+    /// manager's limits would; empty: none.
+    pub wrap: Vec<String>,
+    /// Environment its hb-user gets besides the test's (`NOTIFY_SOCKET`...).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -298,6 +303,8 @@ impl Cluster {
                 file: None,
                 groups: false,
                 peers_in_file: false,
+                wrap: Vec::new(),
+                env: Vec::new(),
                 child: None,
             });
         }
@@ -650,8 +657,16 @@ impl Cluster {
 
     /// `hb-user <args>` entering node `id`'s network namespace, and nothing else.
     fn command(&self, id: u32, args: &[String]) -> Result<Command> {
-        let mut cmd = Command::new(hb_user_bin());
-        cmd.args(args);
+        let n = self.node(id);
+        let mut cmd = match n.wrap.split_first() {
+            None => Command::new(hb_user_bin()),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(hb_user_bin());
+                c
+            }
+        };
+        cmd.args(args).envs(n.env.iter().map(|(k, v)| (k, v)));
         crate::netns::enter_on_exec(&mut cmd, &self.node(id).ns)?;
         Ok(cmd)
     }

@@ -79,6 +79,8 @@ impl Advert {
 /// Shared between the controller and the thread; every field lock-free.
 struct Cell {
     advert: AtomicU32,
+    /// Gaps between heartbeats sent, for the metrics.
+    gaps: Arc<Gaps>,
     /// Bumped by every `advertise`; the thread sleeps on it until its next
     /// deadline, so a bump wakes it early.
     wake: Futex<Private>,
@@ -143,6 +145,40 @@ pub fn watchdog(dead_after: Duration) -> Duration {
     dead_after.max(Duration::from_millis(500))
 }
 
+/// Upper bounds (seconds) of the send-gap histogram's buckets.
+pub const GAP_BOUNDS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+
+/// The thread's gaps between heartbeats, as plain atomics (no lock on the
+/// sender's path): a count per bucket (the last for longer ones), the sum.
+#[derive(Debug, Default)]
+pub struct Gaps {
+    buckets: [AtomicU64; GAP_BOUNDS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Gaps {
+    fn record(&self, gap: Duration) {
+        let s = gap.as_secs_f64();
+        let i = GAP_BOUNDS.iter().position(|&b| s <= b).unwrap_or(GAP_BOUNDS.len());
+        self.buckets[i].fetch_add(1, SeqCst);
+        self.sum_ns.fetch_add(gap.as_nanos() as u64, SeqCst);
+    }
+
+    /// (upper bound, count) per bucket, not cumulative, with `f64::MAX`
+    /// (+Inf) last; the sum in seconds and the count.
+    pub fn read(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(GAP_BOUNDS.len() + 1);
+        for (i, b) in self.buckets.iter().enumerate() {
+            let n = b.load(SeqCst);
+            total += n;
+            out.push((GAP_BOUNDS.get(i).copied().unwrap_or(f64::MAX), n));
+        }
+        let sum = Duration::from_nanos(self.sum_ns.load(SeqCst)).as_secs_f64();
+        (out, sum, total)
+    }
+}
+
 /// One link as the thread sees it.
 pub struct BeatLink {
     pub sender: LinkSender,
@@ -202,6 +238,7 @@ impl Beat {
             silent: tokio::sync::Notify::new(),
             holders: std::array::from_fn(|_| AtomicU32::new(0)),
             heard: AtomicU64::new(0),
+            gaps: Arc::default(),
             groups: std::array::from_fn(|g| AtomicU32::new(pack_group(groups[g]))),
         });
         let c = cell.clone();
@@ -249,6 +286,11 @@ impl Beat {
     /// Resolves when a watched entry has been silent for dead-after.
     pub async fn silent(&self) {
         self.cell.silent.notified().await
+    }
+
+    /// The gaps between heartbeats sent, for the metrics.
+    pub fn gaps(&self) -> Arc<Gaps> {
+        self.cell.gaps.clone()
     }
 
     /// Changes what heartbeats say; the thread sends one at once.
@@ -533,6 +575,9 @@ impl Clock {
         }
         self.cell.last_sent_ns.store(now.as_nanos() as u64, SeqCst);
         self.cell.sent.fetch_add(1, SeqCst);
+        if last != 0 && msg == MsgType::Heartbeat {
+            self.cell.gaps.record(silent);
+        }
         if a.lease && !lapsed {
             self.set_lease(now + self.p.dead_after);
             // A release that raced with this renewal must still win: the

@@ -130,6 +130,9 @@ struct Unit {
     node: Node,
     /// What its last `Advertise` said.
     advert: Advert,
+    /// A takeover in progress: when the holder was last heard, for the
+    /// takeover-duration metric once the VIPs are added.
+    takeover_from: Option<Duration>,
 }
 
 /// The checks that need the network, made before anything changes: interfaces
@@ -453,6 +456,12 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
     // Before anything changes: from here no signal ends hb-user without its
     // graceful stop (SIGHUP's default would kill it with the VIPs on).
     let signals = Signals::install()?;
+    let metrics_listener = match cfg.runtime.metrics {
+        Some(addr) => Some(crate::metrics::bind(addr).map_err(|e| {
+            RunError::Config(ConfigError::new("--metrics", format!("{e:#}")))
+        })?),
+        None => None,
+    };
     // Everything that can be wrong with the settings, the kernel or the program
     // is found before anything changes.
     let Checked { key, nl, plan } = checks(&cfg).await?;
@@ -539,6 +548,10 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         first,
     )
     .context("starting the heartbeat thread")?;
+    let metrics = match metrics_listener {
+        Some(l) => Some(crate::metrics::serve(l, beat.gaps())?),
+        None => None,
+    };
 
     let (fence_tx, mut fence_rx) = mpsc::unbounded_channel();
     let mut c = Controller {
@@ -575,6 +588,7 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
         control: None,
         since_unix_ms: 0,
         systemd: crate::systemd::Systemd::new(),
+        metrics,
     };
     c.control = crate::control::Control::listen(c.state_dir.path())
         .map_err(|e| warn!("hb-user standby and resume will not reach this node: {e:#}"))
@@ -674,6 +688,7 @@ fn new_unit(
             lease: inherited,
             leaving: false,
         },
+        takeover_from: None,
     }
 }
 
@@ -802,6 +817,8 @@ struct Controller {
     bodies: BTreeMap<(usize, u32), Body>,
     /// The service manager's notifications (systemd.rs).
     systemd: crate::systemd::Systemd,
+    /// `--metrics`: what the scrape reads (metrics.rs).
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Controller {
@@ -873,6 +890,7 @@ impl Controller {
                 }
                 Some(r) = async { self.check_rx.as_mut().expect("guarded").rx.recv().await }, if self.check_rx.is_some() => {
                     self.check_last[r.index] = r.last;
+                    self.check_metric(r.index, r.healthy);
                     let name = self.cfg.checks[r.index].name.clone();
                     for u in 0..self.units.len() {
                         let actions = self.units[u].node.handle(Input::Check {
@@ -889,6 +907,7 @@ impl Controller {
                     self.replays.watch(self.links.iter().map(|l| (l.iface.as_str(), &l.plane)));
                     self.refresh_next_hops().await;
                     self.write_status();
+                    self.sample_metrics();
                 }
                 _ = refresh.tick(), if self.cfg.announce.garp_refresh.is_some() => {
                     self.announce("refresh");
@@ -908,6 +927,109 @@ impl Controller {
                 b.touch();
             }
             self.tell_systemd();
+        }
+    }
+
+    /// A transition of election `u` to `to`, for the metrics: counted by
+    /// reason, the state gauges flipped, and a takeover's start noted.
+    fn count_transition(&mut self, u: usize, to: &str) {
+        let Some(m) = self.metrics.clone() else {
+            return;
+        };
+        let (kind, silence, _) = self.units[u].node.last_reason();
+        m.transitions
+            .get_or_create(&crate::metrics::Transition {
+                group: self.units[u].name.clone(),
+                to: to.to_string(),
+                reason: kind.to_string(),
+            })
+            .inc();
+        if to == NodeState::Master.name() {
+            self.units[u].takeover_from =
+                Some(monotonic().saturating_sub(silence.unwrap_or_default()));
+        }
+        self.group_metrics();
+    }
+
+    /// Each group's state, one gauge per state.
+    fn group_metrics(&self) {
+        let Some(m) = &self.metrics else { return };
+        for unit in &self.units {
+            let now = unit.node.state();
+            for &g in &unit.groups {
+                for s in [NodeState::Init, NodeState::Backup, NodeState::Master, NodeState::Fault] {
+                    let labels = crate::metrics::GroupState {
+                        group: self.cfg.groups[g].name.clone(),
+                        state: s.name().to_string(),
+                    };
+                    m.group_state.get_or_create(&labels).set((s == now) as i64);
+                }
+            }
+        }
+    }
+
+    fn check_metric(&self, index: usize, healthy: bool) {
+        if let Some(m) = &self.metrics {
+            let labels = crate::metrics::Check {
+                check: self.cfg.checks[index].name.clone(),
+            };
+            m.check_healthy.get_or_create(&labels).set(healthy as i64);
+        }
+    }
+
+    /// The once-a-second sample: peers, the data planes' counters, the lease.
+    fn sample_metrics(&self) {
+        use crate::metrics::{count_to, Fenced, Packets, Peer, PeerLink};
+        let Some(m) = &self.metrics else { return };
+        self.group_metrics();
+        let now = monotonic();
+        let live = self.units[0].node.live();
+        for &id in &self.peer_ids {
+            let up = live.iter().any(|&(_, p)| p == id);
+            let peer = Peer { peer: id.to_string() };
+            m.peer_up.get_or_create(&peer).set(up as i64);
+        }
+        for l in &self.links {
+            for &id in &self.peer_ids {
+                let Ok(Some(p)) = l.plane.peer(id) else { continue };
+                let labels = PeerLink {
+                    peer: id.to_string(),
+                    link: l.iface.clone(),
+                };
+                let ago = if p.last_seen_ns == 0 {
+                    -1.0
+                } else {
+                    now.saturating_sub(Duration::from_nanos(p.last_seen_ns)).as_secs_f64()
+                };
+                m.peer_silence.get_or_create(&labels).set(ago);
+                count_to(&m.peer_accepted.get_or_create(&labels), p.accepted);
+            }
+            if let Ok(stats) = l.plane.stats() {
+                let all = stats.as_array();
+                for (field, n) in hb_common::maps::Stats::FIELDS.iter().zip(all) {
+                    let labels = Packets {
+                        link: l.iface.clone(),
+                        outcome: field.to_string(),
+                    };
+                    count_to(&m.packets.get_or_create(&labels), n);
+                }
+                for (family, n) in [
+                    ("arp", stats.fenced_arp),
+                    ("ipv4", stats.fenced_ip),
+                    ("nd", stats.fenced_nd),
+                    ("ipv6", stats.fenced_ip6),
+                ] {
+                    let labels = Fenced {
+                        link: l.iface.clone(),
+                        family: family.into(),
+                    };
+                    count_to(&m.fenced.get_or_create(&labels), n);
+                }
+            }
+        }
+        if let Some(l) = self.links.first() {
+            let left = l.plane.lease().unwrap_or_default().saturating_sub(now);
+            m.lease.set(left.as_secs_f64());
         }
     }
 
@@ -1368,18 +1490,25 @@ impl Controller {
         };
         while let Some(a) = queue.pop_front() {
             match a {
-                Action::Log {
-                    level: Level::Info,
-                    msg,
-                } => info!("{tag}{msg}"),
-                Action::Log {
-                    level: Level::Warn,
-                    msg,
-                } => warn!("{tag}{msg}"),
-                Action::Log {
-                    level: Level::Error,
-                    msg,
-                } => error!("{tag}{msg}"),
+                Action::Log { level, msg } => {
+                    // A transition's line carries its fields (journald's GROUP,
+                    // STATE, REASON, PEER, SILENCE_MS): the Notify after it.
+                    let group = self.units[u].name.as_str();
+                    let (reason, silence, peer) = self.units[u].node.last_reason();
+                    let to = match queue.front() {
+                        Some(Action::Notify { to, .. }) => Some(to.as_str()),
+                        _ => None,
+                    };
+                    let (reason, silence_ms, peer) = match to {
+                        Some(_) => (Some(reason), silence.map(|s| s.as_millis() as u64), peer),
+                        None => (None, None, None),
+                    };
+                    match level {
+                        Level::Info => info!(group, state = to, reason, peer, silence_ms, "{tag}{msg}"),
+                        Level::Warn => warn!(group, state = to, reason, peer, silence_ms, "{tag}{msg}"),
+                        Level::Error => error!(group, state = to, reason, peer, silence_ms, "{tag}{msg}"),
+                    }
+                }
                 // The lease covers the node: withdrawn once no election wants it.
                 Action::SetLease { until } => {
                     let others =
@@ -1398,6 +1527,11 @@ impl Controller {
                     if let Err(error) = self.take_vips(u).await {
                         let now = monotonic();
                         queue.extend(self.units[u].node.handle(Input::TakeFailed { now, error }));
+                    } else if let Some(t0) = self.units[u].takeover_from.take() {
+                        if let Some(m) = &self.metrics {
+                            m.takeover_seconds
+                                .observe(monotonic().saturating_sub(t0).as_secs_f64());
+                        }
                     }
                 }
                 Action::ReleaseVips => self.release_vips(u).await,
@@ -1428,6 +1562,7 @@ impl Controller {
                 }
                 Action::Notify { from, to, reason } => {
                     self.since_unix_ms = unix_ms();
+                    self.count_transition(u, &to);
                     self.notify(u, from, to, reason);
                 }
                 Action::Priority { .. } => self.publish(u),
@@ -1979,6 +2114,7 @@ impl Controller {
             (_, false) => "down".into(),
         };
         let name = self.cfg.checks[index].name.clone();
+        self.check_metric(index, up);
         for u in 0..self.units.len() {
             let actions = self.units[u].node.handle(Input::Check {
                 name: name.clone(),

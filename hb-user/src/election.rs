@@ -638,6 +638,65 @@ impl Machine {
     }
 }
 
+impl Reason {
+    /// A name for the reason's kind, for metrics labels (the text has numbers).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::InitDeadPassed { .. } => "init_dead_passed",
+            Reason::LinkDown => "link_down",
+            Reason::Isolated => "isolated",
+            Reason::Reconnected => "reconnected",
+            Reason::Elected { after: None } => "elected",
+            Reason::Elected {
+                after: Some(Change::Silent { .. }),
+            } => "peer_silent",
+            Reason::Elected {
+                after: Some(Change::Left { .. }),
+            } => "peer_left",
+            Reason::Elected {
+                after: Some(Change::Gone { .. }),
+            } => "peer_gone",
+            Reason::Outranked { .. } => "outranked",
+            Reason::AwaitingRelease { .. } => "awaiting_release",
+            Reason::Lapsed { .. } => "lapsed",
+            Reason::HeldElsewhere { .. } => "held_elsewhere",
+            Reason::OldPeer { .. } => "old_peer",
+            Reason::IdCollision => "id_collision",
+            Reason::VipFailed => "vip_failed",
+            Reason::VipRetry => "vip_retry",
+            Reason::CheckFailed { .. } => "check_failed",
+            Reason::Standby => "standby",
+            Reason::PreemptDelayed { .. } => "preempt_delayed",
+        }
+    }
+
+    /// The peer the transition is about, if one.
+    pub fn peer(&self) -> Option<u32> {
+        match self {
+            Reason::Elected {
+                after:
+                    Some(Change::Silent { peer, .. } | Change::Left { peer } | Change::Gone { peer }),
+            } => Some(*peer),
+            Reason::Outranked { by, .. }
+            | Reason::AwaitingRelease { by }
+            | Reason::PreemptDelayed { by } => Some(*by),
+            Reason::HeldElsewhere { holder, .. } => Some(*holder),
+            Reason::OldPeer { peer } => Some(*peer),
+            _ => None,
+        }
+    }
+
+    /// For a takeover from a silent peer: how long it had been silent.
+    pub fn silence(&self) -> Option<Duration> {
+        match self {
+            Reason::Elected {
+                after: Some(Change::Silent { silence, .. }),
+            } => Some(*silence),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -259,6 +259,27 @@ async fn run<S: AsRef<str>>(
     timeout: Duration,
     quiet: bool,
 ) -> Run {
+    let started = std::time::Instant::now();
+    let r = run_shell(cmd, argv0, args, env, timeout, quiet).await;
+    let outcome = match &r {
+        Run::Exited(s) if s.success() => "ok",
+        Run::Exited(_) => "failed",
+        Run::TimedOut => "timed_out",
+        Run::NotStarted(_) => "not_started",
+    };
+    let kind = argv0.trim_start_matches("hb-");
+    crate::metrics::hook_ran(kind, outcome, started.elapsed());
+    r
+}
+
+async fn run_shell<S: AsRef<str>>(
+    cmd: &str,
+    argv0: &str,
+    args: &[S],
+    env: &[(&str, &str)],
+    timeout: Duration,
+    quiet: bool,
+) -> Run {
     let mut c = Command::new("/bin/sh");
     c.arg("-c")
         .arg(format!("{cmd} \"$@\""))

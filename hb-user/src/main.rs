@@ -92,6 +92,13 @@ enum Cmd {
     /// directive it could not carry over on stderr (`line N: name: why`).
     /// Exits 0, or 2 for an unreadable file or a syntax error.
     ImportKeepalived { file: PathBuf },
+    /// Write the man pages, shell completions and the commented hb.toml
+    /// into DIR, for packaging (cargo xtask deb).
+    #[command(hide = true)]
+    Generate {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// A request over the control socket: 0, 2 refused, 3 not running.
@@ -178,6 +185,10 @@ fn main() -> ExitCode {
             Err(e) => report(Err(e)),
         },
         Some(Cmd::ImportKeepalived { file }) => import::run(&file),
+        Some(Cmd::Generate { out }) => report(hb_user::manpages::generate(
+            <Cli as clap::CommandFactory>::command(),
+            &out,
+        )),
     }
 }
 
@@ -256,14 +267,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HB_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    hb_user::logging::init();
     if cfg.runtime.realtime {
         realtime();
     }

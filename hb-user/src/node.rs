@@ -330,6 +330,11 @@ pub struct Node {
     seen: crate::status::Seen,
     /// Why the last transition happened ("" before the first).
     reason: String,
+    /// Its kind ([`Reason::kind`]), and for a takeover from a silent peer
+    /// how long it had been silent.
+    reason_kind: &'static str,
+    silence: Option<Duration>,
+    reason_peer: Option<u32>,
 }
 
 /// What one check does to the node now.
@@ -386,10 +391,19 @@ impl Node {
             conflict_log: BTreeMap::new(),
             seen: Default::default(),
             reason: String::new(),
+            reason_kind: "",
+            silence: None,
+            reason_peer: None,
             p,
         };
         n.weigh(&mut Vec::new());
         n
+    }
+
+    /// The last transition's reason kind, the silence a takeover followed
+    /// (see [`crate::election::Reason::silence`]) and the peer it is about.
+    pub fn last_reason(&self) -> (&'static str, Option<Duration>, Option<u32>) {
+        (self.reason_kind, self.silence, self.reason_peer)
     }
 
     /// The priority heartbeats carry now (with the checks' weights).
@@ -959,6 +973,9 @@ impl Node {
             Event::Transition { from, to, reason } => {
                 self.seen.transitions += 1;
                 self.reason = reason.to_string();
+                self.reason_kind = reason.kind();
+                self.silence = reason.silence();
+                self.reason_peer = reason.peer();
                 let vips = &self.p.vip_list;
                 match (to, self.p.has_vips) {
                     (NodeState::Master, true) => warn(out, format!("{reason}: taking {vips}")),

@@ -224,3 +224,111 @@ fn the_units_capabilities_are_enough_to_run_fail_over_and_adopt() {
         c.logs()
     );
 }
+
+/// One journald native-protocol datagram as its fields: `KEY=value\n`, or
+/// `KEY\n`, a little-endian u64 length, the value and `\n`.
+fn journal_fields(mut d: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(nl) = d.iter().position(|&b| b == b'\n') {
+        let line = &d[..nl];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            let k = String::from_utf8_lossy(&line[..eq]).to_string();
+            out.insert(k, String::from_utf8_lossy(&line[eq + 1..]).to_string());
+            d = &d[nl + 1..];
+        } else {
+            let k = String::from_utf8_lossy(line).to_string();
+            let rest = &d[nl + 1..];
+            if rest.len() < 8 {
+                break;
+            }
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            let Some(v) = rest.get(8..8 + len) else { break };
+            out.insert(k, String::from_utf8_lossy(v).to_string());
+            d = rest.get(8 + len + 1..).unwrap_or(&[]);
+        }
+    }
+    out
+}
+
+#[test]
+fn under_systemd_the_log_goes_to_the_journal_with_priorities_and_fields() {
+    use std::os::unix::fs::MetadataExt;
+    let (_g, mut c) = test_lan("sdj", &[200, 100], FAST, 1);
+    // journald's socket, as systemd would offer it: ours, bind-mounted onto
+    // /run/systemd/journal/socket in a mount namespace of node 1's own.
+    let sock_path = c.lab.scratch.join("journal.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let setup = format!(
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && \
+         touch /run/systemd/journal/socket && \
+         mount --bind {} /run/systemd/journal/socket && exec \"$0\" \"$@\"",
+        sock_path.display()
+    );
+    // systemd names the journal stream it gives as stderr: here, the log file.
+    let log = c.node(1).log.clone();
+    std::fs::write(&log, "").unwrap();
+    let m = std::fs::metadata(&log).unwrap();
+    let n = &mut c.nodes[0];
+    n.wrap = vec![
+        "unshare".into(),
+        "--mount".into(),
+        "--propagation".into(),
+        "private".into(),
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        setup,
+    ];
+    n.env = vec![("JOURNAL_STREAM".into(), format!("{}:{}", m.dev(), m.ino()))];
+    c.start_all().unwrap();
+    c.expect_settled(1, BOUND);
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            entries.push(journal_fields(&buf[..n]));
+        }
+    }
+    // The takeover: a warning (priority 4) with the transition's fields.
+    let takeover = entries
+        .iter()
+        .find(|e| e.get("STATE").map(String::as_str) == Some("MASTER"));
+    let Some(t) = takeover else {
+        panic!(
+            "no journal entry with STATE=MASTER: {entries:?}\n{}",
+            c.logs()
+        );
+    };
+    assert_eq!(t.get("PRIORITY").map(String::as_str), Some("4"), "{t:?}");
+    assert_eq!(t.get("GROUP").map(String::as_str), Some("default"), "{t:?}");
+    assert_eq!(
+        t.get("REASON").map(String::as_str),
+        Some("elected"),
+        "{t:?}"
+    );
+    assert_eq!(
+        t.get("SYSLOG_IDENTIFIER").map(String::as_str),
+        Some("hb-user"),
+        "{t:?}"
+    );
+    assert!(
+        t.get("MESSAGE").is_some_and(|m| m.contains("taking")),
+        "{t:?}"
+    );
+    // Info lines are priority 5 or 6, never warnings.
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.get("PRIORITY").is_some_and(|p| p == "5" || p == "6")),
+        "{entries:?}"
+    );
+    // Nothing on stderr: the journal has it.
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !stderr.contains("taking"),
+        "the log went to stderr too: {stderr}"
+    );
+}

@@ -80,6 +80,11 @@ pub fn command(s: &str) -> Result<String, String> {
     }
 }
 
+pub fn socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not ADDR:PORT (127.0.0.1:9694, [::1]:9694)"))
+}
+
 pub fn path(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         Err("must not be empty".to_owned())

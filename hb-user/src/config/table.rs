@@ -6,13 +6,18 @@
 //!
 //! A new setting is one entry; its cross-field rules go in `validate.rs`.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use crate::hooks::NotifyArgs;
 
 use super::{
     parse::{
         bool_value, command, duration, garp_refresh, iface_list, int, interval, node_id, path,
+        socket_addr,
         peer_list, ping_list, vip_list,
     },
     ConfigError, Initial, PeerAddr, Reload, Setting, Sources, Vip, XdpModeArg,
@@ -229,5 +234,8 @@ settings! {
         realtime: bool = one("realtime", "false"), bool_value, Restart,
             "Run the controller under SCHED_FIFO with its memory locked, so that a machine saturated by other work cannot delay heartbeats and polling."
             [long, num_args = 0, default_missing_value = "true"];
+        metrics: Option<SocketAddr> = opt("metrics", absent), socket_addr, Restart,
+            "Serve Prometheus metrics on ADDR:PORT (/metrics); off unless set."
+            [long, value_name = "ADDR:PORT"];
     }
 }

@@ -159,7 +159,10 @@ pub struct Gaps {
 impl Gaps {
     fn record(&self, gap: Duration) {
         let s = gap.as_secs_f64();
-        let i = GAP_BOUNDS.iter().position(|&b| s <= b).unwrap_or(GAP_BOUNDS.len());
+        let i = GAP_BOUNDS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(GAP_BOUNDS.len());
         self.buckets[i].fetch_add(1, SeqCst);
         self.sum_ns.fetch_add(gap.as_nanos() as u64, SeqCst);
     }

@@ -457,9 +457,10 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
     // graceful stop (SIGHUP's default would kill it with the VIPs on).
     let signals = Signals::install()?;
     let metrics_listener = match cfg.runtime.metrics {
-        Some(addr) => Some(crate::metrics::bind(addr).map_err(|e| {
-            RunError::Config(ConfigError::new("--metrics", format!("{e:#}")))
-        })?),
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .map_err(|e| RunError::Config(ConfigError::new("--metrics", format!("{e:#}"))))?,
+        ),
         None => None,
     };
     // Everything that can be wrong with the settings, the kernel or the program
@@ -957,7 +958,12 @@ impl Controller {
         for unit in &self.units {
             let now = unit.node.state();
             for &g in &unit.groups {
-                for s in [NodeState::Init, NodeState::Backup, NodeState::Master, NodeState::Fault] {
+                for s in [
+                    NodeState::Init,
+                    NodeState::Backup,
+                    NodeState::Master,
+                    NodeState::Fault,
+                ] {
                     let labels = crate::metrics::GroupState {
                         group: self.cfg.groups[g].name.clone(),
                         state: s.name().to_string(),
@@ -986,12 +992,16 @@ impl Controller {
         let live = self.units[0].node.live();
         for &id in &self.peer_ids {
             let up = live.iter().any(|&(_, p)| p == id);
-            let peer = Peer { peer: id.to_string() };
+            let peer = Peer {
+                peer: id.to_string(),
+            };
             m.peer_up.get_or_create(&peer).set(up as i64);
         }
         for l in &self.links {
             for &id in &self.peer_ids {
-                let Ok(Some(p)) = l.plane.peer(id) else { continue };
+                let Ok(Some(p)) = l.plane.peer(id) else {
+                    continue;
+                };
                 let labels = PeerLink {
                     peer: id.to_string(),
                     link: l.iface.clone(),
@@ -999,7 +1009,8 @@ impl Controller {
                 let ago = if p.last_seen_ns == 0 {
                     -1.0
                 } else {
-                    now.saturating_sub(Duration::from_nanos(p.last_seen_ns)).as_secs_f64()
+                    now.saturating_sub(Duration::from_nanos(p.last_seen_ns))
+                        .as_secs_f64()
                 };
                 m.peer_silence.get_or_create(&labels).set(ago);
                 count_to(&m.peer_accepted.get_or_create(&labels), p.accepted);
@@ -1040,7 +1051,8 @@ impl Controller {
         let status: Vec<String> = (self.units.iter())
             .map(|u| format!("{} {}", u.name, u.node.state().name()))
             .collect();
-        self.systemd.update(monotonic(), settled, &status.join(", "));
+        self.systemd
+            .update(monotonic(), settled, &status.join(", "));
     }
 
     /// When to look again without news, as an absolute time (a deadline in
@@ -1504,9 +1516,15 @@ impl Controller {
                         None => (None, None, None),
                     };
                     match level {
-                        Level::Info => info!(group, state = to, reason, peer, silence_ms, "{tag}{msg}"),
-                        Level::Warn => warn!(group, state = to, reason, peer, silence_ms, "{tag}{msg}"),
-                        Level::Error => error!(group, state = to, reason, peer, silence_ms, "{tag}{msg}"),
+                        Level::Info => {
+                            info!(group, state = to, reason, peer, silence_ms, "{tag}{msg}")
+                        }
+                        Level::Warn => {
+                            warn!(group, state = to, reason, peer, silence_ms, "{tag}{msg}")
+                        }
+                        Level::Error => {
+                            error!(group, state = to, reason, peer, silence_ms, "{tag}{msg}")
+                        }
                     }
                 }
                 // The lease covers the node: withdrawn once no election wants it.

@@ -11,12 +11,12 @@ use std::{fs, path::Path};
 use anyhow::Context;
 use clap::Command;
 use clap_complete::Shell;
-use roff::{Roff, bold, italic, roman};
+use roff::{bold, italic, roman, Roff};
 
-use crate::config::{DEFAULT_CONFIG, Initial, Reload, RunArgs, SETTINGS, Setting};
+use crate::config::{Initial, Reload, RunArgs, Setting, DEFAULT_CONFIG, SETTINGS};
 
 /// The commented config file's name in the output directory.
-pub const CONFIG_FILE: &str = "hb.toml";
+const CONFIG_FILE: &str = "hb.toml";
 
 /// Example values (TOML) of the settings that have no default: shown
 /// commented out in `hb.toml` and used in hb.toml(5)'s example.
@@ -227,7 +227,7 @@ pub fn generate(cmd: Command, out: &Path) -> anyhow::Result<()> {
 
 /// `hb-user.8` and `hb-user-SUB.8` for each subcommand that is not hidden:
 /// (file name, roff).
-pub fn man_pages(cmd: Command) -> Vec<(String, String)> {
+fn man_pages(cmd: Command) -> Vec<(String, String)> {
     let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
     let mut pages = Vec::new();
@@ -378,7 +378,7 @@ fn toml_value(v: &str) -> String {
 }
 
 /// hb.toml(5): every setting of the table, then the tables' keys.
-pub fn config_page() -> String {
+fn config_page() -> String {
     let mut r = Roff::new();
     let source = format!("hb {}", env!("CARGO_PKG_VERSION"));
     r.control("TH", ["hb.toml", "5", "", &source, "File Formats"]);
@@ -484,7 +484,7 @@ fn example_of(key: &str) -> Option<&'static str> {
 
 /// Shell completions: (file name, script) for bash, zsh and fish, named as
 /// their packages look for them.
-pub fn completions(cmd: Command) -> Vec<(String, String)> {
+fn completions(cmd: Command) -> Vec<(String, String)> {
     let mut cmd = without_hidden(&cmd);
     let name = cmd.get_name().to_owned();
     [
@@ -496,10 +496,15 @@ pub fn completions(cmd: Command) -> Vec<(String, String)> {
     .map(|(shell, file)| {
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut cmd, &name, &mut buf);
-        (
-            file,
-            String::from_utf8(buf).expect("clap_complete writes UTF-8"),
-        )
+        let mut script = String::from_utf8(buf).expect("clap_complete writes UTF-8");
+        if shell == Shell::Bash {
+            // clap_complete 4.6 spells a hyphenated binary's state one way in
+            // the loop (hb__user__subcmd__check) and another in the case arms
+            // (hb__subcmd__user__subcmd__check), so no subcommand's options
+            // complete (clap-rs/clap#6421): the arms spelled as the loop.
+            script = script.replace(&name.replace('-', "__subcmd__"), &name.replace('-', "__"));
+        }
+        (file, script)
     })
     .collect()
 }
@@ -550,7 +555,7 @@ fn comment(text: &str) -> String {
 
 /// The package's /etc/hb/hb.toml: every setting commented out with its
 /// default (or an example, for those without one) and its doc.
-pub fn commented_config() -> String {
+fn commented_config() -> String {
     let mut out = comment(
         "hb-user's settings: hb.toml(5) describes every key, and a flag of the same name \
          (hb-user --help) wins over the file. Each key below is commented out with its \
@@ -667,6 +672,10 @@ mod tests {
             assert!(
                 !script.contains("generate"),
                 "{file} offers a hidden subcommand"
+            );
+            assert!(
+                !script.contains("hb__subcmd__user"),
+                "{file}: clap-rs/clap#6421"
             );
         }
     }

@@ -9,9 +9,7 @@ use anyhow::{Context, Result};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
-    metrics::{
-        counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, MetricType,
-    },
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, MetricType},
     registry::Registry,
 };
 use std::{
@@ -205,7 +203,11 @@ impl Metrics {
             "State changes by group, new state and reason.",
             m.transitions.clone(),
         );
-        r.register("peer_up", "1 while the peer is heard within dead-after.", m.peer_up.clone());
+        r.register(
+            "peer_up",
+            "1 while the peer is heard within dead-after.",
+            m.peer_up.clone(),
+        );
         r.register(
             "peer_last_heard_seconds",
             "Seconds since the peer was last heard on the link (-1: never).",
@@ -231,7 +233,11 @@ impl Metrics {
             "Seconds left of the holder lease that lets VIP traffic through (0: none).",
             m.lease.clone(),
         );
-        r.register("hook_runs", "Hook runs by kind and outcome.", m.hook_runs.clone());
+        r.register(
+            "hook_runs",
+            "Hook runs by kind and outcome.",
+            m.hook_runs.clone(),
+        );
         r.register(
             "hook_duration_seconds",
             "How long hooks ran, by kind.",
@@ -253,7 +259,8 @@ impl Metrics {
 
     fn render(&self) -> String {
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
         {
             warn!("encoding the metrics: {e}");
         }

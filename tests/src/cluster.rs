@@ -226,6 +226,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// Arguments every node gets (timers, etc.).
     pub common: Vec<String>,
+    /// The hb-user every node runs: [`hb_user_bin`], unless
+    /// [`Cluster::use_binary`] names another (an installed one).
+    bin: PathBuf,
     key_file: PathBuf,
     bpffs: PathBuf,
     /// Pass programs on the bridge ends (see `enable_xdp_tx`).
@@ -264,7 +267,8 @@ impl Cluster {
         .context("mounting a bpffs for the cluster's pins")?;
         lab.track_mount(bpffs.clone());
         let key_file = lab.scratch.join("hb.key");
-        let out = Command::new(hb_user_bin())
+        let bin = hb_user_bin();
+        let out = Command::new(&bin)
             .args(["keygen", "--out"])
             .arg(&key_file)
             .output()?;
@@ -316,10 +320,17 @@ impl Cluster {
             ipv6: false,
             nodes,
             common: common.iter().map(|s| s.to_string()).collect(),
+            bin,
             key_file,
             bpffs,
             xdp_tx: None,
         })
+    }
+
+    /// Runs `bin` instead of [`hb_user_bin`] for every command from now on:
+    /// starts, `status`, one-off runs (the key is made already).
+    pub fn use_binary(&mut self, bin: impl Into<PathBuf>) {
+        self.bin = bin.into();
     }
 
     /// Starts every node.
@@ -613,7 +624,7 @@ impl Cluster {
             .open(&self.node(id).log)?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.node(id).ns])
-            .arg(hb_user_bin())
+            .arg(&self.bin)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -659,10 +670,10 @@ impl Cluster {
     fn command(&self, id: u32, args: &[String]) -> Result<Command> {
         let n = self.node(id);
         let mut cmd = match n.wrap.split_first() {
-            None => Command::new(hb_user_bin()),
+            None => Command::new(&self.bin),
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(hb_user_bin());
+                c.args(rest).arg(&self.bin);
                 c
             }
         };
@@ -937,7 +948,7 @@ impl Cluster {
             "exec".into(),
             self.node(id).ns.clone(),
         ];
-        full.push(hb_user_bin().display().to_string());
+        full.push(self.bin.display().to_string());
         full.extend(args.iter().cloned());
         let out = Command::new(&full[0]).args(&full[1..]).output()?;
         Ok((

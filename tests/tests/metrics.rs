@@ -2,7 +2,7 @@
 //! namespace) during a failover, parsed with a Prometheus text-format
 //! parser and checked by `promtool check metrics` (Debian's prometheus).
 
-use hb_tests::cluster::{BOUND, Cluster, FAST, NodeState, test_lan};
+use hb_tests::cluster::{test_lan, Cluster, NodeState, BOUND, FAST};
 use nix::sys::signal::Signal;
 use prometheus_parse::{Sample, Scrape, Value};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! `contrib/hb.service` grants still elects, fails over and adopts its data
 //! plane after a crash.
 
-use hb_tests::cluster::{BOUND, Cluster, FAST, NodeState, test_lan};
+use hb_tests::cluster::{test_lan, Cluster, NodeState, BOUND, FAST};
 use nix::sys::signal::Signal;
 use std::{
     os::unix::net::UnixDatagram,
@@ -148,13 +148,11 @@ fn the_service_manager_hears_ready_watchdog_status_reloading_and_stopping() {
     while Instant::now() < until {
         read_one(&c, &heard);
     }
-    assert!(
-        !heard
-            .lock()
-            .unwrap()
-            .with("STATUS=default BACKUP")
-            .is_empty()
-    );
+    assert!(!heard
+        .lock()
+        .unwrap()
+        .with("STATUS=default BACKUP")
+        .is_empty());
 
     // The graceful stop says STOPPING=1.
     let stopping = Instant::now();
@@ -330,5 +328,51 @@ fn under_systemd_the_log_goes_to_the_journal_with_priorities_and_fields() {
     assert!(
         !stderr.contains("taking"),
         "the log went to stderr too: {stderr}"
+    );
+}
+
+#[test]
+fn systemd_analyze_verifies_the_unit() {
+    // The unit as installed: hb-user and its man pages where it says.
+    let dir = std::env::temp_dir().join(format!("hb-sdv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let generated = dir.join("gen");
+    let out = std::process::Command::new(hb_tests::cluster::hb_user_bin())
+        .args(["generate", "--out"])
+        .arg(&generated)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (page, section) in [("hb-user.8", "man8"), ("hb.toml.5", "man5")] {
+        std::fs::create_dir_all(dir.join("man").join(section)).unwrap();
+        std::fs::copy(
+            generated.join(page),
+            dir.join("man").join(section).join(page),
+        )
+        .unwrap();
+    }
+    let bin = hb_tests::cluster::hb_user_bin().display().to_string();
+    let unit_path = dir.join("hb.service");
+    std::fs::write(&unit_path, unit().replace("/usr/sbin/hb-user", &bin)).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .env("MANPATH", dir.join("man"))
+        .output()
+        .expect("systemd-analyze (Debian package systemd) is needed");
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "systemd-analyze verify: {said}");
+    assert!(
+        !said.contains("hb.service"),
+        "systemd-analyze verify: {said}"
     );
 }

@@ -2,6 +2,7 @@
 //! so that a fresh machine needs no manual step.
 
 mod build_ebpf;
+mod deb;
 mod suite;
 mod tools;
 mod vm;
@@ -20,6 +21,10 @@ struct Cli {
 enum Task {
     /// Build the XDP object (installs rust-src and bpf-linker when missing).
     BuildEbpf,
+    /// Build the Debian package (target/debian/hb-user_*.deb): hb-user in
+    /// /usr/sbin, the unit (not enabled), /etc/hb/hb.toml, man pages and
+    /// completions (installs cargo-deb when missing).
+    Deb,
     /// Build everything and run every test (needs root: XDP, namespaces, iptables),
     /// then `vm-test --kernel all`.
     Test {
@@ -115,11 +120,18 @@ pub fn build_hb_user() -> Result<std::path::PathBuf> {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::BuildEbpf => build_ebpf::build().map(|_| ()),
+        Task::Deb => {
+            let deb = deb::build()?;
+            println!("{}", deb.display());
+            Ok(())
+        }
         Task::Test { args } => {
             tools::ensure_system_packages()?;
             build_ebpf::build()?;
-            // The namespace tests run the real hb-user binary, as installed.
+            // The namespace tests run the real hb-user binary, as installed;
+            // the package test installs the package (HB_DEB).
             let hb_user = build_hb_user()?;
+            let deb = deb::package(&hb_user)?;
             // Narrowed to some tests: cargo test as given. The whole suite: in
             // two lanes (suite.rs), then the same data plane on the kernels
             // users run.
@@ -127,10 +139,11 @@ fn main() -> Result<()> {
                 let mut cmd = std::process::Command::new(tools::cargo());
                 cmd.args(["test", "--workspace", "--release"])
                     .args(&args)
-                    .env("HB_USER_BIN", &hb_user);
+                    .env("HB_USER_BIN", &hb_user)
+                    .env("HB_DEB", &deb);
                 return tools::run(&mut cmd, "cargo test");
             }
-            suite::run(&hb_user)?;
+            suite::run(&hb_user, &deb)?;
             vm::run(&vm::Series::ALL)
         }
         Task::Lab { nodes } => {

@@ -71,11 +71,20 @@ fn build() -> Result<Vec<TestBin>> {
     Ok(bins)
 }
 
-/// Runs `bin` with `HB_USER_BIN`, its output to the terminal or to `log`.
-/// True when it passed.
-fn run_one(bin: &TestBin, hb_user: &Path, log: Option<&Path>) -> Result<bool> {
+/// What every test binary is given: `HB_USER_BIN`, the hb-user to run, and
+/// `HB_DEB`, the package to install.
+struct Built<'a> {
+    hb_user: &'a Path,
+    deb: &'a Path,
+}
+
+/// Runs `bin` with [`Built`]'s variables, its output to the terminal or to
+/// `log`. True when it passed.
+fn run_one(bin: &TestBin, built: &Built, log: Option<&Path>) -> Result<bool> {
     let mut cmd = Command::new(&bin.exe);
-    cmd.current_dir(&bin.dir).env("HB_USER_BIN", hb_user);
+    cmd.current_dir(&bin.dir)
+        .env("HB_USER_BIN", built.hb_user)
+        .env("HB_DEB", built.deb);
     if let Some(log) = log {
         let f =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -97,7 +106,8 @@ fn run_one(bin: &TestBin, hb_user: &Path, log: Option<&Path>) -> Result<bool> {
 }
 
 /// Builds and runs the host suite; fails naming every binary that failed.
-pub fn run(hb_user: &Path) -> Result<()> {
+pub fn run(hb_user: &Path, deb: &Path) -> Result<()> {
+    let built = &Built { hb_user, deb };
     let bins = build()?;
     // A renamed binary would silently leave its lane: name it instead.
     for name in BESIDE.iter().chain(AFTER_LANE) {
@@ -124,17 +134,13 @@ pub fn run(hb_user: &Path) -> Result<()> {
                         b.name,
                         log.display()
                     ));
-                    Ok((
-                        b.name.clone(),
-                        log.clone(),
-                        run_one(b, hb_user, Some(&log))?,
-                    ))
+                    Ok((b.name.clone(), log.clone(), run_one(b, built, Some(&log))?))
                 })
                 .collect()
         });
         let mut failed = Vec::new();
         for b in &rest {
-            if !run_one(b, hb_user, None)? {
+            if !run_one(b, built, None)? {
                 failed.push(b.name.clone());
             }
         }
@@ -156,7 +162,7 @@ pub fn run(hb_user: &Path) -> Result<()> {
     // they are gone by name: let it finish before the millisecond tests.
     std::thread::sleep(std::time::Duration::from_secs(3));
     for b in &after {
-        if !run_one(b, hb_user, None)? {
+        if !run_one(b, built, None)? {
             failed.push(b.name.clone());
         }
     }

@@ -86,6 +86,17 @@ pub fn ensure_system_packages() -> Result<()> {
         // IPaddr resource adds the VIP with ifconfig.
         ("/usr/libexec/heartbeat/heartbeat", "heartbeat"),
         ("ifconfig", "net-tools"),
+        // The package test reads the man pages and loads each completion
+        // script in its shell.
+        ("man", "man-db"),
+        ("zsh", "zsh"),
+        ("fish", "fish"),
+        // The metrics test checks a scrape with Prometheus's promtool; the
+        // systemd tests run hb-user under setpriv and unshare, and verify
+        // the unit.
+        ("promtool", "prometheus"),
+        ("setpriv", "util-linux"),
+        ("systemd-analyze", "systemd"),
     ])
 }
 

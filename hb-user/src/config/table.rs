@@ -17,8 +17,7 @@ use crate::hooks::NotifyArgs;
 use super::{
     parse::{
         bool_value, command, duration, garp_refresh, iface_list, int, interval, node_id, path,
-        socket_addr,
-        peer_list, ping_list, vip_list,
+        peer_list, ping_list, socket_addr, vip_list,
     },
     ConfigError, Initial, PeerAddr, Reload, Setting, Sources, Vip, XdpModeArg,
 };

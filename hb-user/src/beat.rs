@@ -167,15 +167,15 @@ impl Gaps {
         self.sum_ns.fetch_add(gap.as_nanos() as u64, SeqCst);
     }
 
-    /// (upper bound, count) per bucket, not cumulative, with `f64::MAX`
-    /// (+Inf) last; the sum in seconds and the count.
+    /// (upper bound, count) per bucket, not cumulative (the encoder adds
+    /// them up), with +Inf last; the sum in seconds and the count.
     pub fn read(&self) -> (Vec<(f64, u64)>, f64, u64) {
         let mut total = 0;
         let mut out = Vec::with_capacity(GAP_BOUNDS.len() + 1);
         for (i, b) in self.buckets.iter().enumerate() {
             let n = b.load(SeqCst);
             total += n;
-            out.push((GAP_BOUNDS.get(i).copied().unwrap_or(f64::MAX), n));
+            out.push((GAP_BOUNDS.get(i).copied().unwrap_or(f64::INFINITY), n));
         }
         let sum = Duration::from_nanos(self.sum_ns.load(SeqCst)).as_secs_f64();
         (out, sum, total)

@@ -74,6 +74,15 @@ fn a_scrape_during_a_failover_shows_the_state_flip_and_the_takeover() {
         "node 2's metrics before the failover:\n{}",
         scrape_text(&c, 2)
     );
+    // Node 1's sweep may come up to a second after node 2's.
+    let sampled = |c: &Cluster| {
+        let s = scrape(c, 1);
+        value(&s, "hb_lease_remaining_seconds", &[]).is_some_and(|v| v > 0.0)
+            && value(&s, "hb_xdp_packets_total", &[("outcome", "accepted")])
+                .is_some_and(|v| v > 0.0)
+            && value(&s, "hb_heartbeat_send_gap_seconds", &[]).is_some_and(|n| n > 10.0)
+    };
+    assert!(c.wait_for(BOUND, sampled), "{}", scrape_text(&c, 1));
     let s1 = scrape(&c, 1);
     assert!(state_is(&s1, "MASTER"), "{}", scrape_text(&c, 1));
     assert_eq!(
@@ -89,6 +98,26 @@ fn a_scrape_during_a_failover_shows_the_state_flip_and_the_takeover() {
         value(&s1, "hb_heartbeat_send_gap_seconds", &[]).is_some_and(|n| n > 10.0),
         "{}",
         scrape_text(&c, 1)
+    );
+    // Cumulative buckets, one +Inf, equal to the count.
+    let text1 = scrape_text(&c, 1);
+    let buckets: Vec<(String, f64)> = (text1.lines())
+        .filter_map(|l| l.strip_prefix("hb_heartbeat_send_gap_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, v) = l.split_once("\"} ")?;
+            Some((le.to_string(), v.parse().ok()?))
+        })
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{text1}");
+    assert_eq!(
+        buckets.iter().filter(|(le, _)| le == "+Inf").count(),
+        1,
+        "{text1}"
+    );
+    assert_eq!(
+        buckets.last().map(|b| b.0.as_str()),
+        Some("+Inf"),
+        "{text1}"
     );
     let accepted = value(&s1, "hb_xdp_packets_total", &[("outcome", "accepted")]);
     assert!(accepted.is_some_and(|v| v > 0.0), "{}", scrape_text(&c, 1));

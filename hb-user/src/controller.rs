@@ -1046,13 +1046,25 @@ impl Controller {
 
     /// READY once every election has left INIT, STATUS with each group's
     /// state, WATCHDOG from this loop (so a stuck loop is restarted).
+    /// Nothing (no allocation) when not run by systemd: this is every wake.
     fn tell_systemd(&mut self) {
+        if !self.systemd.enabled() {
+            return;
+        }
         let settled = self.units.iter().all(|u| u.node.state() != NodeState::Init);
-        let status: Vec<String> = (self.units.iter())
-            .map(|u| format!("{} {}", u.name, u.node.state().name()))
-            .collect();
-        self.systemd
-            .update(monotonic(), settled, &status.join(", "));
+        // One election per group at most: no allocation for the comparison.
+        let mut states = [NodeState::Init; wire2::GROUPS];
+        for (s, u) in states.iter_mut().zip(&self.units) {
+            *s = u.node.state();
+        }
+        let states = &states[..self.units.len().min(wire2::GROUPS)];
+        let status = || {
+            let s: Vec<String> = (self.units.iter())
+                .map(|u| format!("{} {}", u.name, u.node.state().name()))
+                .collect();
+            s.join(", ")
+        };
+        self.systemd.update(monotonic(), settled, states, status);
     }
 
     /// When to look again without news, as an absolute time (a deadline in

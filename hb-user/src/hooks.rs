@@ -260,26 +260,6 @@ async fn run<S: AsRef<str>>(
     quiet: bool,
 ) -> Run {
     let started = std::time::Instant::now();
-    let r = run_shell(cmd, argv0, args, env, timeout, quiet).await;
-    let outcome = match &r {
-        Run::Exited(s) if s.success() => "ok",
-        Run::Exited(_) => "failed",
-        Run::TimedOut => "timed_out",
-        Run::NotStarted(_) => "not_started",
-    };
-    let kind = argv0.trim_start_matches("hb-");
-    crate::metrics::hook_ran(kind, outcome, started.elapsed());
-    r
-}
-
-async fn run_shell<S: AsRef<str>>(
-    cmd: &str,
-    argv0: &str,
-    args: &[S],
-    env: &[(&str, &str)],
-    timeout: Duration,
-    quiet: bool,
-) -> Run {
     let mut c = Command::new("/bin/sh");
     c.arg("-c")
         .arg(format!("{cmd} \"$@\""))
@@ -302,9 +282,9 @@ async fn run_shell<S: AsRef<str>>(
     }
     let mut g = match c.spawn() {
         Ok(child) => Group(child),
-        Err(e) => return Run::NotStarted(e),
+        Err(e) => return counted(argv0, started, Run::NotStarted(e)),
     };
-    match tokio::time::timeout(timeout, g.0.wait()).await {
+    let r = match tokio::time::timeout(timeout, g.0.wait()).await {
         Ok(Ok(s)) => Run::Exited(s),
         // wait() failing is near impossible; treat the hook as hung.
         Ok(Err(_)) | Err(_) => {
@@ -315,7 +295,22 @@ async fn run_shell<S: AsRef<str>>(
             let _ = g.0.wait().await;
             Run::TimedOut
         }
-    }
+    };
+    counted(argv0, started, r)
+}
+
+/// A hook's run, as the metrics count it: by kind (`hb-notify`: notify)
+/// and outcome, with its duration.
+fn counted(argv0: &str, started: std::time::Instant, r: Run) -> Run {
+    let outcome = match &r {
+        Run::Exited(s) if s.success() => "ok",
+        Run::Exited(_) => "failed",
+        Run::TimedOut => "timed_out",
+        Run::NotStarted(_) => "not_started",
+    };
+    let kind = argv0.trim_start_matches("hb-");
+    crate::metrics::hook_ran(kind, outcome, started.elapsed());
+    r
 }
 
 /// Between fork and exec: SCHED_OTHER at nice 0. A hook forked from the

@@ -33,6 +33,7 @@ const EXAMPLES: &[(&str, &str)] = &[
 ];
 
 /// A key of a `[group.NAME]`, `[sync.NAME]` or `[check.NAME]` table.
+#[derive(Clone, Copy)]
 struct TableKey {
     key: &'static str,
     /// What it takes, as written in the file.
@@ -93,26 +94,6 @@ const GROUP_KEYS: &[TableKey] = &[
         "As the top-level key, its default.",
     ),
     k(
-        "notify_master",
-        r#""CMD""#,
-        "Run as written, without arguments, on entering MASTER (keepalived's notify_master).",
-    ),
-    k(
-        "notify_backup",
-        r#""CMD""#,
-        "Run as written, without arguments, on entering BACKUP (keepalived's notify_backup).",
-    ),
-    k(
-        "notify_fault",
-        r#""CMD""#,
-        "Run as written, without arguments, on entering FAULT (keepalived's notify_fault).",
-    ),
-    k(
-        "notify_stop",
-        r#""CMD""#,
-        "Run as written, without arguments, at a graceful stop (keepalived's notify_stop).",
-    ),
-    k(
         "notify_master_rx_lower_pri",
         r#""CMD""#,
         "A command run when the group's holder hears a lower-priority node also holding it (a healed partition: the lower one yields).",
@@ -135,6 +116,10 @@ const SYNC_KEYS: &[TableKey] = &[
         "\"hb\" | \"keepalived\"",
         "As the top-level key, its default.",
     ),
+];
+
+/// keepalived's per-state commands, which groups and sync groups both take.
+const STATE_KEYS: &[TableKey] = &[
     k(
         "notify_master",
         r#""CMD""#,
@@ -421,19 +406,19 @@ fn config_page() -> String {
         &mut r,
         "[group.NAME]",
         "A VIP group (keepalived's vrrp_instance), up to 8: each elects on its own, and one heartbeat per peer carries them all. Without group tables, the top-level vip, priority, preempt, preempt_delay and notify make one group, default. With them, VIPs go in their groups only. A name is letters, digits, '_', '-' or '.'.",
-        GROUP_KEYS,
+        &[GROUP_KEYS, STATE_KEYS],
     );
     table_section(
         &mut r,
         "[sync.NAME]",
         "Groups that move together (keepalived's vrrp_sync_group).",
-        SYNC_KEYS,
+        &[SYNC_KEYS, STATE_KEYS],
     );
     table_section(
         &mut r,
         "[check.NAME]",
         "A health check, with exactly one of script, process, pid_file, iface or file. A check with no result yet counts as failing; the weighed priority is what heartbeats carry.",
-        CHECK_KEYS,
+        &[CHECK_KEYS],
     );
     r.control("SH", ["EXAMPLE"]);
     r.control("nf", []);
@@ -457,10 +442,10 @@ fn config_page() -> String {
     r.render()
 }
 
-fn table_section(r: &mut Roff, name: &str, doc: &str, keys: &[TableKey]) {
+fn table_section(r: &mut Roff, name: &str, doc: &str, keys: &[&[TableKey]]) {
     r.control("SH", [name]);
     r.text([roman(doc)]);
-    for key in keys {
+    for key in keys.iter().copied().flatten() {
         r.control("TP", [])
             .text([bold(key.key), roman(" = "), italic(key.value)]);
         r.text([roman(key.doc)]);
@@ -686,9 +671,9 @@ mod tests {
     #[test]
     fn the_documented_table_keys_are_the_files() {
         for (table, keys) in [
-            ("group", GROUP_KEYS),
-            ("sync", SYNC_KEYS),
-            ("check", CHECK_KEYS),
+            ("group", [GROUP_KEYS, STATE_KEYS].concat()),
+            ("sync", [SYNC_KEYS, STATE_KEYS].concat()),
+            ("check", CHECK_KEYS.to_vec()),
         ] {
             let text = format!("[{table}.x]\nno_such_key = 1\n");
             let err = RunConfig::from_parts(&RunArgs::default(), Some(("hb.toml", &text)))

@@ -5,6 +5,7 @@
 //! each group's state. Without `NOTIFY_SOCKET` (not run by systemd) every
 //! call does nothing.
 
+use hb_common::NodeState;
 use sd_notify::NotifyState;
 use std::time::Duration;
 use tracing::warn;
@@ -15,8 +16,10 @@ pub struct Systemd {
     /// When WATCHDOG=1 was last sent (CLOCK_MONOTONIC).
     fed: Duration,
     ready: bool,
-    /// The last STATUS= sent.
-    status: String,
+    /// Whether a service manager listens (`NOTIFY_SOCKET` at the start).
+    enabled: bool,
+    /// The elections' states the last STATUS= said.
+    states: Vec<NodeState>,
     /// A send failed once: said in the log, not again.
     warned: bool,
 }
@@ -27,7 +30,8 @@ impl Systemd {
             watchdog: sd_notify::watchdog_enabled(),
             fed: Duration::ZERO,
             ready: false,
-            status: String::new(),
+            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            states: Vec::new(),
             warned: false,
         }
     }
@@ -41,17 +45,30 @@ impl Systemd {
         }
     }
 
-    /// The loop's state: `status` is each group's state; READY goes once
-    /// `settled` (no election in INIT). STATUS is sent when it changed,
-    /// WATCHDOG when half its period has passed since the last.
-    pub fn update(&mut self, now: Duration, settled: bool, status: &str) {
+    /// Whether anything here is sent at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The loop's state: the elections' `states`, which `status` words;
+    /// READY goes once `settled` (no election in INIT). STATUS is sent when
+    /// the states changed, WATCHDOG when half its period has passed since
+    /// the last.
+    pub fn update(
+        &mut self,
+        now: Duration,
+        settled: bool,
+        states: &[NodeState],
+        status: impl FnOnce() -> String,
+    ) {
         if settled && !self.ready {
             self.ready = true;
             self.send(&[NotifyState::Ready]);
         }
-        if status != self.status {
-            self.status = status.to_string();
-            self.send(&[NotifyState::Status(status)]);
+        if states != self.states.as_slice() {
+            self.states = states.to_vec();
+            let text = status();
+            self.send(&[NotifyState::Status(&text)]);
         }
         if let Some(p) = self.watchdog {
             if now.saturating_sub(self.fed) >= p / 2 {

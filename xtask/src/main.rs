@@ -7,7 +7,7 @@ mod suite;
 mod tools;
 mod vm;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -58,6 +58,11 @@ enum Task {
         #[arg(long, value_enum, default_value = "all")]
         kernel: KernelArg,
     },
+    /// README.md's Deploy section followed on two fresh Debian 12 VMs with
+    /// systemd (debootstrap, cached in target/vm/deploy/): dpkg -i, keygen,
+    /// check, enable --now, reload, watchdog, upgrade, power cut, purge
+    /// (needs root and qemu).
+    VmDeploy,
     /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN (needs root).
     BenchXdp {
         /// Runs per case.
@@ -117,6 +122,18 @@ pub fn build_hb_user() -> Result<std::path::PathBuf> {
     Ok(tools::workspace_root().join("target/dist/hb-user"))
 }
 
+/// vm-deploy on a built package and root: its client probe built too.
+fn vm_deploy(deb: &std::path::Path, root: &vm::rootfs::Rootfs) -> Result<()> {
+    tools::ensure_packages(&[
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("ssh", "openssh-client"),
+        ("dpkg-deb", "dpkg"),
+    ])?;
+    build_release_bins(&["hb-vip-probe"])?;
+    let probe = tools::workspace_root().join("target/release/hb-vip-probe");
+    vm::deploy::run(deb, root, &probe)
+}
+
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::BuildEbpf => build_ebpf::build().map(|_| ()),
@@ -127,6 +144,11 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             tools::ensure_system_packages()?;
+            // vm-deploy's Debian root (a minute of debootstrap on a fresh
+            // machine) is made while everything else builds and runs.
+            let rootfs = args
+                .is_empty()
+                .then(|| std::thread::spawn(vm::rootfs::prepare));
             build_ebpf::build()?;
             // The namespace tests run the real hb-user binary, as installed;
             // the package test installs the package (HB_DEB).
@@ -143,8 +165,35 @@ fn main() -> Result<()> {
                     .env("HB_DEB", &deb);
                 return tools::run(&mut cmd, "cargo test");
             }
-            suite::run(&hb_user, &deb)?;
-            vm::run(&vm::Series::ALL)
+            // Every part runs, whichever fails first; the verdict names each.
+            let mut failed = Vec::new();
+            if let Err(e) = suite::run(&hb_user, &deb) {
+                tools::say(format!("host tests: {e:#}"));
+                failed.push("host tests");
+            }
+            if let Err(e) = vm::run(&vm::Series::ALL) {
+                tools::say(format!("vm-test: {e:#}"));
+                failed.push("vm-test");
+            }
+            let root = rootfs
+                .context("the rootfs thread")?
+                .join()
+                .map_err(|_| anyhow::anyhow!("making vm-deploy's root panicked"))?;
+            if let Err(e) = root.and_then(|root| vm_deploy(&deb, &root)) {
+                tools::say(format!("vm-deploy: {e:#}"));
+                failed.push("vm-deploy");
+            }
+            if !failed.is_empty() {
+                anyhow::bail!("failed: {}", failed.join(", "));
+            }
+            Ok(())
+        }
+        Task::VmDeploy => {
+            tools::ensure_system_packages()?;
+            let root = vm::rootfs::prepare()?;
+            build_ebpf::build()?;
+            let deb = deb::package(&build_hb_user()?)?;
+            vm_deploy(&deb, &root)
         }
         Task::Lab { nodes } => {
             tools::ensure_system_packages()?;

@@ -97,6 +97,19 @@ pub fn ensure_system_packages() -> Result<()> {
         ("promtool", "prometheus"),
         ("setpriv", "util-linux"),
         ("systemd-analyze", "systemd"),
+        // vm-deploy: the guests' Debian root, and the operator's ssh to them.
+        ("debootstrap", "debootstrap"),
+        ("ssh", "openssh-client"),
+        ("mkfs.ext4", "e2fsprogs"),
+        // The etcd witness's tests run a real etcd; etcd-client's build
+        // compiles its protos with protoc and the well-known types.
+        ("etcd", "etcd-server"),
+        ("etcdctl", "etcd-client"),
+        ("protoc", "protobuf-compiler"),
+        (
+            "/usr/include/google/protobuf/descriptor.proto",
+            "libprotobuf-dev",
+        ),
     ])
 }
 

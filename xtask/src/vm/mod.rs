@@ -8,9 +8,12 @@
 //! guest init, the test binaries and the boot modules (initramfs.rs), a boot
 //! under qemu (qemu.rs) with the host's root shared read-only over virtiofs.
 
+pub mod deploy;
+mod guest;
 mod initramfs;
 mod kernel;
 mod qemu;
+pub mod rootfs;
 
 pub use kernel::Series;
 

@@ -38,7 +38,7 @@ pub struct Boot {
 }
 
 /// Kills a child we started when dropped (also on error paths).
-struct Reaped(Child);
+pub struct Reaped(pub Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -50,6 +50,11 @@ impl Drop for Reaped {
 /// Whether KVM can run a guest here. On these machines /dev/kvm exists but
 /// qemu's KVM setup fails (an MSR write is refused), so only a real try tells.
 fn kvm_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(try_kvm)
+}
+
+fn try_kvm() -> bool {
     std::fs::metadata("/dev/kvm").is_ok()
         && Command::new("qemu-system-x86_64")
             .args(["-accel", "kvm", "-cpu", "host", "-machine", "none"])
@@ -67,6 +72,24 @@ fn kvm_works() -> bool {
                 Ok(alive)
             })
             .unwrap_or(false)
+}
+
+/// qemu's accelerator arguments: KVM where it works, else TCG.
+pub fn accel_args() -> Vec<&'static str> {
+    if kvm_works() {
+        vec!["-accel", "kvm", "-cpu", "host"]
+    } else {
+        vec!["-accel", "tcg,thread=multi", "-cpu", "max"]
+    }
+}
+
+/// What [`accel_args`] chose, for the log.
+pub fn accel_name() -> &'static str {
+    if kvm_works() {
+        "KVM"
+    } else {
+        "KVM does not work here, emulating (TCG)"
+    }
 }
 
 /// Boots `vmlinuz` with `initramfs`, printing the console prefixed with `label`
@@ -97,13 +120,8 @@ pub fn boot(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let accel = if kvm_works() {
-        crate::tools::say(format!("{label}: KVM"));
-        vec!["-accel", "kvm", "-cpu", "host"]
-    } else {
-        crate::tools::say(format!("{label}: KVM does not work here, emulating (TCG)"));
-        vec!["-accel", "tcg,thread=multi", "-cpu", "max"]
-    };
+    crate::tools::say(format!("{label}: {}", accel_name()));
+    let accel = accel_args();
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(&accel)
         .args([

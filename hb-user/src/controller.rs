@@ -133,6 +133,8 @@ struct Unit {
     /// A takeover in progress: when the holder was last heard, for the
     /// takeover-duration metric once the VIPs are added.
     takeover_from: Option<Duration>,
+    /// Takeovers that waited for the witness key, as counted into the metrics.
+    witness_waits: u64,
 }
 
 /// The checks that need the network, made before anything changes: interfaces
@@ -555,7 +557,19 @@ pub async fn run(args: RunArgs, cfg: RunConfig) -> Result<(), RunError> {
     };
 
     let (fence_tx, mut fence_rx) = mpsc::unbounded_channel();
+    let witness = cfg.witness.witness.clone().map(|endpoints| {
+        crate::witness::Witness::spawn(crate::witness::Spec {
+            endpoints,
+            ttl: cfg.witness.witness_ttl,
+            prefix: cfg.witness.witness_prefix.clone(),
+            cluster_id: cfg.membership.cluster_id,
+            node_id: cfg.membership.node_id,
+            session,
+            down: cfg.witness.witness_down,
+        })
+    });
     let mut c = Controller {
+        witness,
         units,
         check_rx: (!cfg.checks.is_empty()).then(|| crate::checks::spawn(&cfg.checks)),
         check_last: vec![String::new(); cfg.checks.len()],
@@ -668,6 +682,12 @@ fn new_unit(
                 ping_quorum: !cfg.membership.ping.is_empty(),
                 fencing: cfg.hooks.fence_cmd.is_some(),
                 fence_retry: Duration::from_secs(1),
+                witness: cfg
+                    .witness
+                    .witness
+                    .is_some()
+                    .then_some(cfg.witness.witness_down),
+                witness_retry: WITNESS_RETRY,
             },
             has_vips: !mine.is_empty(),
             links: links.iter().map(|l| l.iface.clone()).collect(),
@@ -690,6 +710,7 @@ fn new_unit(
             leaving: false,
         },
         takeover_from: None,
+        witness_waits: 0,
     }
 }
 
@@ -758,7 +779,13 @@ fn notifiers(cfg: &RunConfig) -> Vec<Vec<Notifier>> {
     .collect()
 }
 
+/// While an election wants the witness key and it is not ours, it asks
+/// again this often (each ask is one etcd transaction).
+const WITNESS_RETRY: Duration = Duration::from_millis(200);
+
 struct Controller {
+    /// `--witness`: the etcd task (witness.rs), when configured.
+    witness: Option<crate::witness::Witness>,
     cfg: RunConfig,
     /// The command line's flags, which win over the file at every reload too.
     args: RunArgs,
@@ -885,6 +912,9 @@ impl Controller {
                     }
                 }
                 Some((peers, outcome)) = fence_rx.recv() => self.fenced(peers, outcome).await,
+                Ok(()) = async { self.witness.as_mut().expect("guarded").snapshot.changed().await }, if self.witness.is_some() => {
+                    self.witness_said().await;
+                }
                 Some((req, reply)) = async { self.control.as_mut().expect("guarded").next().await }, if self.control.is_some() => {
                     let answer = self.control_request(req).await;
                     let _ = reply.send(answer);
@@ -945,6 +975,15 @@ impl Controller {
                 reason: kind.to_string(),
             })
             .inc();
+        let (waits, wait_ms) = {
+            let seen = self.units[u].node.seen();
+            (seen.witness_waits, seen.witness_wait_ms)
+        };
+        if waits > self.units[u].witness_waits {
+            self.units[u].witness_waits = waits;
+            let waited = Duration::from_millis(wait_ms);
+            m.witness_wait_seconds.observe(waited.as_secs_f64());
+        }
         if to == NodeState::Master.name() {
             self.units[u].takeover_from =
                 Some(monotonic().saturating_sub(silence.unwrap_or_default()));
@@ -1269,6 +1308,75 @@ impl Controller {
         true
     }
 
+    /// The witness's snapshot changed: each election learns what it says of
+    /// its key, and elects with it.
+    async fn witness_said(&mut self) {
+        let Some(w) = &mut self.witness else { return };
+        let snap = w.snapshot.borrow_and_update().clone();
+        for u in 0..self.units.len() {
+            let k = snap
+                .keys
+                .get(&self.units[u].name)
+                .copied()
+                .unwrap_or_default();
+            let key = crate::election::KeyView {
+                owned_until: snap.lease_until.filter(|_| k.owned),
+                held_by: k.held_by,
+                reachable: snap.reachable,
+            };
+            let actions = self.units[u].node.handle(Input::Witness { key });
+            self.perform(u, actions).await;
+        }
+        self.witness_metrics(&snap);
+        self.poll().await;
+    }
+
+    /// The witness's state for the scrape.
+    fn witness_metrics(&self, snap: &crate::witness::Snapshot) {
+        let (Some(m), Some(w)) = (&self.metrics, &self.witness) else {
+            return;
+        };
+        m.witness_reachable.set(snap.reachable as i64);
+        let left = snap
+            .lease_until
+            .map_or(0.0, |t| t.saturating_sub(monotonic()).as_secs_f64());
+        m.witness_lease.set(left);
+        for u in &self.units {
+            let owned = snap.keys.get(&u.name).is_some_and(|k| k.owned);
+            let labels = crate::metrics::Election {
+                group: u.name.clone(),
+            };
+            m.witness_key.get_or_create(&labels).set(owned as i64);
+        }
+        let down = format!("{:?}", w.spec().down).to_lowercase();
+        for d in ["keep", "heartbeats"] {
+            let labels = crate::metrics::WitnessDown { down: d.into() };
+            m.witness_down
+                .get_or_create(&labels)
+                .set((d == down) as i64);
+        }
+    }
+
+    /// The witness values ("NODE SESSION") of peers that left or whose
+    /// kernel sent a death notice: every session the data planes hold for
+    /// them, the notice's included.
+    fn handed_over(&self, peers: &[u32]) -> Vec<String> {
+        let mut out = Vec::new();
+        for &id in peers {
+            for l in &self.links {
+                if let Ok(Some(p)) = l.plane.peer(id) {
+                    for s in [p.session, p.gone_session] {
+                        let v = crate::witness::Witness::value(id, s);
+                        if s != 0 && !out.contains(&v) {
+                            out.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// What each link's XDP program recorded of each peer, per election (its
     /// group slot's standing).
     fn samples(&mut self) -> Vec<BTreeMap<u32, Vec<Sample>>> {
@@ -1589,6 +1697,17 @@ impl Controller {
                         let outcome = hooks::fence(&cmd, node, &peers, timeout).await;
                         let _ = tx.send((peers, outcome));
                     });
+                }
+                Action::AcquireKey { gone } => {
+                    let gone = self.handed_over(&gone);
+                    if let Some(w) = &self.witness {
+                        w.acquire(&self.units[u].name, gone);
+                    }
+                }
+                Action::ReleaseKey => {
+                    if let Some(w) = &self.witness {
+                        w.release(&self.units[u].name);
+                    }
                 }
                 Action::Notify { from, to, reason } => {
                     self.since_unix_ms = unix_ms();
@@ -1929,6 +2048,7 @@ impl Controller {
             iface: v.at(&self.links).1,
         };
         let mut groups = Vec::new();
+        let now = monotonic();
         for (u, unit) in self.units.iter().enumerate() {
             for &g in &unit.groups {
                 let spec = &self.cfg.groups[g];
@@ -1950,6 +2070,16 @@ impl Controller {
                     reason: unit.node.reason().to_string(),
                     checks: self.check_rows(u),
                     standby: unit.node.standby(),
+                    witness_key: self.witness.as_ref().map(|_| {
+                        let k = unit.node.witness_key();
+                        match (k.owned_until.is_some_and(|t| t > now), k.held_by) {
+                            (true, _) => "ours".to_string(),
+                            (false, Some(n)) => format!("node {n}"),
+                            (false, None) => "none".to_string(),
+                        }
+                    }),
+                    witness_waiting_ms: (unit.node.key_wait())
+                        .map(|t| now.saturating_sub(t).as_millis() as u64),
                 });
             }
         }
@@ -2010,6 +2140,19 @@ impl Controller {
             reload: self.reloads.clone(),
             checks,
             groups,
+            witness: self.witness.as_ref().map(|w| {
+                let snap = w.snapshot.borrow();
+                let spec = w.spec();
+                crate::status::WitnessRow {
+                    endpoints: spec.endpoints.clone(),
+                    reachable: snap.reachable,
+                    ttl_ms: spec.ttl.as_millis() as u64,
+                    lease_remaining_ms: (snap.lease_until)
+                        .map_or(0, |t| t.saturating_sub(now).as_millis() as u64),
+                    down: format!("{:?}", spec.down).to_lowercase(),
+                    error: snap.error.clone(),
+                }
+            }),
         };
         if let Err(e) = self.state_dir.write_file(
             crate::status::STATUS_FILE,
@@ -2435,6 +2578,11 @@ impl Controller {
         }
         for l in &mut self.links {
             l.inherited = false;
+        }
+        // Our keys go with the VIPs, before the leaves: a peer that hears
+        // ours finds the keys free.
+        if let Some(w) = &self.witness {
+            w.leave(Duration::from_secs(1)).await;
         }
         // Leave messages (a few copies, 1 ms apart) and the lease withdrawn by the
         // sender thread, which then ends.

@@ -34,6 +34,43 @@ pub struct Params {
     pub fencing: bool,
     /// Wait after a failed fencing attempt before the next one.
     pub fence_retry: Duration,
+    /// A witness (etcd) is configured: taking the VIPs from a silent peer
+    /// needs its key, and this says what to do while it cannot be reached.
+    pub witness: Option<WitnessDown>,
+    /// While the key is wanted and not ours: ask again this often.
+    pub witness_retry: Duration,
+}
+
+/// What a node does while the witness cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WitnessDown {
+    /// The holder keeps its VIPs while it hears its peers; nobody takes
+    /// them from a silent peer (the safe default).
+    Keep,
+    /// Decide from heartbeats alone, as without a witness (available, but a
+    /// partition between the nodes makes two holders).
+    Heartbeats,
+}
+
+/// What the witness last said of an election's key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyView {
+    /// The key is ours until then (CLOCK_MONOTONIC): our etcd lease's end,
+    /// counted from before the renewal that set it, so never later than the
+    /// server's.
+    #[serde(
+        default,
+        with = "crate::node::opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub owned_until: Option<Duration>,
+    /// Another node's key: its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<u32>,
+    /// The witness answered the last request.
+    #[serde(default)]
+    pub reachable: bool,
 }
 
 /// What we know of one peer right now (from the peers map).
@@ -131,6 +168,13 @@ pub enum Reason {
     },
     /// The operator put the group in standby (`hb-user standby`).
     Standby,
+    /// A peer is silent for no known reason and the witness key is not ours
+    /// (held by another node, or the witness cannot be reached): taking or
+    /// keeping the VIPs could make two holders.
+    NoKey {
+        held_by: Option<u32>,
+        reachable: bool,
+    },
     /// We outrank the holder, but preempt_delay has not passed since our start.
     PreemptDelayed {
         by: u32,
@@ -180,6 +224,19 @@ pub enum Event {
     FenceNeeded {
         peers: Vec<u32>,
     },
+    /// We hold or would take the VIPs and the witness key is not ours: ask
+    /// for it (a transaction on its absence, or on its naming one of `gone`,
+    /// peers whose leave or death notice says they hold nothing), and report
+    /// with [`Machine::witness`].
+    KeyNeeded {
+        gone: Vec<u32>,
+    },
+    /// A takeover starts waiting for the witness key.
+    KeyWait,
+    /// The takeover waited this long for the witness key.
+    KeyWaited {
+        waited: Duration,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +270,14 @@ pub struct Machine {
     standby: bool,
     /// Until then, `preempt_delay` holds preemption back (None once passed).
     preempt_from: Option<Duration>,
+    /// What the witness last said of our key.
+    key: KeyView,
+    /// When we last asked for the key, while we want it.
+    key_asked: Option<Duration>,
+    /// The witness has said something since we first asked.
+    key_answered: bool,
+    /// Since when a takeover waits for the key.
+    key_wait: Option<Duration>,
 }
 
 impl Machine {
@@ -231,6 +296,10 @@ impl Machine {
             check_fault: None,
             standby: false,
             preempt_from: (!p.preempt_delay.is_zero()).then(|| now + p.preempt_delay),
+            key: KeyView::default(),
+            key_asked: None,
+            key_answered: false,
+            key_wait: None,
             p,
         }
     }
@@ -310,6 +379,21 @@ impl Machine {
         self.p.peers = peers.to_vec();
     }
 
+    /// The witness's word on our key; the next step decides with it.
+    pub fn witness(&mut self, key: KeyView) {
+        self.key = key;
+        self.key_answered = true;
+    }
+
+    pub fn key(&self) -> KeyView {
+        self.key
+    }
+
+    /// Since when a takeover waits for the witness key, if it does.
+    pub fn key_wait(&self) -> Option<Duration> {
+        self.key_wait
+    }
+
     /// Our rank, given whether we reach a ping target.
     pub fn rank(&self, reach: bool) -> Rank {
         (reach, self.p.priority, self.p.node_id)
@@ -327,10 +411,17 @@ impl Machine {
         let vip_retry = self
             .vip_fault_until
             .filter(|_| self.state == NodeState::Fault);
+        // The key asked for again; a holder's key ending.
+        let key_retry = self.key_asked.map(|t| t + self.p.witness_retry);
+        let key_end = (self.state == NodeState::Master)
+            .then_some(self.key.owned_until)
+            .flatten();
         init.into_iter()
             .chain(retry)
             .chain(vip_retry)
             .chain(self.preempt_from)
+            .chain(key_retry)
+            .chain(key_end)
             .min()
     }
 
@@ -411,12 +502,34 @@ impl Machine {
         if self.preempt_from.is_some_and(|t| now >= t) {
             self.preempt_from = None;
         }
-        let (to, reason) = self.decide(now, link_up, reach, peers);
+        let (mut to, mut reason) = self.decide(now, link_up, reach, peers);
+        if to != NodeState::Master {
+            self.key_asked = None;
+            self.key_wait = None;
+        } else if let Some(answered) = self.key_refuses(now, peers, &mut events) {
+            // Held back: a BACKUP stays, INIT waits for the witness's first
+            // answer then decides (BACKUP, saying why), a holder releases.
+            if self.state == NodeState::Backup || (self.state == NodeState::Init && !answered) {
+                return events;
+            }
+            to = NodeState::Backup;
+            reason = Reason::NoKey {
+                held_by: self.key.held_by,
+                reachable: self.key.reachable,
+            };
+        }
         if to == NodeState::Master
             && self.state != NodeState::Master
             && !self.fence_allows(now, peers, &mut events)
         {
             return events;
+        }
+        if to == NodeState::Master && self.state != NodeState::Master {
+            if let Some(since) = self.key_wait.take() {
+                events.push(Event::KeyWaited {
+                    waited: now.saturating_sub(since),
+                });
+            }
         }
         if to != self.state {
             if to == NodeState::Init {
@@ -432,6 +545,49 @@ impl Machine {
             self.last_change = None;
         }
         events
+    }
+
+    /// For a node that holds or would take the VIPs: None unless the witness
+    /// forbids it, else whether the witness has answered since we first
+    /// asked. Without the key it is asked for (again every `witness_retry`);
+    /// it is needed only while a peer is silent for no known reason (one that
+    /// left or whose kernel sent a death notice holds nothing; a live one
+    /// would be heard claiming), or, with `witness_down = heartbeats`, while
+    /// the witness answers.
+    fn key_refuses(
+        &mut self,
+        now: Duration,
+        peers: &[PeerView],
+        events: &mut Vec<Event>,
+    ) -> Option<bool> {
+        let down = self.p.witness?;
+        if self.key.owned_until.is_some_and(|t| now < t) {
+            self.key_asked = None;
+            return None;
+        }
+        let handed = |v: &PeerView| (v.left && v.last_seen.is_some()) || v.gone;
+        if self
+            .key_asked
+            .is_none_or(|t| now >= t + self.p.witness_retry)
+        {
+            if self.key_asked.is_none() {
+                self.key_answered = false;
+            }
+            self.key_asked = Some(now);
+            let gone = peers.iter().filter(|v| handed(v)).map(|v| v.id).collect();
+            events.push(Event::KeyNeeded { gone });
+        }
+        let silent = peers.iter().any(|v| !(self.is_alive(v.id) || handed(v)));
+        // Out of INIT only once the witness has had its say.
+        let settled = self.key_answered || self.state != NodeState::Init;
+        if settled && (!silent || (!self.key.reachable && down == WitnessDown::Heartbeats)) {
+            return None;
+        }
+        if self.state != NodeState::Master && self.key_wait.is_none() {
+            self.key_wait = Some(now);
+            events.push(Event::KeyWait);
+        }
+        Some(self.key_answered)
     }
 
     /// Before a takeover: true when no silent peer is left unfenced; otherwise asks
@@ -667,6 +823,7 @@ impl Reason {
             Reason::CheckFailed { .. } => "check_failed",
             Reason::Standby => "standby",
             Reason::PreemptDelayed { .. } => "preempt_delayed",
+            Reason::NoKey { .. } => "no_witness_key",
         }
     }
 
@@ -682,6 +839,7 @@ impl Reason {
             | Reason::PreemptDelayed { by } => Some(*by),
             Reason::HeldElsewhere { holder, .. } => Some(*holder),
             Reason::OldPeer { peer } => Some(*peer),
+            Reason::NoKey { held_by, .. } => *held_by,
             _ => None,
         }
     }
@@ -719,6 +877,14 @@ impl fmt::Display for Reason {
                 "we outrank peer {by}, which holds the VIP: preempt_delay has not passed since our start"
             ),
             Reason::Elected { after: None } => write!(f, "no live peer outranks us"),
+            Reason::NoKey { held_by, reachable } => {
+                write!(f, "a peer is silent and the witness key is not ours: ")?;
+                match (held_by, reachable) {
+                    (Some(n), _) => write!(f, "node {n} holds it"),
+                    (None, true) => write!(f, "not granted yet"),
+                    (None, false) => write!(f, "the witness cannot be reached"),
+                }
+            }
             Reason::AwaitingRelease { by } => write!(
                 f,
                 "we outrank peer {by}, which holds the VIP: waiting for it to release it"
@@ -799,6 +965,8 @@ mod tests {
             ping_quorum: false,
             fencing: false,
             fence_retry: 1000 * MS,
+            witness: None,
+            witness_retry: 200 * MS,
         }
     }
 

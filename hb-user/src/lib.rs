@@ -36,3 +36,4 @@ pub mod statedir;
 pub mod status;
 pub mod systemd;
 pub mod verifier;
+pub mod witness;

@@ -30,6 +30,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("fence_cmd", r#""/usr/local/sbin/fence-peer""#),
     ("notify", r#""/usr/local/sbin/hb-notify""#),
     ("metrics", r#""127.0.0.1:9694""#),
+    ("witness", r#""etcd://10.0.0.250:2379""#),
 ];
 
 /// A key of a `[group.NAME]`, `[sync.NAME]` or `[check.NAME]` table.

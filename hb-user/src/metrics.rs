@@ -71,6 +71,17 @@ pub struct Check {
     pub check: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WitnessDown {
+    pub down: String,
+}
+
+/// An election: a group's name, or its sync group's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Election {
+    pub group: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 /// Hook run times: 1 ms to 10 s.
@@ -92,6 +103,11 @@ pub struct Metrics {
     pub hook_seconds: Family<Hook, Histogram, fn() -> Histogram>,
     pub check_healthy: Family<Check, Gauge>,
     pub takeover_seconds: Histogram,
+    pub witness_reachable: Gauge,
+    pub witness_lease: FGauge,
+    pub witness_key: Family<Election, Gauge>,
+    pub witness_down: Family<WitnessDown, Gauge>,
+    pub witness_wait_seconds: Histogram,
 }
 
 /// The node's metrics, once `--metrics` is set (hooks record through it).
@@ -191,6 +207,14 @@ impl Metrics {
             takeover_seconds: Histogram::new([
                 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
             ]),
+            witness_reachable: Gauge::default(),
+            witness_lease: FGauge::default(),
+            witness_key: Family::default(),
+            witness_down: Family::default(),
+            // Waits for the key: none, or up to the witness TTL.
+            witness_wait_seconds: Histogram::new([
+                0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0,
+            ]),
             registry: Registry::default(),
         };
         r.register(
@@ -252,6 +276,31 @@ impl Metrics {
             "takeover_duration_seconds",
             "From the holder's last heartbeat (or its death notice) to our VIPs being added.",
             m.takeover_seconds.clone(),
+        );
+        r.register(
+            "witness_reachable",
+            "1 while the witness (etcd) answers, 0 while it does not (absent without --witness).",
+            m.witness_reachable.clone(),
+        );
+        r.register(
+            "witness_lease_remaining_seconds",
+            "Seconds left of our witness lease, as of its last renewal (0: none).",
+            m.witness_lease.clone(),
+        );
+        r.register(
+            "witness_key_owned",
+            "1 while the election's witness key is ours (group: the group's name, or its sync group's).",
+            m.witness_key.clone(),
+        );
+        r.register(
+            "witness_down_policy",
+            "1 for what the node does while the witness is unreachable (witness_down).",
+            m.witness_down.clone(),
+        );
+        r.register(
+            "witness_wait_seconds",
+            "How long takeovers from a silent peer waited for the witness key.",
+            m.witness_wait_seconds.clone(),
         );
         r.register_collector(Box::new(SendGaps(gaps)));
         Metrics { registry: r, ..m }

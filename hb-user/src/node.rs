@@ -10,7 +10,7 @@
 
 use crate::{
     beat::Advert,
-    election::{Event, Machine, Params, PeerView},
+    election::{Event, KeyView, Machine, Params, PeerView},
 };
 use hb_common::NodeState;
 use serde::{Deserialize, Serialize};
@@ -182,6 +182,12 @@ pub enum Input {
         peers: Vec<u32>,
         ok: bool,
     },
+    /// What the witness says of the election's key now (an answer to
+    /// [`Action::AcquireKey`], a lease renewed or lost, the witness lost).
+    Witness {
+        #[serde(flatten)]
+        key: KeyView,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +236,13 @@ pub enum Action {
     Fence {
         peers: Vec<u32>,
     },
+    /// Ask the witness for the election's key (free, ours, or held for one
+    /// of `gone`, peers that left or died); answer with [`Input::Witness`].
+    AcquireKey {
+        gone: Vec<u32>,
+    },
+    /// Give the key up (delete it if it is ours): we no longer hold.
+    ReleaseKey,
     /// A lower-ranked peer also holds what we hold (a healed partition):
     /// run `notify_master_rx_lower_pri` (keepalived's, e.g. to point cloud
     /// routes back here).
@@ -455,9 +468,18 @@ impl Node {
         &self.seen
     }
 
-    /// Why the last transition happened ("" before the first).
-    pub fn reason(&self) -> &str {
-        &self.reason
+    /// Why the node is in its state: the last transition's reason ("" before
+    /// the first), or what a takeover waits for.
+    pub fn reason(&self) -> String {
+        if self.machine.key_wait().is_some() {
+            let k = self.machine.key();
+            let why = crate::election::Reason::NoKey {
+                held_by: k.held_by,
+                reachable: k.reachable,
+            };
+            return format!("{why}: taking over waits for it");
+        }
+        self.reason.clone()
     }
 
     /// The (link index, peer) entries whose silence [`Node::next_deadline`]
@@ -505,6 +527,16 @@ impl Node {
 
     pub fn holds_vip(&self) -> bool {
         self.machine.state() == NodeState::Master
+    }
+
+    /// What the witness last said of our key.
+    pub fn witness_key(&self) -> KeyView {
+        self.machine.key()
+    }
+
+    /// Since when a takeover waits for the witness key, if it does.
+    pub fn key_wait(&self) -> Option<Duration> {
+        self.machine.key_wait()
     }
 
     /// In standby (`hb-user standby`).
@@ -640,6 +672,12 @@ impl Node {
                     self.p.machine.peers = peers;
                     out.push(Action::WriteStatus);
                 }
+            }
+            Input::Witness { key } => {
+                if key != self.machine.key() {
+                    out.push(Action::WriteStatus);
+                }
+                self.machine.witness(key);
             }
             Input::FenceDone { now, peers, ok } => {
                 let list = peers
@@ -962,6 +1000,26 @@ impl Node {
                     format!("peer {peer}: controller gone (death notice from its kernel)"),
                 )
             }
+            Event::KeyNeeded { gone } => out.push(Action::AcquireKey { gone }),
+            Event::KeyWait => {
+                warn(
+                    out,
+                    "a peer is silent for no known reason: taking over waits for the witness key"
+                        .to_string(),
+                );
+                out.push(Action::WriteStatus);
+            }
+            Event::KeyWaited { waited } => {
+                self.seen.witness_waits += 1;
+                self.seen.witness_wait_ms = waited.as_millis() as u64;
+                info(
+                    out,
+                    format!(
+                        "the witness key is ours after {} ms: taking over",
+                        waited.as_millis()
+                    ),
+                );
+            }
             Event::FenceNeeded { peers } => {
                 self.seen.fences += 1;
                 warn(
@@ -1015,6 +1073,10 @@ impl Node {
                         out.push(Action::SetLease {
                             until: Duration::ZERO,
                         });
+                    }
+                    // Only once the VIPs are gone may a peer get the key.
+                    if from == NodeState::Master && self.p.machine.witness.is_some() {
+                        out.push(Action::ReleaseKey);
                     }
                 }
                 out.push(Action::WriteStatus);
@@ -1239,7 +1301,7 @@ mod ms {
     }
 }
 
-mod opt_ms {
+pub(crate) mod opt_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
@@ -1290,6 +1352,8 @@ mod tests {
                     ping_quorum: false,
                     fencing: false,
                     fence_retry: Duration::from_secs(1),
+                    witness: None,
+                    witness_retry: Duration::from_millis(200),
                 },
                 has_vips: true,
                 links: vec!["eth0".into(), "eth1".into()],

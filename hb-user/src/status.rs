@@ -117,6 +117,9 @@ pub struct StatusFile {
     /// any is claimed; `priority` and `reason` are the first group's.
     #[serde(default)]
     pub groups: Vec<GroupRow>,
+    /// The witness, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<WitnessRow>,
 }
 
 /// One VIP group in the status.
@@ -146,6 +149,32 @@ pub struct GroupRow {
     /// Put in standby (`hb-user standby`): it holds nothing until `resume`.
     #[serde(default)]
     pub standby: bool,
+    /// With a witness: whose the election's key is ("ours", "node N", or
+    /// "none": not ours and nobody else's as far as we asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_key: Option<String>,
+    /// A takeover waits for the witness key: for this long so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_waiting_ms: Option<u64>,
+}
+
+/// The witness (`--witness`), when configured.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WitnessRow {
+    /// As the client takes them (http://HOST:PORT).
+    pub endpoints: Vec<String>,
+    /// Its last request was answered.
+    pub reachable: bool,
+    pub ttl_ms: u64,
+    /// What is left of our lease, as of its last renewal (0: none).
+    pub lease_remaining_ms: u64,
+    /// What the node does while the witness is unreachable: "keep" (the
+    /// holder keeps its VIPs while it hears its peers; nobody takes them
+    /// from a silent peer) or "heartbeats".
+    pub down: String,
+    /// The last failure ("" while it answers).
+    #[serde(default)]
+    pub error: String,
 }
 
 /// Counts of what the node's decisions saw since the start: what its log
@@ -172,6 +201,12 @@ pub struct Seen {
     /// Fencing commands run, and those that failed or timed out.
     pub fences: u64,
     pub fence_failures: u64,
+    /// Takeovers that waited for the witness key, and how long the last one
+    /// waited (what the witness added to a failover).
+    #[serde(default)]
+    pub witness_waits: u64,
+    #[serde(default)]
+    pub witness_wait_ms: u64,
 }
 
 /// A session id as the status shows it (16 hex digits; "none" before a
@@ -681,6 +716,30 @@ pub fn render(r: &Report) -> String {
                     "  VIPs added back after they disappeared: {} time(s)\n",
                     n.vip_readds
                 );
+            }
+            if let Some(w) = &n.witness {
+                out += &format!(
+                    "witness {}: {} (lease {} ms left of {} ms; while unreachable: {})\n",
+                    w.endpoints.join(","),
+                    if w.reachable {
+                        "reachable"
+                    } else {
+                        "UNREACHABLE"
+                    },
+                    w.lease_remaining_ms,
+                    w.ttl_ms,
+                    w.down
+                );
+                if !w.error.is_empty() {
+                    out += &format!("  last error: {}\n", w.error);
+                }
+                for g in &n.groups {
+                    let key = g.witness_key.as_deref().unwrap_or("none");
+                    let wait = g.witness_waiting_ms.map_or(String::new(), |ms| {
+                        format!(", a takeover waits for it ({ms} ms so far)")
+                    });
+                    out += &format!("  key of {}: {key}{wait}\n", g.name);
+                }
             }
             for g in n.groups.iter().filter(|g| g.standby) {
                 out += &format!(

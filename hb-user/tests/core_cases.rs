@@ -6,7 +6,7 @@
 //! ignores repeats), as the executor performs it. A new behaviour is a new file.
 
 use hb_user::{
-    election::Params,
+    election::{Params, WitnessDown},
     node::{Action, Input, Node, NodeParams},
 };
 use serde::Deserialize;
@@ -28,6 +28,9 @@ struct Settings {
     ping_quorum: bool,
     #[serde(default)]
     fencing: bool,
+    /// A witness, and what to do while it is down ("keep", "heartbeats").
+    #[serde(default)]
+    witness: Option<WitnessDown>,
     #[serde(default = "yes")]
     has_vips: bool,
     #[serde(default = "eth0")]
@@ -78,6 +81,8 @@ fn run_case(path: &Path) -> Result<(), String> {
                 ping_quorum: s.ping_quorum,
                 fencing: s.fencing,
                 fence_retry: Duration::from_secs(1),
+                witness: s.witness,
+                witness_retry: Duration::from_millis(200),
             },
             has_vips: s.has_vips,
             links: s.links,

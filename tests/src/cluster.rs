@@ -327,6 +327,14 @@ impl Cluster {
         })
     }
 
+    /// Another host on the first link's bridge (switch port `port`, so
+    /// partitions can name it), with `ip` on its eth0: its namespace.
+    pub fn add_host(&mut self, name: &str, port: &str, ip: Ipv4Addr) -> Result<String> {
+        let ns = self.lab.netns(name)?;
+        plug(&self.lab, &self.sw, &ns, IFACE, port, "br0", ip)?;
+        Ok(ns)
+    }
+
     /// Runs `bin` instead of [`hb_user_bin`] for every command from now on:
     /// starts, `status`, one-off runs (the key is made already).
     pub fn use_binary(&mut self, bin: impl Into<PathBuf>) {

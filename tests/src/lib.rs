@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod etcd;
 pub mod frames;
 pub mod keepalived;
 pub mod linuxha;

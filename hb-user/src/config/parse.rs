@@ -44,6 +44,52 @@ pub fn at_least(s: &str, min: Duration, text: &str) -> Result<Duration, String> 
     Ok(d)
 }
 
+/// `etcd://HOST:PORT[,HOST:PORT...]` → the endpoints as the etcd client
+/// takes them (`http://HOST:PORT`).
+pub fn witness_url(s: &str) -> Result<Vec<String>, String> {
+    let form = "etcd://HOST:PORT[,HOST:PORT...]";
+    let rest =
+        (s.trim().strip_prefix("etcd://")).ok_or_else(|| format!("expected {form}, got {s:?}"))?;
+    let mut out = Vec::new();
+    for hp in rest.split(',').map(str::trim) {
+        let bad = |why: &str| format!("{hp:?} in {s:?}: {why} (expected {form})");
+        let (host, port) = hp.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        if host.is_empty() || host.contains('/') {
+            return Err(bad("no host"));
+        }
+        if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+            return Err(bad("an IPv6 address goes in brackets"));
+        }
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad("the port must be 1-65535"));
+        }
+        out.push(format!("http://{hp}"));
+    }
+    Ok(out)
+}
+
+impl FromStr for crate::election::WitnessDown {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "keep" => Ok(Self::Keep),
+            "heartbeats" => Ok(Self::Heartbeats),
+            _ => Err(format!("expected keep or heartbeats, got {s:?}")),
+        }
+    }
+}
+
+/// A key prefix in etcd: absolute, without a trailing slash.
+pub fn key_prefix(s: &str) -> Result<String, String> {
+    let p = s.trim();
+    if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') || p.contains(char::is_whitespace) {
+        return Err(format!(
+            "expected a key prefix such as /hb (a leading /, no trailing /, no spaces), got {s:?}"
+        ));
+    }
+    Ok(p.to_string())
+}
+
 pub fn int<T: TryFrom<u64> + Into<u64> + Copy>(s: &str, min: T, max: T) -> Result<T, String> {
     let range = || {
         format!(

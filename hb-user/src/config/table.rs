@@ -12,12 +12,12 @@ use std::{
     time::Duration,
 };
 
-use crate::hooks::NotifyArgs;
+use crate::{election::WitnessDown, hooks::NotifyArgs};
 
 use super::{
     parse::{
-        bool_value, command, duration, garp_refresh, iface_list, int, interval, node_id, path,
-        peer_list, ping_list, socket_addr, vip_list,
+        at_least, bool_value, command, duration, garp_refresh, iface_list, int, interval,
+        key_prefix, node_id, path, peer_list, ping_list, socket_addr, vip_list, witness_url,
     },
     ConfigError, Initial, PeerAddr, Reload, Setting, Sources, Vip, XdpModeArg,
 };
@@ -207,6 +207,22 @@ settings! {
         notify_timeout: Duration = one("notify_timeout", "10s"), duration, Live,
             "Time a notify command may take before it is killed."
             [long, value_name = "DURATION"];
+    }
+
+    /// The tie-breaker of a two-node cluster: an etcd key per election.
+    Witness witness {
+        witness: Option<Vec<String>> = opt("witness", absent), witness_url, Restart,
+            "etcd endpoints as etcd://HOST:PORT[,HOST:PORT...]: the holder keeps a key per election there, bound to a lease it renews; taking the VIPs from a silent peer needs that key, and a holder cut off from its peers keeps them only while its key lasts [default: off]."
+            [long, value_name = "etcd://HOST:PORT"];
+        witness_ttl: Duration = one("witness_ttl", "3s"), |s| at_least(s, Duration::from_secs(1), "1s"), Restart,
+            "The witness lease's time to live, in whole seconds (rounded up): how long a holder cut off from its peers and the witness keeps the VIPs, and how long the key of a peer gone silent keeps the others waiting."
+            [long, value_name = "DURATION"];
+        witness_down: WitnessDown = one("witness_down", "keep"), |s| s.parse(), Restart,
+            "While the witness cannot be reached: keep (the holder keeps the VIPs while it hears its peers; nobody takes them from a silent peer) or heartbeats (decide from heartbeats alone, as without a witness)."
+            [long, value_name = "POLICY"];
+        witness_prefix: String = one("witness_prefix", "/hb"), key_prefix, Restart,
+            "Key prefix in etcd: an election's key is PREFIX/CLUSTER_ID/NAME (the group's, or the sync group's)."
+            [long, value_name = "PREFIX"];
     }
 
     /// Where hb keeps its files and pins.

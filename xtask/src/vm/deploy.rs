@@ -10,7 +10,7 @@
 //! file), so a README change that breaks a deployment breaks this. Then:
 //! reload (applied, and refused while the service goes on), the watchdog
 //! restarting a stalled controller, the upgrade as the section describes it,
-//! a power cut of the holder, and a purge.
+//! a power cut of the holder and its return, and a purge.
 
 use super::{
     guest::{self, Boot, Guest, Net},
@@ -303,7 +303,13 @@ fn follow_readme(c: &Cluster, lines: &[Line], r: &mut Report) -> Result<()> {
                 }
             }
         }
-        r.pass(format!("README: {line:?}"));
+        r.pass(match line {
+            Line::Everywhere(cmd) => format!("README, on every node: {cmd}"),
+            Line::OnOneThenCopy { cmd, file } => {
+                format!("README, on node1: {cmd}; {file} copied to node2 over ssh")
+            }
+            Line::Edit(file) => format!("README, each node's settings written into {file}"),
+        });
     }
     Ok(())
 }
@@ -582,7 +588,7 @@ fn check_upgrade(c: &Cluster, deb: &Path, dir: &Path, r: &mut Report) -> Result<
     Ok(())
 }
 
-/// Step 6: a power cut of the holder.
+/// Step 6: a power cut of the holder, and its return.
 fn check_power_cut(c: &mut Cluster, r: &mut Report) -> Result<()> {
     let t = Instant::now();
     c.nodes[0].power_off();
@@ -593,8 +599,41 @@ fn check_power_cut(c: &mut Cluster, r: &mut Report) -> Result<()> {
         state(&c.nodes[1]) == "MASTER",
         "node2 answers for the VIP but is not MASTER"
     );
+    ensure!(
+        moves_since(&c.probe.since(t))? <= 1,
+        "after node1's power cut the VIP moved more than once"
+    );
     r.pass(format!(
         "power cut of node1: the client follows node2 ({:.1} s)",
+        took.as_secs_f64()
+    ));
+    // The machine comes back: hb starts at boot (enabled), with no pins
+    // left, and takes its VIP back once (priority 200, preempt).
+    let back = Instant::now();
+    let node1 = &mut c.nodes[0];
+    node1.power_on()?;
+    let up = node1.wait_ssh(BOOT_WITHIN)?;
+    // After network-online.target, so a while after sshd.
+    wait_for(
+        "node1: hb started at boot",
+        Duration::from_secs(120),
+        || {
+            let out = node1.run("systemctl is-active hb", None)?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim() == "active")
+        },
+    )?;
+    let took = c
+        .probe
+        .wait_mac(&c.nodes[0].mac, back, Duration::from_secs(60))?;
+    wait_roles(c, 0, Duration::from_secs(30))?;
+    let moves = moves_since(&c.probe.since(back))?;
+    ensure!(
+        moves <= 1,
+        "the VIP moved {moves} times while node1 came back"
+    );
+    r.pass(format!(
+        "node1 booted again ({:.0} s): hb started at boot and took the VIP back ({:.0} s after power on)",
+        up.as_secs_f64(),
         took.as_secs_f64()
     ));
     Ok(())

@@ -82,10 +82,16 @@ pub struct Guest {
     pub name: String,
     pub addr: String,
     pub mac: String,
+    /// This boot's serial console.
     pub console: PathBuf,
     key: PathBuf,
     control: PathBuf,
     ns: String,
+    run_dir: PathBuf,
+    /// qemu's command line but the console, to boot again after a power cut.
+    qemu_args: Vec<std::ffi::OsString>,
+    boots: u32,
+    started: Instant,
     // Dropped in this order: the ssh master before the machine.
     master: Option<Reaped>,
     qemu: Option<Reaped>,
@@ -108,7 +114,6 @@ impl Guest {
     /// waits for it.
     pub fn start(net: &Net, name: &str, boot: &Boot) -> Result<Guest> {
         let i = boot.index;
-        let console = boot.run_dir.join(format!("{name}-console.log"));
         let mac = format!("52:54:00:d3:00:{i:02x}");
         let mut cmd = net.exec("qemu-system-x86_64");
         cmd.args(boot.accel)
@@ -134,24 +139,45 @@ impl Guest {
                 "-netdev",
                 &format!("tap,id=n0,ifname=tap{i},script=no,downscript=no"),
             ])
-            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")])
-            .arg("-serial")
-            .arg(format!("file:{}", console.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        let qemu = Reaped(cmd.spawn().context("starting qemu-system-x86_64")?);
-        Ok(Guest {
+            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")]);
+        let mut g = Guest {
             name: name.to_string(),
             addr: format!("{SUBNET}.{i}"),
             mac,
-            console,
+            console: PathBuf::new(),
             key: boot.ssh_key.to_path_buf(),
             control: boot.run_dir.join(format!("{name}.ssh")),
             ns: net.ns.clone(),
+            run_dir: boot.run_dir.to_path_buf(),
+            qemu_args: cmd.get_args().map(|a| a.to_os_string()).collect(),
+            boots: 0,
+            started: Instant::now(),
             master: None,
-            qemu: Some(qemu),
-        })
+            qemu: None,
+        };
+        g.power_on()?;
+        Ok(g)
+    }
+
+    /// Boots the machine (again), its console in a file of this boot's own.
+    pub fn power_on(&mut self) -> Result<()> {
+        self.boots += 1;
+        self.console = self.run_dir.join(match self.boots {
+            1 => format!("{}-console.log", self.name),
+            n => format!("{}-console-boot{n}.log", self.name),
+        });
+        let qemu = Command::new("ip")
+            .args(&self.qemu_args)
+            .arg("-serial")
+            .arg(format!("file:{}", self.console.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting qemu-system-x86_64")?;
+        self.started = Instant::now();
+        self.qemu = Some(Reaped(qemu));
+        Ok(())
     }
 
     fn ssh_cmd(&self) -> Command {
@@ -173,9 +199,9 @@ impl Guest {
 
     /// Waits (bounded) until sshd answers, then keeps one connection open
     /// that every later command rides on: under emulation a key exchange
-    /// costs about a second.
+    /// costs about a second. Returns the time since qemu started.
     pub fn wait_ssh(&mut self, within: Duration) -> Result<Duration> {
-        let t0 = Instant::now();
+        let t0 = self.started;
         for attempt in 0.. {
             if let Some(q) = self.qemu.as_mut() {
                 if let Some(status) = q.0.try_wait()? {

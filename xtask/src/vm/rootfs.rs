@@ -28,10 +28,12 @@ const INCLUDE: &[&str] = &[
     "kmod",
     "procps",
     "iputils-ping",
-    "linux-image-cloud-amd64",
 ];
+/// Installed once the security archive is in the sources (see
+/// [`security_updates`]): Debian's cloud images' kernel.
+const KERNEL: &str = "linux-image-cloud-amd64";
 /// Bumped when the root's making changes, so a cached one is made again.
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 
 /// A debootstrapped root with its kernel and initrd.
 pub struct Rootfs {
@@ -61,7 +63,7 @@ pub fn prepare() -> Result<Rootfs> {
         bail!("vm-deploy needs root (debootstrap, network namespaces, tap devices)");
     }
     tools::ensure_packages(&[("debootstrap", "debootstrap"), ("mkfs.ext4", "e2fsprogs")])?;
-    let key = format!("{SUITE}-{RECIPE}-{}", INCLUDE.join(","));
+    let key = format!("{SUITE}-{RECIPE}-{}-{KERNEL}", INCLUDE.join(","));
     let dir = cache_dir().join(format!("rootfs-{SUITE}-{RECIPE}"));
     let stamp = dir.join(".hb-rootfs");
     if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
@@ -103,10 +105,10 @@ pub fn prepare() -> Result<Rootfs> {
     })
 }
 
-/// The sources an installed Debian 12 has, and their updates applied:
-/// debootstrap takes the point release alone, whose kernel (6.1.0-50,
-/// 6.1.176) refuses hb's XDP program ("invalid read from stack"), while a
-/// machine kept up to date runs the security archive's.
+/// The sources an installed Debian 12 has, their updates applied, then the
+/// kernel: debootstrap takes the point release alone, whose kernel
+/// (6.1.0-50, 6.1.176) refuses hb's XDP program ("invalid read from
+/// stack"), while a machine kept up to date runs the security archive's.
 fn security_updates(root: &Path, log: &Path) -> Result<()> {
     fs::write(
         root.join("etc/apt/sources.list"),
@@ -115,20 +117,18 @@ fn security_updates(root: &Path, log: &Path) -> Result<()> {
              deb {SECURITY} {SUITE}-security main\n"
         ),
     )?;
-    let proc_dir = root.join("proc");
-    tools::run(
-        Command::new("mount")
-            .args(["-t", "proc", "proc"])
-            .arg(&proc_dir),
-        "mount proc in the root",
-    )?;
-    let apt = |args: &[&str]| -> Result<()> {
+    let apt = |args: &str| -> Result<()> {
         let out = fs::OpenOptions::new().append(true).open(log)?;
-        let status = Command::new("chroot")
+        // apt and the kernel's postinst want /proc; mounted in a mount
+        // namespace of their own, it goes with them whatever happens.
+        let status = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "chroot"])
             .arg(root)
-            .arg("apt-get")
-            .args(["-y", "-q", "-o", "Dpkg::Options::=--force-confold"])
-            .args(args)
+            .args(["sh", "-c"])
+            .arg(format!(
+                "mount -t proc proc /proc && exec apt-get -y -q \
+                 -o Dpkg::Options::=--force-confold {args}"
+            ))
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -136,18 +136,16 @@ fn security_updates(root: &Path, log: &Path) -> Result<()> {
             .context("cannot start chroot apt-get")?;
         ensure!(
             status.success(),
-            "apt-get {} in the root failed ({status}); see {}",
-            args.join(" "),
+            "apt-get {args} in the root failed ({status}); see {}",
             log.display()
         );
         Ok(())
     };
-    let done = apt(&["update"])
-        .and_then(|_| apt(&["full-upgrade"]))
-        // What apt downloaded is no part of a machine.
-        .and_then(|_| apt(&["clean"]));
-    let _ = Command::new("umount").arg(&proc_dir).status();
-    done
+    apt("update")?;
+    apt("full-upgrade")?;
+    apt(&format!("install --no-install-recommends {KERNEL}"))?;
+    // What apt downloaded is no part of a machine.
+    apt("clean")
 }
 
 impl Rootfs {

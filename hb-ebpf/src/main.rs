@@ -166,12 +166,11 @@ mod prog {
                 return xdp_action::XDP_PASS;
             }
         };
-        match udp {
-            Some(udp) => heartbeat_port(&ctx, udp, cfg),
-            None => {
-                count(Outcome::Passed);
-                xdp_action::XDP_PASS
-            }
+        if udp.found {
+            heartbeat_port(&ctx, udp.udp, cfg)
+        } else {
+            count(Outcome::Passed);
+            xdp_action::XDP_PASS
         }
     }
 

@@ -2372,6 +2372,9 @@ impl Controller {
                 unit.node.state().name()
             );
             self.release_vips(u).await;
+            if let Some(w) = &self.witness {
+                w.release(&self.units[u].name);
+            }
             let from = self.units[u].node.state().name().to_string();
             self.notify(u, from, hooks::STOP.into(), "removed by a reload".into());
             if let Some(b) = &self.beat {
@@ -2579,11 +2582,6 @@ impl Controller {
         for l in &mut self.links {
             l.inherited = false;
         }
-        // Our keys go with the VIPs, before the leaves: a peer that hears
-        // ours finds the keys free.
-        if let Some(w) = &self.witness {
-            w.leave(Duration::from_secs(1)).await;
-        }
         // Leave messages (a few copies, 1 ms apart) and the lease withdrawn by the
         // sender thread, which then ends.
         let reach = self.reach();
@@ -2591,6 +2589,11 @@ impl Controller {
             let _ = tokio::task::spawn_blocking(move || b.leave(reach)).await;
         }
         self.set_lease(Duration::ZERO);
+        // After the leaves: a peer that hears ours overwrites our keys at once
+        // (a leave hands them over); the revoke just deletes them.
+        if let Some(w) = &self.witness {
+            w.leave(Duration::from_secs(1)).await;
+        }
         let _ = std::fs::remove_file(self.state_dir.path().join(crate::status::STATUS_FILE));
         self.control = None;
         let _ = std::fs::remove_file(self.state_dir.path().join(crate::control::SOCKET));

@@ -881,7 +881,7 @@ impl fmt::Display for Reason {
                 write!(f, "a peer is silent and the witness key is not ours: ")?;
                 match (held_by, reachable) {
                     (Some(n), _) => write!(f, "node {n} holds it"),
-                    (None, true) => write!(f, "not granted yet"),
+                    (None, true) => write!(f, "not granted, or our lease ran out"),
                     (None, false) => write!(f, "the witness cannot be reached"),
                 }
             }
@@ -1478,5 +1478,67 @@ mod tests {
             ev.contains(&Event::FenceNeeded { peers: vec![1] }),
             "{ev:?}"
         );
+    }
+
+    fn owned(until_ms: u32) -> KeyView {
+        KeyView {
+            owned_until: Some(until_ms * MS),
+            held_by: None,
+            reachable: true,
+        }
+    }
+
+    #[test]
+    fn with_fencing_the_key_comes_first_then_the_fence() {
+        let mut p = fencing(2, 90, &[1]);
+        p.witness = Some(WitnessDown::Keep);
+        let mut m = Machine::new(p, Duration::ZERO);
+        m.step(10 * MS, true, true, &[peer(1, 100, 5, Master)]);
+        // Silent: the key is asked for; nothing is fenced without it (the
+        // peer may be alive and holding, across a partition).
+        let ev = m.step(400 * MS, true, true, &[peer(1, 100, 95, Master)]);
+        assert!(ev.contains(&Event::KeyNeeded { gone: vec![] }), "{ev:?}");
+        assert!(!ev.iter().any(|e| matches!(e, Event::FenceNeeded { .. })));
+        m.witness(owned(5000));
+        let ev = m.step(410 * MS, true, true, &[peer(1, 100, 95, Master)]);
+        assert!(
+            ev.contains(&Event::FenceNeeded { peers: vec![1] }),
+            "{ev:?}"
+        );
+        assert_eq!(m.state(), Backup);
+        m.fence_done(&[1], true, 420 * MS);
+        let ev = m.step(430 * MS, true, true, &[peer(1, 100, 95, Master)]);
+        assert_eq!(transitions(&ev), [(Backup, Master)]);
+    }
+
+    #[test]
+    fn with_ping_quorum_an_isolated_node_is_fault_whatever_the_witness_says() {
+        let mut p = quorum(1, 100, &[2]);
+        p.witness = Some(WitnessDown::Keep);
+        let mut m = Machine::new(p, Duration::ZERO);
+        m.witness(owned(9000));
+        m.step(10 * MS, true, true, &[peer(2, 90, 5, Backup)]);
+        m.step(20 * MS, true, true, &[peer(2, 90, 15, Backup)]);
+        assert_eq!(m.state(), Master);
+        let ev = m.step(500 * MS, true, false, &[peer(2, 90, 15, Backup)]);
+        assert_eq!(transitions(&ev), [(Master, Fault)]);
+    }
+
+    #[test]
+    fn a_holder_that_hears_its_peers_keeps_the_vips_without_the_key() {
+        let mut p = params(1, 100, &[2]);
+        p.witness = Some(WitnessDown::Keep);
+        let mut m = Machine::new(p, Duration::ZERO);
+        m.witness(owned(1000));
+        m.step(10 * MS, true, true, &[peer(2, 90, 5, Backup)]);
+        assert_eq!(m.state(), Master);
+        // The witness is gone and our lease ran out: a peer we hear waits
+        // for us, so the holder keeps them, and asks again.
+        m.witness(KeyView::default());
+        for t in (1100..3000).step_by(100) {
+            let ev = m.step(t * MS, true, true, &[peer(2, 90, t - 5, Backup)]);
+            assert!(transitions(&ev).is_empty(), "at {t} ms: {ev:?}");
+        }
+        assert_eq!(m.state(), Master);
     }
 }

@@ -67,6 +67,19 @@ pub struct Testbed {
     pub cluster: Cluster,
     pub settings: Settings,
     ka: Vec<Option<Keepalived>>,
+    /// The witness hb's `--witness` names, when it does.
+    pub etcd: Option<crate::etcd::Etcd>,
+}
+
+/// Where the bench's etcd listens (hb's `--witness` flags: [`witness_args`]).
+pub const ETCD_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 203, 0, 250);
+
+/// hb-user's flags for the bench's witness: etcd's smallest lease (2 s).
+pub fn witness_args() -> Vec<String> {
+    let url = format!("etcd://{ETCD_IP}:2379");
+    ["--witness", &url, "--witness-ttl", "2s"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// The keepalived.conf node `id` gets.
@@ -95,10 +108,18 @@ impl Testbed {
             // real NIC needs nothing).
             cluster.enable_xdp_tx()?;
         }
+        let etcd = if hb_args.contains(&"--witness") {
+            let ns = cluster.add_host("etcd", "w0", ETCD_IP)?;
+            let dir = cluster.lab.scratch.join("etcd");
+            Some(crate::etcd::Etcd::start(&ns, ETCD_IP, dir)?)
+        } else {
+            None
+        };
         Ok(Self {
             cluster,
             settings,
             ka: vec![None, None],
+            etcd,
         })
     }
 
@@ -138,7 +159,23 @@ impl Testbed {
     pub fn wait_steady(&self) -> Result<()> {
         self.wait_settled(Duration::from_secs(30))?;
         std::thread::sleep(Duration::from_millis(300));
-        self.wait_settled(Duration::from_secs(30))
+        self.wait_settled(Duration::from_secs(30))?;
+        // With the witness, the holder owns its key before a fault (etcd's
+        // client may still be reconnecting after the last one).
+        if self.etcd.is_some() {
+            let owned = |c: &Cluster| {
+                c.status_of(PRIMARY)
+                    .and_then(|s| s.groups.first()?.witness_key.clone())
+                    .is_some_and(|k| k == "ours")
+            };
+            if !self.cluster.wait_for(Duration::from_secs(30), owned) {
+                bail!(
+                    "node {PRIMARY} never owned its witness key\n{}",
+                    self.cluster.logs()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// SIGKILL of node `id`'s daemon (for keepalived, parent and VRRP child at

@@ -189,7 +189,6 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::VmDeploy => {
-            tools::ensure_system_packages()?;
             let root = vm::rootfs::prepare()?;
             build_ebpf::build()?;
             let deb = deb::package(&build_hb_user()?)?;

@@ -713,14 +713,17 @@ pub fn run(deb: &Path, root: &Rootfs, probe_bin: &Path) -> Result<()> {
     r.pass("two disks from the debootstrapped root");
     let net = Net::new(names.len())?;
     let accel: Vec<&str> = super::qemu::accel_args();
+    // node2 has not rebooted into its kernel update yet: both kernels an
+    // operator's Debian 12 node may be running are proved.
+    let kernels = [&root.updated, &root.point_release];
     let mut nodes = Vec::new();
-    for (i, (n, d)) in names.iter().zip(&disks).enumerate() {
+    for (i, ((n, d), k)) in names.iter().zip(&disks).zip(kernels).enumerate() {
         nodes.push(Guest::start(
             &net,
             n,
             &Boot {
-                kernel: &root.vmlinuz,
-                initrd: &root.initrd,
+                kernel: &k.vmlinuz,
+                initrd: &k.initrd,
                 disk: d,
                 index: i as u8 + 1,
                 run_dir: &dir,
@@ -729,11 +732,19 @@ pub fn run(deb: &Path, root: &Rootfs, probe_bin: &Path) -> Result<()> {
             },
         )?);
     }
-    for g in &mut nodes {
+    for (g, k) in nodes.iter_mut().zip(kernels) {
         let up = g.wait_ssh(BOOT_WITHIN)?;
-        r.pass(format!(
-            "{} booted (systemd, sshd) in {:.0} s",
+        let release = g.sh("uname -r")?;
+        ensure!(
+            release.trim() == k.release,
+            "{} runs kernel {release}, not {}",
             g.name,
+            k.release
+        );
+        r.pass(format!(
+            "{} booted {} (systemd, sshd) in {:.0} s",
+            g.name,
+            k.release,
             up.as_secs_f64()
         ));
     }

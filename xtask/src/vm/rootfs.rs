@@ -1,10 +1,11 @@
 //! The fresh machines of `cargo xtask vm-deploy`: a Debian 12 root made by
 //! debootstrap (minbase plus what a cloud image has: systemd as init, sshd,
-//! the cloud kernel and its initramfs-tools initrd) with the security
-//! archive's updates, cached under
-//! target/vm/deploy/ by a key naming its contents, and one ext4 disk image
-//! per guest made from a copy of it with that guest's hostname, address and
-//! root's authorized key (`mkfs.ext4 -d`: no loop mount).
+//! the cloud kernel and its initramfs-tools initrd), then the security
+//! archive's updates applied, so it holds two kernels: the point release's
+//! and the updated one. Cached under target/vm/deploy/ by a key naming its
+//! contents; one ext4 disk image per guest made from a copy of it with that
+//! guest's hostname, address and root's authorized key (`mkfs.ext4 -d`: no
+//! loop mount).
 
 use crate::tools::{self, say};
 use anyhow::{bail, ensure, Context, Result};
@@ -29,17 +30,27 @@ const INCLUDE: &[&str] = &[
     "procps",
     "iputils-ping",
 ];
-/// Installed once the security archive is in the sources (see
-/// [`security_updates`]): Debian's cloud images' kernel.
+/// Debian's cloud images' kernel.
 const KERNEL: &str = "linux-image-cloud-amd64";
 /// Bumped when the root's making changes, so a cached one is made again.
-const RECIPE: u32 = 3;
+const RECIPE: u32 = 4;
 
-/// A debootstrapped root with its kernel and initrd.
-pub struct Rootfs {
-    pub dir: PathBuf,
+/// A kernel of the root, with its initrd.
+pub struct Kernel {
     pub vmlinuz: PathBuf,
     pub initrd: PathBuf,
+    /// `uname -r` of a guest booted on it.
+    pub release: String,
+}
+
+/// A debootstrapped root and its kernels.
+pub struct Rootfs {
+    pub dir: PathBuf,
+    /// The security archive's kernel, what an up-to-date node boots.
+    pub updated: Kernel,
+    /// The point release's kernel, what a node not yet rebooted into its
+    /// updates runs (the updated one when the point release's is current).
+    pub point_release: Kernel,
 }
 
 /// One guest's settings baked into its disk.
@@ -76,7 +87,7 @@ pub fn prepare() -> Result<Rootfs> {
         let out = fs::File::create(&log)?;
         let status = Command::new("debootstrap")
             .arg("--variant=minbase")
-            .arg(format!("--include={}", INCLUDE.join(",")))
+            .arg(format!("--include={},{KERNEL}", INCLUDE.join(",")))
             .args([SUITE])
             .arg(&partial)
             .arg(MIRROR)
@@ -91,24 +102,44 @@ pub fn prepare() -> Result<Rootfs> {
         fs::write(partial.join(".hb-rootfs"), &key)?;
         fs::rename(&partial, &dir)?;
     }
-    // What a bootloader boots: the kernel package's /vmlinuz and
-    // /initrd.img links, to the newest kernel installed.
+    // What a bootloader boots: the kernel packages' /vmlinuz and
+    // /initrd.img links to the newest kernel, and their .old links to the
+    // one before.
     let link = |name: &str| -> Result<PathBuf> {
         let target = fs::read_link(dir.join(name))
             .with_context(|| format!("the root has no /{name} link"))?;
         Ok(dir.join(target.strip_prefix("/").unwrap_or(&target)))
     };
+    let kernel = |suffix: &str| -> Result<Kernel> {
+        let vmlinuz = link(&format!("vmlinuz{suffix}"))?;
+        let release = vmlinuz
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
+            .context("a kernel not named vmlinuz-RELEASE")?
+            .to_string();
+        Ok(Kernel {
+            initrd: link(&format!("initrd.img{suffix}"))?,
+            vmlinuz,
+            release,
+        })
+    };
+    let updated = kernel("")?;
+    let point_release = if dir.join("vmlinuz.old").exists() {
+        kernel(".old")?
+    } else {
+        kernel("")?
+    };
     Ok(Rootfs {
-        vmlinuz: link("vmlinuz")?,
-        initrd: link("initrd.img")?,
+        updated,
+        point_release,
         dir,
     })
 }
 
-/// The sources an installed Debian 12 has, their updates applied, then the
-/// kernel: debootstrap takes the point release alone, whose kernel
-/// (6.1.0-50, 6.1.176) refuses hb's XDP program ("invalid read from
-/// stack"), while a machine kept up to date runs the security archive's.
+/// The sources an installed Debian 12 has, and their updates applied:
+/// debootstrap takes the point release alone. The kernel metapackage brings
+/// the security archive's kernel beside the point release's.
 fn security_updates(root: &Path, log: &Path) -> Result<()> {
     fs::write(
         root.join("etc/apt/sources.list"),
@@ -143,7 +174,6 @@ fn security_updates(root: &Path, log: &Path) -> Result<()> {
     };
     apt("update")?;
     apt("full-upgrade")?;
-    apt(&format!("install --no-install-recommends {KERNEL}"))?;
     // What apt downloaded is no part of a machine.
     apt("clean")
 }

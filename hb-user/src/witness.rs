@@ -280,15 +280,12 @@ impl Task {
                 true
             }
             Ok(_) => {
-                // Expired on the server (we were cut off past the TTL): every
-                // key under it is gone; the next renewal grants a new lease,
-                // and the core asks again for the keys it needs.
-                warn!("witness lease {id:x} expired: our keys are gone");
-                self.lease = None;
-                self.snap.lease_until = None;
-                for k in self.snap.keys.values_mut() {
-                    k.owned = false;
-                }
+                self.lease_lost();
+                self.answered();
+                false
+            }
+            Err(e) if lease_gone(&e) => {
+                self.lease_lost();
                 self.answered();
                 false
             }
@@ -300,13 +297,36 @@ impl Task {
         }
     }
 
+    /// Expired on the server (we were cut off past the TTL): every key under
+    /// it is gone; the next renewal grants a new lease, and the core asks
+    /// again for the keys it needs.
+    fn lease_lost(&mut self) {
+        if let Some(l) = self.lease.take() {
+            warn!("witness lease {:x} expired: our keys are gone", l.id);
+        }
+        self.snap.lease_until = None;
+        for k in self.snap.keys.values_mut() {
+            k.owned = false;
+        }
+    }
+
     async fn acquire(&mut self, name: &str, gone: &[String]) {
+        // A lease found gone on the way is granted anew, once.
+        for _ in 0..2 {
+            if !self.try_acquire(name, gone).await {
+                return;
+            }
+        }
+    }
+
+    /// True when it must be tried again: our lease was gone.
+    async fn try_acquire(&mut self, name: &str, gone: &[String]) -> bool {
         if self.lease.is_none() && !self.renew().await {
-            return;
+            return false;
         }
         let (Some(mut c), Some(lease)) = (self.client().await, self.lease.as_ref().map(|l| l.id))
         else {
-            return;
+            return false;
         };
         let key = self.key(name);
         let me = self.me.clone();
@@ -324,7 +344,14 @@ impl Task {
             .or_else([TxnOp::get(key.clone(), None)]);
         let r = match bounded(self.timeout, c.txn(txn)).await {
             Ok(r) => r,
-            Err(e) => return self.failed("acquire", e),
+            Err(e) if lease_gone(&e) => {
+                self.lease_lost();
+                return true;
+            }
+            Err(e) => {
+                self.failed("acquire", e);
+                return false;
+            }
         };
         self.answered();
         let mut state = KeyState {
@@ -354,7 +381,14 @@ impl Task {
                         .and_then([put()]);
                     match bounded(self.timeout, c.txn(txn)).await {
                         Ok(r) => state.owned = r.succeeded(),
-                        Err(e) => return self.failed("acquire", e),
+                        Err(e) if lease_gone(&e) => {
+                            self.lease_lost();
+                            return true;
+                        }
+                        Err(e) => {
+                            self.failed("acquire", e);
+                            return false;
+                        }
                     }
                     if state.owned && value != me {
                         info!("witness: took key {key} from {value} (left or died)");
@@ -366,6 +400,7 @@ impl Task {
             }
         }
         self.snap.keys.insert(name.to_string(), state);
+        false
     }
 
     async fn release(&mut self, name: &str) {
@@ -411,6 +446,11 @@ impl Task {
 /// released well before a peer can get the key.
 fn usable(ttl: i64) -> Duration {
     Duration::from_secs(ttl.max(0) as u64) * 9 / 10
+}
+
+/// etcd's answer for a lease it no longer has (expired and revoked).
+fn lease_gone(e: &str) -> bool {
+    e.contains("requested lease not found")
 }
 
 /// `first` and whatever else is queued, with only the last ask for each

@@ -366,9 +366,11 @@ impl Task {
             if let Some(kv) = kv {
                 let value = String::from_utf8_lossy(kv.value()).to_string();
                 let ours = value == me && kv.lease() == lease;
-                // Our value under a lost lease of ours, or a peer's that
-                // said it left or died: overwrite it, if nobody else did.
-                let handed = value == me || gone.contains(&value);
+                // Ours under a lost lease or from our previous run (this
+                // process adopted what a crash left), or a peer's that said
+                // it left or died: overwrite it, if nobody else did.
+                let earlier_run = value.split(' ').next() == Some(&*self.spec.node_id.to_string());
+                let handed = earlier_run || gone.contains(&value);
                 if ours {
                     state.owned = true;
                 } else if handed {

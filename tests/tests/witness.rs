@@ -22,13 +22,17 @@ const METRICS: &str = "127.0.0.1:9694";
 /// Two nodes (priorities 100, 90) with the witness, settled: node 1 holds
 /// the VIP and its key.
 fn witnessed(tag: &str, xdp_tx: bool) -> (MutexGuard<'static, ()>, Cluster, Etcd) {
+    witnessed_ttl(tag, xdp_tx, "2s")
+}
+
+fn witnessed_ttl(tag: &str, xdp_tx: bool, ttl: &str) -> (MutexGuard<'static, ()>, Cluster, Etcd) {
     Etcd::require();
     let (guard, mut c) = test_lan(tag, &[100, 90], FAST, 1);
     let ns = c.add_host("etcd", "w0", ETCD_IP).unwrap();
     let etcd = Etcd::start(&ns, ETCD_IP, c.lab.scratch.join("etcd")).unwrap();
     for n in &mut c.nodes {
         n.extra.extend(
-            ["--witness", &etcd.url(), "--witness-ttl", "2s"]
+            ["--witness", &etcd.url(), "--witness-ttl", ttl]
                 .into_iter()
                 .chain(["--metrics", METRICS])
                 .map(String::from),
@@ -243,4 +247,52 @@ fn a_holder_cut_off_from_its_peer_and_etcd_releases_within_the_lease() {
         key_of(&c, 1),
         c.logs()
     );
+}
+
+#[test]
+fn a_crashed_holder_restarted_alone_takes_its_own_key_back_at_once() {
+    // A long lease: its previous run's key would keep it out for seconds.
+    let (_g, mut c, _etcd) = witnessed_ttl("wr", false, "5s");
+    // Node 2 dies (no death notice reaches node 1): silent from now on.
+    c.signal(2, Signal::SIGKILL).unwrap();
+    wait_exit(&mut c, 2);
+    c.holds_steadily(1, Duration::from_secs(1));
+    c.signal(1, Signal::SIGKILL).unwrap();
+    wait_exit(&mut c, 1);
+    let restarted = Instant::now();
+    c.start(1).unwrap();
+    // Its peer is silent, so it needs the key, which its previous run
+    // holds: that run is dead (this one adopts its data plane), so it takes
+    // the key at once, after init-dead (1 s), not when the old lease ends.
+    let pid = c.pid(1).expect("node 1 runs");
+    assert!(
+        c.wait_for(BOUND, |c| c
+            .status_of(1)
+            .is_some_and(|s| s.pid == pid && s.state == NodeState::Master)
+            && key_of(c, 1).as_deref() == Some("ours")),
+        "{:?}\n{}",
+        c.status_of(1),
+        c.logs()
+    );
+    let took = restarted.elapsed();
+    let seen = c.status_of(1).unwrap().seen;
+    assert_eq!(seen.witness_waits, 1, "{seen:?}");
+    assert!(
+        seen.witness_wait_ms < 1000,
+        "{seen:?} after {took:?}\n{}",
+        c.logs()
+    );
+}
+
+/// Waits (bounded) until node `id`'s hb-user has exited.
+fn wait_exit(c: &mut Cluster, id: u32) {
+    let start = Instant::now();
+    while c.is_running(id) {
+        assert!(
+            start.elapsed() < BOUND,
+            "node {id} still runs\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

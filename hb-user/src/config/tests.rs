@@ -796,3 +796,49 @@ fn per_state_notify_commands_are_keepalived_s() {
     );
     assert_eq!(c.syncs[0].on_state, [("FAULT", "/bin/f".to_string())]);
 }
+
+#[test]
+fn witness_settings() {
+    let c = ok(&args(), None);
+    assert_eq!(c.witness.witness, None);
+    let mut a = args();
+    a.witness = vec!["etcd://10.0.0.250:2379,[fd00::250]:2379, etcd.lan:2379".into()];
+    let c = ok(
+        &a,
+        Some("witness_ttl = \"5s\"\nwitness_down = \"heartbeats\""),
+    );
+    assert_eq!(
+        c.witness.witness.as_deref(),
+        Some(
+            &[
+                "http://10.0.0.250:2379".to_string(),
+                "http://[fd00::250]:2379".into(),
+                "http://etcd.lan:2379".into()
+            ][..]
+        )
+    );
+    assert_eq!(c.witness.witness_ttl, std::time::Duration::from_secs(5));
+    assert_eq!(
+        c.witness.witness_down,
+        crate::election::WitnessDown::Heartbeats
+    );
+    for bad in [
+        "10.0.0.250:2379",
+        "http://10.0.0.250:2379",
+        "etcd://10.0.0.250",
+        "etcd://10.0.0.250:0",
+        "etcd://fd00::250:2379",
+        "etcd://:2379",
+    ] {
+        a.witness = vec![bad.into()];
+        let e = err(&a, None);
+        assert_eq!(e.field, "--witness", "{bad}");
+        assert!(e.message.contains("etcd://HOST:PORT"), "{e}");
+    }
+    let e = err(&args(), Some("witness_down = \"maybe\""));
+    assert_eq!(e.field, "witness_down in /etc/hb/hb.toml");
+    let e = err(&args(), Some("witness_ttl = \"500ms\""));
+    assert_eq!(e.field, "witness_ttl in /etc/hb/hb.toml");
+    let e = err(&args(), Some("witness_prefix = \"hb/\""));
+    assert_eq!(e.field, "witness_prefix in /etc/hb/hb.toml");
+}

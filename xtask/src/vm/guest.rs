@@ -10,6 +10,7 @@ use crate::tools;
 use anyhow::{bail, Context, Result};
 use std::{
     io::Write,
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -166,7 +167,20 @@ impl Guest {
             1 => format!("{}-console.log", self.name),
             n => format!("{}-console-boot{n}.log", self.name),
         });
-        let qemu = Command::new("ip")
+        let mut cmd = Command::new("ip");
+        // A guest must not outlive a killed xtask, burning both CPUs: the
+        // kernel kills qemu when the thread that started it ends (the flag
+        // survives `ip netns exec`'s exec). Guests start on the main thread.
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let qemu = cmd
             .args(&self.qemu_args)
             .arg("-serial")
             .arg(format!("file:{}", self.console.display()))

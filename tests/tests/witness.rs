@@ -104,6 +104,16 @@ fn a_partition_between_the_nodes_leaves_exactly_one_holder() {
     assert_eq!(g.witness_key.as_deref(), Some("node 1"), "{g:?}");
     assert!(g.witness_waiting_ms.is_some_and(|ms| ms > 20_000), "{g:?}");
     assert!(g.reason.contains("witness key"), "{g:?}");
+    // What `hb-user status` prints of it.
+    let text = c.status(2, false).unwrap();
+    assert!(
+        text.contains("witness http://10.203.0.250:2379: reachable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("key of default: node 1, a takeover waits"),
+        "{text}"
+    );
     c.heal().unwrap();
     c.holds_steadily(1, Duration::from_secs(2));
 }

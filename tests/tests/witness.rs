@@ -306,3 +306,72 @@ fn wait_exit(c: &mut Cluster, id: u32) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn each_group_has_its_key_and_a_partition_leaves_each_with_its_holder() {
+    const WEB: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 100);
+    const DB: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 101);
+    Etcd::require();
+    let (_g, mut c) = test_lan("wg", &[100, 90], FAST, 1);
+    let ns = c.add_host("etcd", "w0", ETCD_IP).unwrap();
+    let etcd = Etcd::start(&ns, ETCD_IP, c.lab.scratch.join("etcd")).unwrap();
+    // Reversed priorities: node 1 holds web, node 2 holds db.
+    for (id, web, db) in [(1, 200, 100), (2, 100, 200)] {
+        let text = format!(
+            "witness = \"{}\"\nwitness_ttl = \"2s\"\n\n\
+             [group.web]\nvip = [\"{WEB}/24\"]\npriority = {web}\n\n\
+             [group.db]\nvip = [\"{DB}/24\"]\npriority = {db}\n",
+            etcd.url()
+        );
+        c.use_groups(id, &text).unwrap();
+    }
+    c.start_all().unwrap();
+    let keys = |c: &Cluster, id: u32| -> Vec<(String, Option<String>)> {
+        let s = c
+            .status_of(id)
+            .unwrap_or_else(|| panic!("node {id}'s status"));
+        s.groups
+            .into_iter()
+            .map(|g| (g.name, g.witness_key))
+            .collect()
+    };
+    let ours = |c: &Cluster| {
+        c.holders_of(WEB) == [1]
+            && c.holders_of(DB) == [2]
+            && keys(c, 1).contains(&("web".into(), Some("ours".into())))
+            && keys(c, 2).contains(&("db".into(), Some("ours".into())))
+    };
+    assert!(
+        c.wait_for(BOUND, ours),
+        "{:?} {:?}\n{}",
+        keys(&c, 1),
+        keys(&c, 2),
+        c.logs()
+    );
+    let listed = etcd.get_prefix("/hb/1/").unwrap();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 4, "{listed}");
+    assert!(
+        lines[0] == "/hb/1/db" && lines[1].starts_with("2 "),
+        "{listed}"
+    );
+    assert!(
+        lines[2] == "/hb/1/web" && lines[3].starts_with("1 "),
+        "{listed}"
+    );
+    // Cut apart, each keeps its own group and waits for the other's key.
+    c.partition(&[("n1e0", Some("n2e0"))]).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < 4 * TTL {
+        let (web, db) = (c.holders_of(WEB), c.holders_of(DB));
+        assert!(
+            web == [1] && db == [2],
+            "web on {web:?}, db on {db:?} after {:?}\n{}",
+            start.elapsed(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(keys(&c, 1).contains(&("db".into(), Some("node 2".into()))));
+    assert!(keys(&c, 2).contains(&("web".into(), Some("node 1".into()))));
+}

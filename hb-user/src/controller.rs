@@ -2214,8 +2214,9 @@ impl Controller {
             .collect();
         let mut text = names.join("\n");
         text.push('\n');
+        // An operator's word: a power cut right after it must not undo it.
         self.state_dir
-            .write_file(crate::control::STANDBY_FILE, text.as_bytes())
+            .write_file_synced(crate::control::STANDBY_FILE, text.as_bytes())
     }
 
     /// Groups put in standby before a restart stay there.

@@ -143,6 +143,16 @@ impl StateDir {
     /// are rewritten every second and worthless after a reboot (status.json), an
     /// fsync would only stall the controller's loop.
     pub fn write_file(&self, name: &str, contents: &[u8]) -> anyhow::Result<()> {
+        self.write(name, contents, false)
+    }
+
+    /// The same, on disk before it returns (file and directory synced): for
+    /// what must survive a power cut, an operator's standby or resume.
+    pub fn write_file_synced(&self, name: &str, contents: &[u8]) -> anyhow::Result<()> {
+        self.write(name, contents, true)
+    }
+
+    fn write(&self, name: &str, contents: &[u8], sync: bool) -> anyhow::Result<()> {
         if name.is_empty() || name == "." || name == ".." || name == LOCK || name.contains('/') {
             bail!("{name:?} is not a file name usable in the state dir");
         }
@@ -158,8 +168,14 @@ impl StateDir {
                 Mode::from_bits_truncate(0o644),
             )?);
             f.write_all(contents)?;
+            if sync {
+                f.sync_all()?;
+            }
             // rename replaces a symlink at `name` itself, never its target.
             renameat(&self.fd, tmp.as_str(), &self.fd, name)?;
+            if sync {
+                nix::unistd::fsync(&self.fd)?;
+            }
             Ok(())
         };
         write().with_context(|| format!("cannot write {}", path.display()))

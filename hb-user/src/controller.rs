@@ -7,7 +7,7 @@ use crate::{
     bpffs::PinRoot,
     clock::monotonic,
     config::{groups, ConfigError, RunArgs, RunConfig, Vip, XdpModeArg},
-    election::Params,
+    election::{Params, WitnessDown},
     events::{Events, News},
     garp,
     hooks::{self, FenceOutcome, Notifier, NotifyArgs},
@@ -1348,9 +1348,11 @@ impl Controller {
             };
             m.witness_key.get_or_create(&labels).set(owned as i64);
         }
-        let down = format!("{:?}", w.spec().down).to_lowercase();
-        for d in ["keep", "heartbeats"] {
-            let labels = crate::metrics::WitnessDown { down: d.into() };
+        let down = w.spec().down;
+        for d in [WitnessDown::Keep, WitnessDown::Heartbeats] {
+            let labels = crate::metrics::WitnessDown {
+                down: d.name().into(),
+            };
             m.witness_down
                 .get_or_create(&labels)
                 .set((d == down) as i64);
@@ -2149,7 +2151,7 @@ impl Controller {
                     ttl_ms: spec.ttl.as_millis() as u64,
                     lease_remaining_ms: (snap.lease_until)
                         .map_or(0, |t| t.saturating_sub(now).as_millis() as u64),
-                    down: format!("{:?}", spec.down).to_lowercase(),
+                    down: spec.down.name().to_string(),
                     error: snap.error.clone(),
                 }
             }),

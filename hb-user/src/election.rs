@@ -53,6 +53,16 @@ pub enum WitnessDown {
     Heartbeats,
 }
 
+impl WitnessDown {
+    /// As the settings, status and metrics spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WitnessDown::Keep => "keep",
+            WitnessDown::Heartbeats => "heartbeats",
+        }
+    }
+}
+
 /// What the witness last said of an election's key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyView {

@@ -71,11 +71,10 @@ pub fn witness_url(s: &str) -> Result<Vec<String>, String> {
 impl FromStr for crate::election::WitnessDown {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "keep" => Ok(Self::Keep),
-            "heartbeats" => Ok(Self::Heartbeats),
-            _ => Err(format!("expected keep or heartbeats, got {s:?}")),
-        }
+        [Self::Keep, Self::Heartbeats]
+            .into_iter()
+            .find(|d| d.name() == s.trim())
+            .ok_or_else(|| format!("expected keep or heartbeats, got {s:?}"))
     }
 }
 

@@ -344,14 +344,7 @@ impl Task {
             .or_else([TxnOp::get(key.clone(), None)]);
         let r = match bounded(self.timeout, c.txn(txn)).await {
             Ok(r) => r,
-            Err(e) if lease_gone(&e) => {
-                self.lease_lost();
-                return true;
-            }
-            Err(e) => {
-                self.failed("acquire", e);
-                return false;
-            }
+            Err(e) => return self.acquire_failed(e),
         };
         self.answered();
         let mut state = KeyState {
@@ -369,8 +362,8 @@ impl Task {
                 // Ours under a lost lease or from our previous run (this
                 // process adopted what a crash left), or a peer's that said
                 // it left or died: overwrite it, if nobody else did.
-                let earlier_run = value.split(' ').next() == Some(&*self.spec.node_id.to_string());
-                let handed = earlier_run || gone.contains(&value);
+                let owner = value.split(' ').next().and_then(|n| n.parse::<u32>().ok());
+                let handed = owner == Some(self.spec.node_id) || gone.contains(&value);
                 if ours {
                     state.owned = true;
                 } else if handed {
@@ -383,25 +376,29 @@ impl Task {
                         .and_then([put()]);
                     match bounded(self.timeout, c.txn(txn)).await {
                         Ok(r) => state.owned = r.succeeded(),
-                        Err(e) if lease_gone(&e) => {
-                            self.lease_lost();
-                            return true;
-                        }
-                        Err(e) => {
-                            self.failed("acquire", e);
-                            return false;
-                        }
+                        Err(e) => return self.acquire_failed(e),
                     }
                     if state.owned && value != me {
                         info!("witness: took key {key} from {value} (left or died)");
                     }
                 }
                 if !state.owned {
-                    state.held_by = value.split(' ').next().and_then(|n| n.parse().ok());
+                    state.held_by = owner;
                 }
             }
         }
         self.snap.keys.insert(name.to_string(), state);
+        false
+    }
+
+    /// A transaction of an acquire failed: true (try again) when it was our
+    /// lease that was gone.
+    fn acquire_failed(&mut self, e: String) -> bool {
+        if lease_gone(&e) {
+            self.lease_lost();
+            return true;
+        }
+        self.failed("acquire", e);
         false
     }
 
